@@ -1,0 +1,147 @@
+"""Atomic, deterministic saving and loading of the files passed between stages.
+
+Writers put bytes in a temporary file in the target's directory and rename it over the target,
+so an interrupted stage leaves the old file or none, never a truncated one. Outputs carry no
+timestamps or paths, floats are written with a fixed number of decimals, and JSON keys keep the
+order the code gives them, so identical results are identical bytes.
+Readers check shape and dtype and turn any problem into a one-line PipelineError that names the
+file and the stage to rerun.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.glyphs import CLASSES, PIXELS
+
+DATA_DIR = Path("data")
+DECIMALS = 6  # enough to see any real change in a metric, few enough to hide last-bit noise
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call `write` on a temporary file beside `path`, then rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def save_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_json(path: Path, obj: Any) -> None:
+    save_text(path, json.dumps(rounded(obj), indent=2) + "\n")
+
+
+def save_tsv(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """Columns of equal length as a TSV with a header; floats get DECIMALS decimals."""
+    names = list(columns)
+    cells = [[_cell(v) for v in columns[n]] for n in names]
+    lines = ["\t".join(names)] + ["\t".join(row) for row in zip(*cells)]
+    save_text(path, "\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{DECIMALS}f}"
+    return str(value)
+
+
+def rounded(obj: Any) -> Any:
+    """`obj` with every float rounded to DECIMALS and NumPy scalars made plain Python."""
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return round(float(obj), DECIMALS)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str) -> np.ndarray:
+    """Load an array written by `stage`, checking dtype and shape (None matches any length)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise stale(path, "missing", stage) from None
+    except (OSError, ValueError, EOFError) as err:
+        raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+    check_array(path, array, dtype, shape, stage)
+    return array
+
+
+def load_npz(path: Path, stage: str) -> dict[str, np.ndarray]:
+    """All arrays of an .npz archive written by `stage`, read eagerly."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise stale(path, "missing", stage) from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+
+
+def check_array(path: Path, array: np.ndarray, dtype: np.dtype | type, shape: tuple[int | None, ...],
+                stage: str) -> None:
+    """Raise a PipelineError naming `path` unless `array` has `dtype` and `shape`."""
+    if array.dtype != np.dtype(dtype):
+        raise stale(path, f"expected dtype {np.dtype(dtype)}, found {array.dtype}", stage)
+    if array.ndim != len(shape) or any(want is not None and want != got for want, got in zip(shape, array.shape)):
+        want = str(tuple("N" if s is None else s for s in shape)).replace("'", "")
+        raise stale(path, f"expected shape {want}, found {array.shape}", stage)
+
+
+def stale(path: Path, problem: str, stage: str) -> PipelineError:
+    return PipelineError(f"{path}: {problem}; rerun `dvc repro {stage}`")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+
+
+def split_paths(split: str) -> tuple[Path, Path]:
+    """The (pixels, labels) files that make_dataset writes for `split` ('train' or 'test')."""
+    return DATA_DIR / f"x_{split}.npy", DATA_DIR / f"y_{split}.npy"
+
+
+def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """X : (N, 30) uint8 of 0/1 and y : (N,) uint8 labels of `split`, checked."""
+    x_path, y_path = split_paths(split)
+    X = load_npy(x_path, np.uint8, (None, PIXELS), "make_dataset")
+    y = load_npy(y_path, np.uint8, (len(X),), "make_dataset")
+    if len(X) and X.max() > 1:
+        raise stale(x_path, f"expected pixels 0 or 1, found {X.max()}", "make_dataset")
+    if len(y) and y.max() >= len(CLASSES):
+        raise stale(y_path, f"expected labels 0..{len(CLASSES) - 1}, found {y.max()}", "make_dataset")
+    return X, y
+

@@ -1,0 +1,166 @@
+"""params.yaml -> frozen, validated dataclasses.
+
+Every key is required and every unknown key is refused by name, so a typo such as `train.lrr`
+fails loudly instead of silently training with a default. Errors are one line naming the file,
+the key, what is allowed and what was found.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _ge(low: float) -> Check:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def _gt(low: float) -> Check:
+    return (lambda v: v > low), f"> {low}"
+
+
+def _within(low: float, high: float) -> Check:
+    return (lambda v: low <= v <= high), f"in [{low}, {high}]"
+
+
+def _one_of(*allowed: str) -> Check:
+    return (lambda v: v in allowed), "one of " + ", ".join(allowed)
+
+
+def _key(check: Check | None = None) -> Any:
+    return field(metadata={"check": check})
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    seed: int = _key(_ge(0))
+    noise: float = _key(_within(0.0, 1.0))
+    train_per_class: int = _key(_ge(0))
+    test_per_class: int = _key(_ge(1))
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    hidden: int = _key(_ge(1))
+    lr: float = _key(_gt(0.0))
+    epochs: int = _key(_ge(0))
+    batch_size: int = _key(_ge(1))
+    loss: str = _key(_one_of("bce", "mse"))
+    bias: bool = _key()
+    seed: int = _key(_ge(0))
+    shuffle: bool = _key()
+
+
+@dataclass(frozen=True)
+class Params:
+    dataset: DatasetParams
+    train: TrainParams
+
+
+_SECTION_TYPES = {"dataset": DatasetParams, "train": TrainParams}
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate `path`; raise PipelineError with a one-line message on any problem."""
+    doc = _read_yaml(path)
+    unknown = sorted(set(doc) - set(_SECTION_TYPES), key=str)
+    if unknown:
+        raise PipelineError(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(_SECTION_TYPES)}")
+    sections = {}
+    for name, cls in _SECTION_TYPES.items():
+        if name not in doc:
+            raise PipelineError(f"{path}: missing section {name!r}")
+        sections[name] = parse_section(cls, name, doc[name], path)
+    return Params(**sections)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such file; run from the project root") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PipelineError(f"{path}: cannot read: {err}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise PipelineError(f"{path}: {where}invalid YAML: {problem}") from None
+    if not isinstance(doc, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections, found {_describe(doc)}")
+    return doc
+
+
+def parse_section(cls: type, name: str, raw: Any, path: Path = PARAMS_FILE) -> Any:
+    """Build dataclass `cls` from mapping `raw`, the section `name` of `path`."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: {name}: expected a mapping of keys, found {_describe(raw)}")
+    allowed = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in allowed:
+            raise PipelineError(f"{path}: {name}.{key}: unknown key; allowed: {', '.join(allowed)}")
+    values = {}
+    for key, f in allowed.items():
+        if key not in raw:
+            raise PipelineError(f"{path}: {name}.{key}: missing; expected {_expected(f)}")
+        values[key] = _convert(raw[key], f, f"{path}: {name}.{key}")
+    return cls(**values)
+
+
+def _expected(f: Any) -> str:
+    check = f.metadata["check"]
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[_type(f)]
+    if check is None:
+        return kind
+    return check[1] if _type(f) is str else f"{kind} {check[1]}"
+
+
+def _type(f: Any) -> type:
+    return {"int": int, "float": float, "bool": bool, "str": str}[f.type]  # annotations are strings here
+
+
+def _convert(value: Any, f: Any, where: str) -> Any:
+    kind = _type(f)
+    converted = _coerce(value, kind)
+    check = f.metadata["check"]
+    if converted is None or (check is not None and not check[0](converted)):
+        raise PipelineError(f"{where}: expected {_expected(f)}, found {_describe(value)}")
+    return converted
+
+
+def _coerce(value: Any, kind: type) -> Any:
+    """`value` as `kind`, or None if it is not one. Booleans are never numbers."""
+    if kind is bool or kind is str:
+        return value if type(value) is kind else None
+    if isinstance(value, bool):
+        return None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string; accept it as a number
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    text = repr(value) if isinstance(value, str) else str(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} ({type(value).__name__})"

@@ -1,0 +1,80 @@
+"""Stage predict, and an ad-hoc CLI: which letter is drawn in each ASCII glyph file.
+
+    python -m pipeline.predict                       # stage: data/samples/*.txt -> metrics/predictions.json
+    python -m pipeline.predict [--model PATH] FILE...  # print `FILE: LETTER (SCORE)` per file
+
+A bad file gets one line on stderr naming it (and the line); the other files are still predicted,
+and the exit status is 1 if any file failed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import save_json
+from pipeline.checkpoint import MODEL_PATH, load_network
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.glyphs import read_glyph
+from pipeline.model import Network, logits, sigmoid
+
+SAMPLES = Path("data/samples")
+PREDICTIONS = Path("metrics/predictions.json")
+
+
+def predict(net: Network, glyphs: np.ndarray) -> list[tuple[str, dict[str, float]]]:
+    """For glyphs : (n, 30), the predicted letter and the sigmoid score of every letter."""
+    z = logits(net, glyphs)
+    a = sigmoid(z)
+    return [(net.classes[int(np.argmax(row))], dict(zip(net.classes, map(float, s)))) for row, s in zip(z, a)]
+
+
+def read_all(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
+    """The readable files, their glyphs : (n, 30), and one error line per unreadable file."""
+    good, glyphs, errors = [], [], []
+    for path in paths:
+        try:
+            glyphs.append(read_glyph(path))
+            good.append(path)
+        except PipelineError as err:
+            errors.append(str(err))
+    return good, np.array(glyphs, dtype=np.uint8).reshape(-1, 30), errors
+
+
+def run_stage(net: Network) -> None:
+    paths = sorted(SAMPLES.glob("*.txt"))
+    good, glyphs, errors = read_all(paths)
+    if errors:
+        raise PipelineError(f"{errors[0]} (and {len(errors) - 1} more)" if len(errors) > 1 else errors[0])
+    if not good:
+        raise PipelineError(f"{SAMPLES}: expected glyph files *.txt, found none")
+    results = predict(net, glyphs)
+    save_json(PREDICTIONS, {p.as_posix(): {"letter": letter, "scores": s} for p, (letter, s) in zip(good, results)})
+
+
+def run_adhoc(net: Network, paths: list[Path]) -> int:
+    good, glyphs, errors = read_all(paths)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    for path, (letter, s) in zip(good, predict(net, glyphs)):
+        print(f"{path}: {letter} ({s[letter]:.2f})")
+    return 1 if errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=MODEL_PATH, help=f"trained model (default {MODEL_PATH})")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                        help=f"glyph files; none: predict {SAMPLES}/*.txt and write {PREDICTIONS}")
+    args = parser.parse_args(argv)
+    net = load_network(args.model)
+    if not args.files:
+        run_stage(net)
+        return 0
+    return run_adhoc(net, args.files)
+
+
+if __name__ == "__main__":
+    raise SystemExit(exit_on_error(main))

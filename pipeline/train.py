@@ -1,0 +1,47 @@
+"""Stage train: fit the 30-H-3 sigmoid network with SGD.
+
+    python -m pipeline.train
+
+Reads `train.*` from params.yaml and data/{x,y}_train.npy; writes models/model.npz (weights plus
+layer sizes, class names, loss and whether biases are on) and metrics/history.tsv (per epoch:
+step, loss, accuracy).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import load_split, save_tsv
+from pipeline.checkpoint import MODEL_PATH, save_network
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.model import Network, init_network
+from pipeline.params import TrainParams, load_params
+from pipeline.sgd import Diverged, History, fit
+
+HISTORY = Path("metrics/history.tsv")
+
+
+def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History]:
+    """A network trained on X : (N, 30) uint8, y : (N,) labels, and its per-epoch history."""
+    rng = np.random.default_rng(p.seed)  # one stream: initial weights first, then the shuffles
+    net = init_network(rng, p.hidden, p.loss, p.bias)
+    try:
+        history = fit(net, X, y, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, shuffle=p.shuffle, rng=rng)
+    except Diverged as err:
+        raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None
+    return net, history
+
+
+def main() -> None:
+    argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0]).parse_args()
+    params = load_params()
+    X, y = load_split("train")
+    net, history = train(params.train, X, y)
+    save_network(MODEL_PATH, net)
+    save_tsv(HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
+
+
+if __name__ == "__main__":
+    raise SystemExit(exit_on_error(main))

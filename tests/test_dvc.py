@@ -1,0 +1,110 @@
+"""The pipeline under real `dvc` commands, in a fresh git repository made from the tracked files."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run
+
+STAGES = ["make_dataset", "train", "evaluate", "predict"]
+
+
+def dvc(project: Path, *args: str, check: bool = True):
+    return run([sys.executable, "-m", "dvc", *args], cwd=project, check=check)
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def git_commit(project: Path, message: str) -> None:
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], cwd=project)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A new git repo holding the tracked files, without dvc.lock, after a first `dvc repro`."""
+    from tests.conftest import tracked_files
+    import shutil
+    project = tmp_path_factory.mktemp("dvc") / "project"
+    for name in tracked_files():
+        if name != "dvc.lock" and not name.startswith("metrics/"):
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    run(["git", "init", "-q"], cwd=project)
+    git_commit(project, "start")
+    project.joinpath("first-repro.log").write_text(dvc(project, "repro").stdout)
+    return project
+
+
+def test_first_repro_runs_all_four_stages_and_reproduces_the_committed_lock(repo):
+    assert ran((repo / "first-repro.log").read_text()) == STAGES
+    assert (repo / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text(), \
+        "dvc.lock differs from the committed one: run `dvc repro` and commit dvc.lock and metrics/"
+    for path in sorted((ROOT / "metrics").rglob("*")):
+        if path.is_file():
+            assert (repo / path.relative_to(ROOT)).read_bytes() == path.read_bytes(), path
+
+
+def test_stage_deps_are_exactly_the_modules_each_stage_imports(repo):
+    """Editing a module reruns every stage that runs it and no other."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    probe = ("import runpy, sys, atexit\n"
+             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith('pipeline'))))\n"
+             "sys.argv = [sys.argv[1]]\nrunpy.run_module(sys.argv[0], run_name='__main__')\n")
+    for name, stage in stages.items():
+        module = stage["cmd"].split()[-1]
+        out = run([sys.executable, "-c", probe, module], cwd=repo).stdout.strip().splitlines()[-1]
+        modules = set(ast.literal_eval(out)) | {module}  # runpy runs the stage itself as __main__
+        imported = {m.replace(".", "/") + ("/__init__.py" if m == "pipeline" else ".py") for m in modules}
+        listed = {d for d in stage["deps"] if d.startswith("pipeline/")}
+        assert listed == imported, name
+    # The probe reran every stage: it must have rewritten the same bytes.
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+
+
+def test_nothing_reruns_when_nothing_changed(repo):
+    out = dvc(repo, "repro").stdout
+    assert ran(out) == [] and "Data and pipelines are up to date." in out
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+
+
+def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
+    git_commit(repo, "first repro")
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("lr: 0.1 ", "lr: 0.5 "))
+    assert ran(dvc(repo, "repro").stdout) == ["train", "evaluate", "predict"]
+
+    params_diff = dvc(repo, "params", "diff", "--md").stdout
+    assert re.search(r"\| params\.yaml\s*\|\s*train\.lr\s*\|\s*0\.1\s*\|\s*0\.5\s*\|", params_diff), params_diff
+    metrics_diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
+    changed = metrics_diff["metrics/metrics.json"]
+    assert changed["train.loss"]["new"] < changed["train.loss"]["old"]
+    assert {"train.loss", "test.loss"} <= set(changed)
+    git_commit(repo, "lr 0.5")
+
+
+def test_plots_show_writes_a_page_with_every_plot(repo):
+    dvc(repo, "plots", "show", "-o", "plots-out")
+    page = (repo / "plots-out" / "index.html").read_text()
+    for title in ("Training loss", "Training accuracy", "Test confusion"):
+        assert title in page
+    assert "predictions.png" in page
+
+
+def test_an_experiment_with_a_set_param_appears_in_exp_show(repo):
+    dvc(repo, "exp", "run", "-S", "train.lr=0.3", "--name", "lr-0.3")
+    rows = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    experiments = [exp for row in rows for exp in (row.get("experiments") or [])]
+    found = [e for e in experiments if any(r.get("name") == "lr-0.3" for r in e.get("revs", []))]
+    assert found, rows
+    data = found[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.3
+    assert 0 <= data["metrics"]["metrics/metrics.json"]["data"]["test"]["accuracy"] <= 1

@@ -1,0 +1,84 @@
+"""Glyphs: the tutorial's bitmaps, the ASCII format and its errors, noisy variants."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.glyphs import clean_glyphs, noisy_copies, parse_glyph, read_glyph, render
+
+# Copied from the tutorial's lists, row-major, independent of how glyphs.py draws them.
+TUTORIAL = [
+    [0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1],
+    [0, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 1, 1, 1, 0],
+    [0, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0],
+]
+
+
+def test_clean_glyphs_are_the_tutorials_bitmaps():
+    glyphs = clean_glyphs()
+    assert glyphs.dtype == np.uint8 and glyphs.shape == (3, 30)
+    np.testing.assert_array_equal(glyphs, TUTORIAL)
+
+
+def test_parse_accepts_both_alphabets_trailing_space_and_surrounding_blank_lines():
+    text = "\n\n  \n0011..  \n.#..1.\n######\t\n#....#\n1....1\n\n"
+    np.testing.assert_array_equal(parse_glyph(text, "x"), TUTORIAL[0])
+
+
+def test_render_is_the_inverse_of_parse():
+    for glyph in clean_glyphs():
+        np.testing.assert_array_equal(parse_glyph("\n".join(render(glyph)), "x"), glyph)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "x: expected 5 rows of 6 pixels, found 0 rows"),
+    ("......\n" * 4, "x: expected 5 rows of 6 pixels, found 4 rows"),
+    ("......\n" * 6, "x: expected 5 rows of 6 pixels, found 6 rows"),
+    ("......\n" * 2 + "\n" + "......\n" * 2, "x: line 3: expected 6 pixels, found 0 characters"),
+    ("......\n.....\n" + "......\n" * 3, "x: line 2: expected 6 pixels, found 5 characters"),
+    ("......\n" * 3 + "...x..\n......", "x: line 4: expected only '#', '1', '.' or '0', found 'x'"),
+    ("\n\n" + "......\n" * 2 + "..2...\n" + "......\n" * 2, "x: line 5: expected only"),
+])
+def test_parse_errors_name_the_line_and_what_was_found(text, message):
+    with pytest.raises(PipelineError) as err:
+        parse_glyph(text, "x")
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_read_glyph_reports_unreadable_files_by_name(tmp_path):
+    (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff" * 3)
+    (tmp_path / "huge.txt").write_bytes(b"......\n" * 100_000)
+    (tmp_path / "dir.txt").mkdir()
+    cases = {"binary.txt": "expected ASCII text, found byte 0x89 at offset 0",
+             "huge.txt": "expected a glyph of about 40 bytes, found more than 4096 bytes",
+             "dir.txt": "expected a glyph file, found a directory",
+             "missing.txt": "no such file"}
+    for name, message in cases.items():
+        with pytest.raises(PipelineError, match="^" + str(tmp_path / name) + ": " + message):
+            read_glyph(tmp_path / name)
+
+
+def test_noisy_copies_are_interleaved_uint8_and_flip_at_the_given_rate():
+    clean = clean_glyphs()
+    x, y = noisy_copies(clean, 20_000, 0.1, np.random.default_rng(0), block=4096)
+    assert x.dtype == np.uint8 and x.shape == (60_000, 30) and y.dtype == np.uint8
+    np.testing.assert_array_equal(y[:6], [0, 1, 2, 0, 1, 2])
+    flipped = x != clean[y]
+    assert abs(flipped.mean() - 0.1) < 0.003  # 1.8 million pixels: the standard error is 0.0002
+
+
+def test_noise_zero_copies_and_noise_one_inverts():
+    clean = clean_glyphs()
+    same, _ = noisy_copies(clean, 4, 0.0, np.random.default_rng(0))
+    inverted, _ = noisy_copies(clean, 4, 1.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(same, np.tile(clean, (4, 1)))
+    np.testing.assert_array_equal(inverted, 1 - np.tile(clean, (4, 1)))
+
+
+def test_noisy_copies_do_not_depend_on_the_block_size():
+    a, _ = noisy_copies(clean_glyphs(), 1000, 0.2, np.random.default_rng(5), block=1 << 16)
+    b, _ = noisy_copies(clean_glyphs(), 1001, 0.2, np.random.default_rng(5), block=7)
+    b = b[:3000]
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,96 @@
+"""params.yaml: the committed file parses; every kind of bad value gets a one-line error naming it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.params import load_params
+from tests.conftest import ROOT
+
+
+def write_params(tmp_path: Path, edit) -> Path:
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(doc)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_committed_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.loss == "bce" and params.train.batch_size == 1 and params.train.bias is False
+    assert params.dataset.train_per_class == 0
+
+
+def test_a_number_without_a_dot_is_accepted(tmp_path):
+    path = write_params(tmp_path, lambda d: d["train"].update(lr="1e-3"))  # PyYAML reads 1e-3 as a string
+    assert load_params(path).train.lr == 0.001
+
+
+def test_an_integer_learning_rate_is_a_float(tmp_path):
+    path = write_params(tmp_path, lambda d: d["train"].update(lr=1))
+    assert load_params(path).train.lr == 1.0 and isinstance(load_params(path).train.lr, float)
+
+
+def _set(section, key, value):
+    return lambda d: d[section].update({key: value})
+
+
+BAD = [
+    (_set("train", "lr", "fast"), "train.lr: expected a number > 0.0, found 'fast' (str)"),
+    (_set("train", "lr", 0), "train.lr: expected a number > 0.0, found 0 (int)"),
+    (_set("train", "lr", -0.1), "train.lr: expected a number > 0.0, found -0.1 (float)"),
+    (_set("train", "lr", ".nan"), "train.lr: expected a number > 0.0, found '.nan' (str)"),
+    (_set("train", "lr", float("inf")), "train.lr: expected a number > 0.0, found inf (float)"),
+    (_set("train", "lr", True), "train.lr: expected a number > 0.0, found True (bool)"),
+    (_set("train", "epochs", -1), "train.epochs: expected an integer >= 0, found -1 (int)"),
+    (_set("train", "epochs", 2.5), "train.epochs: expected an integer >= 0, found 2.5 (float)"),
+    (_set("train", "epochs", True), "train.epochs: expected an integer >= 0, found True (bool)"),
+    (_set("train", "hidden", 0), "train.hidden: expected an integer >= 1, found 0 (int)"),
+    (_set("train", "batch_size", 0), "train.batch_size: expected an integer >= 1, found 0 (int)"),
+    (_set("train", "loss", "mae"), "train.loss: expected one of bce, mse, found 'mae' (str)"),
+    (_set("train", "bias", "yes please"), "train.bias: expected true or false, found 'yes please' (str)"),
+    (_set("train", "bias", 1), "train.bias: expected true or false, found 1 (int)"),
+    (_set("train", "seed", None), "train.seed: expected an integer >= 0, found nothing (null)"),
+    (_set("dataset", "noise", 1.5), "dataset.noise: expected a number in [0.0, 1.0], found 1.5 (float)"),
+    (_set("dataset", "noise", -0.01), "dataset.noise: expected a number in [0.0, 1.0], found -0.01 (float)"),
+    (_set("dataset", "test_per_class", 0), "dataset.test_per_class: expected an integer >= 1, found 0 (int)"),
+    (_set("dataset", "train_per_class", -3), "dataset.train_per_class: expected an integer >= 0, found -3"),
+    (_set("dataset", "train_per_class", "10"), "dataset.train_per_class: expected an integer >= 0, found '10'"),
+    (_set("train", "lrr", 0.1), "train.lrr: unknown key; allowed: hidden, lr, epochs, batch_size, loss, bias, seed, shuffle"),
+    (lambda d: d["train"].pop("lr"), "train.lr: missing; expected a number > 0.0"),
+    (lambda d: d.pop("train"), "missing section 'train'"),
+    (lambda d: d.update(trian={}), "unknown section 'trian'; allowed: dataset, train"),
+    (lambda d: d.update(train=[1, 2]), "train: expected a mapping of keys, found [1, 2] (list)"),
+]
+
+
+@pytest.mark.parametrize("edit,message", BAD, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_values_are_refused_by_name(tmp_path, edit, message):
+    path = write_params(tmp_path, edit)
+    with pytest.raises(PipelineError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("train: [\n", "line 2: invalid YAML"),
+    ("train:\n  lr: 0.1\n lr: 2\n", "line 3: invalid YAML"),
+    ("", "expected a mapping of sections, found nothing (null)"),
+    ("- 1\n- 2\n", "expected a mapping of sections, found [1, 2] (list)"),
+])
+def test_unreadable_yaml_is_refused_with_its_line(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(PipelineError, match="no such file; run from the project root"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,234 @@
+"""The stage scripts run as a user runs them: outputs, determinism, and bad input at the edges."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.glyphs import clean_glyphs
+from tests.conftest import run_module
+
+STAGES = ["make_dataset", "train", "evaluate", "predict"]
+OUTPUTS = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy", "models/model.npz",
+           "metrics/history.tsv", "metrics/metrics.json", "metrics/confusion.json",
+           "metrics/images/predictions.png", "metrics/predictions.json"]
+
+
+def run_stages(project: Path, stages=STAGES) -> None:
+    for stage in stages:
+        proc = run_module(f"pipeline.{stage}", cwd=project)
+        assert proc.returncode == 0, proc.stderr
+
+
+def digests(project: Path) -> dict[str, str]:
+    return {name: hashlib.md5((project / name).read_bytes()).hexdigest() for name in OUTPUTS}
+
+
+def edit_params(project: Path, section: str, **values) -> None:
+    path = project / "params.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc[section].update(values)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The project after all four stages ran once with the committed params (shared, read-only)."""
+    from tests.conftest import ROOT, tracked_files
+    dest = tmp_path_factory.mktemp("built") / "project"
+    for name in tracked_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    for name in OUTPUTS:  # start from nothing, as a clean clone without a DVC cache
+        (dest / name).unlink(missing_ok=True)
+    run_stages(dest)
+    return dest
+
+
+def copy_of(built: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built, tmp_path / "copy"))
+
+
+def test_default_dataset_is_the_three_tutorial_glyphs_and_a_noisy_test_set(built):
+    x_train, y_train = np.load(built / "data/x_train.npy"), np.load(built / "data/y_train.npy")
+    x_test, y_test = np.load(built / "data/x_test.npy"), np.load(built / "data/y_test.npy")
+    np.testing.assert_array_equal(x_train, clean_glyphs())
+    np.testing.assert_array_equal(y_train, [0, 1, 2])
+    assert x_train.dtype == x_test.dtype == np.uint8 and y_train.dtype == y_test.dtype == np.uint8
+    assert x_test.shape == (300, 30) and y_test.shape == (300,)
+    assert np.bincount(y_test).tolist() == [100, 100, 100]
+    assert set(np.unique(x_test)) == {0, 1}
+    assert 0.05 < np.mean(x_test != clean_glyphs()[y_test]) < 0.15  # dataset.noise is 0.1
+
+
+def test_every_output_is_byte_identical_on_a_second_run(built, tmp_path):
+    again = copy_of(built, tmp_path)
+    for name in OUTPUTS:
+        (again / name).unlink()
+    run_stages(again)
+    assert digests(again) == digests(built)
+
+
+def test_the_model_file_describes_itself(built):
+    with np.load(built / "models/model.npz", allow_pickle=False) as model:
+        assert model["w1"].shape == (30, 5) and model["w2"].shape == (5, 3)
+        assert model["sizes"].tolist() == [30, 5, 3] and model["classes"].tolist() == ["A", "B", "C"]
+        assert str(model["loss"]) == "bce" and str(model["activation"]) == "sigmoid"
+        assert not model["bias"] and "b1" not in model.files
+
+
+def test_metrics_are_argmax_accuracy_and_the_training_loss(built):
+    metrics = json.loads((built / "metrics/metrics.json").read_text())
+    assert set(metrics) == {"train", "test"} and set(metrics["test"]) == {"accuracy", "loss"}
+    with np.load(built / "models/model.npz") as model:
+        w1, w2 = model["w1"], model["w2"]
+    x, y = np.load(built / "data/x_test.npy").astype(float), np.load(built / "data/y_test.npy")
+    out = 1 / (1 + np.exp(-(1 / (1 + np.exp(-x @ w1)) @ w2)))
+    assert metrics["test"]["accuracy"] == pytest.approx(np.mean(out.argmax(1) == y), abs=1e-6)
+    bce = -np.mean(np.sum(np.where(np.eye(3)[y] == 1, np.log(out), np.log(1 - out)), axis=1))
+    assert metrics["test"]["loss"] == pytest.approx(bce, abs=1e-6)
+    assert metrics["train"]["accuracy"] == 1.0
+
+
+def test_history_has_one_row_per_epoch(built):
+    lines = (built / "metrics/history.tsv").read_text().splitlines()
+    assert lines[0] == "step\tloss\taccuracy" and len(lines) == 1 + 300
+    assert lines[1].startswith("1\t") and lines[-1].startswith("300\t")
+
+
+def test_confusion_rows_follow_the_test_labels(built):
+    rows = json.loads((built / "metrics/confusion.json").read_text())
+    y = np.load(built / "data/y_test.npy")
+    assert [r["actual"] for r in rows] == ["ABC"[i] for i in y]
+    assert {r["predicted"] for r in rows} <= {"A", "B", "C"}
+
+
+def test_more_training_copies_leave_the_test_set_unchanged(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "dataset", train_per_class=50)
+    run_stages(project, ["make_dataset"])
+    assert np.load(project / "data/x_train.npy").shape == (153, 30)
+    for name in ("data/x_test.npy", "data/y_test.npy"):
+        assert (project / name).read_bytes() == (built / name).read_bytes()
+
+
+def test_zero_epochs_saves_the_initial_weights(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "train", epochs=0)
+    run_stages(project, ["train"])
+    rng = np.random.default_rng(0)  # train.seed
+    with np.load(project / "models/model.npz") as model:
+        np.testing.assert_array_equal(model["w1"], rng.standard_normal((30, 5)))
+        np.testing.assert_array_equal(model["w2"], rng.standard_normal((5, 3)))
+    assert (project / "metrics/history.tsv").read_text() == "step\tloss\taccuracy\n"
+
+
+def test_biases_are_saved_when_on(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "train", bias=True, loss="mse", batch_size=2)
+    run_stages(project, ["train", "evaluate", "predict"])
+    with np.load(project / "models/model.npz") as model:
+        assert model["b1"].shape == (5,) and model["b2"].shape == (3,) and str(model["loss"]) == "mse"
+
+
+def assert_one_line_error(proc, *fragments: str, status: int = 2) -> None:
+    assert proc.returncode == status, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("stage", ["make_dataset", "train"])
+def test_bad_params_stop_a_stage_without_touching_its_outputs(built, tmp_path, stage):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "train", lr="fast")
+    edit_params(project, "dataset", noise=2)
+    before = digests(project)
+    proc = run_module(f"pipeline.{stage}", cwd=project)
+    assert_one_line_error(proc, "params.yaml: dataset.noise: expected a number in [0.0, 1.0], found 2 (int)")
+    assert digests(project) == before
+
+
+def test_a_diverging_run_writes_no_model(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "train", lr=1e300, bias=True)
+    before = digests(project)
+    proc = run_module("pipeline.train", cwd=project)
+    assert_one_line_error(proc, "train: loss became nan at epoch 1; try a smaller train.lr (now 1e+300)", status=1)
+    assert digests(project) == before
+
+
+@pytest.mark.parametrize("name,content,stage,message", [
+    ("data/x_train.npy", None, "train", "data/x_train.npy: missing; rerun `dvc repro make_dataset`"),
+    ("data/x_train.npy", b"\x93NUMPY\x01\x00garbage", "train", "data/x_train.npy: unreadable"),
+    ("data/y_train.npy", np.zeros(3, np.int64), "train", "data/y_train.npy: expected dtype uint8, found int64"),
+    ("data/y_train.npy", np.zeros(4, np.uint8), "train", "data/y_train.npy: expected shape (3,), found (4,)"),
+    ("data/x_test.npy", np.zeros((4, 29), np.uint8), "evaluate", "data/x_test.npy: expected shape (N, 30), found (4, 29)"),
+    ("data/x_test.npy", np.full((300, 30), 7, np.uint8), "evaluate", "data/x_test.npy: expected pixels 0 or 1, found 7"),
+    ("models/model.npz", b"PK\x03\x04 truncated", "evaluate", "models/model.npz: unreadable"),
+    ("models/model.npz", {"w1": np.zeros((30, 5))}, "predict", "models/model.npz: not a model file (missing array 'w2')"),
+])
+def test_a_bad_file_between_stages_names_the_file_and_the_stage_to_rerun(built, tmp_path, name, content, stage,
+                                                                         message):
+    project = copy_of(built, tmp_path)
+    path = project / name
+    if content is None:
+        path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, dict):
+        np.savez(path, **content)
+    else:
+        np.save(path, content)
+    proc = run_module(f"pipeline.{stage}", cwd=project)
+    assert_one_line_error(proc, message)
+    assert "rerun `dvc repro" in proc.stderr
+
+
+def test_predict_prints_one_line_per_file(built):
+    files = ["data/samples/a.txt", "data/samples/b.txt", "data/samples/c.txt"]
+    proc = run_module("pipeline.predict", *files, cwd=built)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == files
+    assert [line.split(": ")[1][0] for line in lines] == ["A", "B", "C"]
+    for line in lines:
+        score = float(line.split("(")[1].rstrip(")"))
+        assert 0.5 < score <= 1.0
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_good_ones(built, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("..##..\n.#..#.\n######\n#....#\n")
+    proc = run_module("pipeline.predict", str(bad), "data/samples/b.txt", str(tmp_path / "none.txt"), cwd=built)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("data/samples/b.txt: B (")
+    assert proc.stderr.splitlines() == [f"error: {bad}: expected 5 rows of 6 pixels, found 4 rows",
+                                        f"error: {tmp_path / 'none.txt'}: no such file"]
+
+
+def test_predict_takes_another_model(built, tmp_path):
+    proc = run_module("pipeline.predict", "--model", str(tmp_path / "nope.npz"), "data/samples/a.txt", cwd=built)
+    assert_one_line_error(proc, f"{tmp_path / 'nope.npz'}: missing")
+
+
+def test_the_predict_stage_writes_every_sample(built):
+    predictions = json.loads((built / "metrics/predictions.json").read_text())
+    samples = sorted(p.relative_to(built).as_posix() for p in (built / "data/samples").glob("*.txt"))
+    assert list(predictions) == samples
+    assert {predictions[f"data/samples/{c}.txt"]["letter"] for c in "abc"} == {"A", "B", "C"}
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--model"]])
+@pytest.mark.parametrize("stage", STAGES)
+def test_unknown_options_get_a_usage_error(built, stage, args):
+    if stage != "predict" and args == ["--model"]:
+        args = ["extra-argument"]
+    proc = run_module(f"pipeline.{stage}", *args, cwd=built)
+    assert proc.returncode == 2 and "usage: python -m pipeline." in proc.stderr and "Traceback" not in proc.stderr
