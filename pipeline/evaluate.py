@@ -18,6 +18,7 @@ from pipeline.checkpoint import MODEL_PATH, load_network
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
+from pipeline.pictures import glyph_grid
 
 METRICS = Path("metrics/metrics.json")
 CONFUSION = Path("metrics/confusion.json")
@@ -37,8 +38,6 @@ def confusion_rows(classes: tuple[str, ...], y: np.ndarray, predicted: np.ndarra
 
 def draw_predictions(net: Network, clean: np.ndarray, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
     """Each clean glyph followed by its first test variants, titled with the prediction and its score."""
-    from pipeline import plots  # matplotlib costs ~1 s to import: only when drawing
-
     k = len(net.classes)
     picks = [np.flatnonzero(y == c)[:SHOWN_PER_CLASS] for c in range(k)]
     glyphs = np.concatenate([np.vstack([clean[c], X[picks[c]]]) for c in range(k)])
@@ -46,8 +45,8 @@ def draw_predictions(net: Network, clean: np.ndarray, X: np.ndarray, y: np.ndarr
     actual = np.concatenate([np.full(len(picks[c]) + 1, c) for c in range(k)])
     predicted, top = np.argmax(z, axis=1), sigmoid(np.max(z, axis=1))
     titles = [f"{net.classes[p]} {s:.2f}" for p, s in zip(predicted, top)]
-    plots.glyph_grid(PREDICTIONS_PNG, glyphs, titles, predicted != actual, columns=SHOWN_PER_CLASS + 1,
-                     heading="first column: training glyph; then noisy test glyphs (red: wrong)")
+    glyph_grid(PREDICTIONS_PNG, glyphs, titles, predicted != actual, columns=SHOWN_PER_CLASS + 1,
+               heading="First column: the training glyph; then noisy test glyphs. Red: misclassified.")
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ class TrainParams:
     bias: bool = _key()
     seed: int = _key(_ge(0))
     shuffle: bool = _key()
+    dtype: str = _key(_one_of("float64", "float32"))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
     python -m pipeline.predict [--model PATH] FILE...  # print `FILE: LETTER (SCORE)` per file
 
 A bad file gets one line on stderr naming it (and the line); the other files are still predicted,
-and the exit status is 1 if any file failed.
+and the exit status is 2 if any file was bad. Scores are the network's independent sigmoid outputs,
+one per letter; they need not sum to 1.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from pipeline.artifacts import save_json
 from pipeline.checkpoint import MODEL_PATH, load_network
-from pipeline.errors import PipelineError, exit_on_error
+from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error
 from pipeline.glyphs import read_glyph
 from pipeline.model import Network, logits, sigmoid
 
@@ -50,8 +51,9 @@ def run_stage(net: Network) -> None:
         raise PipelineError(f"{errors[0]} (and {len(errors) - 1} more)" if len(errors) > 1 else errors[0])
     if not good:
         raise PipelineError(f"{SAMPLES}: expected glyph files *.txt, found none")
-    results = predict(net, glyphs)
-    save_json(PREDICTIONS, {p.as_posix(): {"letter": letter, "scores": s} for p, (letter, s) in zip(good, results)})
+    rows = [{"file": path.as_posix(), "letter": letter, "score": scores[letter], **scores}
+            for path, (letter, scores) in zip(good, predict(net, glyphs))]
+    save_json(PREDICTIONS, rows)  # records: DVC plots them as bars of `score` per `file`
 
 
 def run_adhoc(net: Network, paths: list[Path]) -> int:
@@ -60,12 +62,13 @@ def run_adhoc(net: Network, paths: list[Path]) -> int:
         print(f"error: {message}", file=sys.stderr)
     for path, (letter, s) in zip(good, predict(net, glyphs)):
         print(f"{path}: {letter} ({s[letter]:.2f})")
-    return 1 if errors else 0
+    return BAD_INPUT if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=MODEL_PATH, help=f"trained model (default {MODEL_PATH})")
+    parser.add_argument("--model", type=Path, default=MODEL_PATH, metavar="PATH",
+                        help=f"trained model (default {MODEL_PATH})")
     parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
                         help=f"glyph files; none: predict {SAMPLES}/*.txt and write {PREDICTIONS}")
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.model import Network, accuracy, loss_value, sigmoid
+from pipeline.model import Network, accuracy, loss_value
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
 
@@ -33,52 +33,79 @@ class History:
 
 
 class _Step:
-    """Buffers for one batch of up to `size` rows and the in-place update that uses them."""
+    """The in-place SGD update for batches of exactly `m` rows, with every buffer preallocated.
 
-    def __init__(self, net: Network, size: int, lr: float) -> None:
-        dtype, (_, hidden, k) = net.w1.dtype, net.sizes
-        self.net, self.lr, self.dtype = net, lr, dtype
-        self.z1, self.a1, self.t1, self.da1 = (np.empty((size, hidden), dtype) for _ in range(4))
-        self.a2, self.dz2, self.t2 = (np.empty((size, k), dtype) for _ in range(3))
-        self.dw1, self.dw2 = np.empty_like(net.w1), np.empty_like(net.w2)
-        self.db1, self.db2 = np.empty(hidden, dtype), np.empty(k, dtype)
-        self.views = {size: self._views(size)}
+    At batch size 1 the cost is the number of NumPy calls, so each one counts: constants are 0-d
+    arrays of the training dtype, lr and 1/m are folded into dZ2 once, and for bce the output
+    sigmoid is folded into dZ2:
+        dZ2 = s (A2 - Y) = s / (1 + exp(-Z2)) - s Y,   s = lr / m,
+    whose second term (`target`) is prepared for a whole block of rows at once. At large batch
+    sizes the cost is exp (half the price of tanh in float64 here); exp(-z) may overflow to inf for
+    z < -709, which gives the correctly rounded sigmoid 0, and `fit` silences that warning.
+    """
 
-    def _views(self, m: int) -> tuple[np.ndarray, ...]:
-        return self.z1[:m], self.a1[:m], self.t1[:m], self.da1[:m], self.a2[:m], self.dz2[:m], self.t2[:m]
+    def __init__(self, net: Network, m: int, lr: float) -> None:
+        (_, hidden, k), dtype = net.sizes, net.w1.dtype
+        scale = 2.0 * lr / (m * k) if net.loss == "mse" else lr / m
+        self.scale = np.array(scale, dtype)
+        self.run = _update(net, m, self.scale)
 
-    def __call__(self, x: np.ndarray, y: np.ndarray, z2: np.ndarray) -> None:
-        """x : (m, 30), y : (m, K) one-hot; writes the pre-update logits into z2 : (m, K)."""
-        net, m = self.net, len(x)
-        views = self.views.get(m) or self.views.setdefault(m, self._views(m))
-        z1, a1, t1, da1, a2, dz2, t2 = views
-        np.matmul(x, net.w1, out=z1)             # (m, 30) @ (30, H) -> (m, H)
-        if net.b1 is not None:
-            z1 += net.b1
-        sigmoid(z1, out=a1)
-        np.matmul(a1, net.w2, out=z2)            # (m, H) @ (H, K) -> (m, K)
-        if net.b2 is not None:
-            z2 += net.b2
-        sigmoid(z2, out=a2)
-        np.subtract(a2, y, out=dz2)              # dZ2, scaled by lr below so the updates need no multiply
-        if net.loss == "mse":
-            np.subtract(1.0, a2, out=t2)
-            dz2 *= a2
-            dz2 *= t2
-            dz2 *= self.dtype.type(2.0 * self.lr / (m * a2.shape[1]))
-        else:
-            dz2 *= self.dtype.type(self.lr / m)
-        np.matmul(dz2, net.w2.T, out=da1)        # (m, K) @ (K, H) -> (m, H), with W2 before its update
-        np.matmul(a1.T, dz2, out=self.dw2)       # (H, m) @ (m, K) -> (H, K)
-        np.subtract(net.w2, self.dw2, out=net.w2)
-        np.subtract(1.0, a1, out=t1)
-        da1 *= a1
-        da1 *= t1                                # dZ1 = dA1 * A1 * (1 - A1)
-        np.matmul(x.T, da1, out=self.dw1)        # (30, m) @ (m, H) -> (30, H)
-        np.subtract(net.w1, self.dw1, out=net.w1)
-        if net.b1 is not None:
-            np.subtract(net.b1, np.sum(da1, axis=0, out=self.db1), out=net.b1)
-            np.subtract(net.b2, np.sum(dz2, axis=0, out=self.db2), out=net.b2)
+    def target(self, Y: np.ndarray) -> None:
+        """Turn one-hot rows Y : (r, K), r a multiple of m, into this step's target, in place."""
+        if self.run.loss == "bce":
+            np.multiply(Y, -self.scale, out=Y)
+
+
+def _update(net: Network, m: int, scale: np.ndarray) -> Callable[..., None]:
+    """A closure run(x, target, z2, u2) that trains on x : (m, 30), writing the pre-update logits into z2
+    and 1 + exp(-z2) into u2, from which the epoch's loss is had without another exp."""
+    (_, hidden, k), dtype = net.sizes, net.w1.dtype
+    w1, w2, b1, b2 = net.w1, net.w2, net.b1, net.b2
+    one = np.array(1.0, dtype)
+    z1, a1, t1, da1 = (np.empty((m, hidden), dtype) for _ in range(4))
+    a2, dz2 = np.empty((m, k), dtype), np.empty((m, k), dtype)
+    dw1, dw2, db1, db2 = np.empty_like(w1), np.empty_like(w2), np.empty(hidden, dtype), np.empty(k, dtype)
+    a1T, w2T, bce = a1.T, w2.T, net.loss == "bce"  # transposes are views: they follow in-place updates
+    dot, add, sub, mul, div, neg, exp = np.dot, np.add, np.subtract, np.multiply, np.divide, np.negative, np.exp
+
+    def run(x: np.ndarray, target: np.ndarray, z2: np.ndarray, u2: np.ndarray) -> None:
+        dot(x, w1, out=z1)                   # (m, 30) @ (30, H) -> (m, H)
+        if b1 is not None:
+            add(z1, b1, out=z1)
+        neg(z1, out=a1)                      # A1 = sigmoid(Z1) = 1 / (1 + exp(-Z1))
+        exp(a1, out=a1)
+        add(a1, one, out=a1)
+        div(one, a1, out=a1)
+        dot(a1, w2, out=z2)                  # (m, H) @ (H, K) -> (m, K)
+        if b2 is not None:
+            add(z2, b2, out=z2)
+        neg(z2, out=u2)
+        exp(u2, out=u2)
+        add(u2, one, out=u2)                 # 1 + exp(-Z2) = 1 / A2
+        if bce:                              # dZ2 = s A2 - s Y
+            div(scale, u2, out=dz2)
+            add(dz2, target, out=dz2)
+        else:                                # dZ2 = s (A2 - Y) A2 (1 - A2), with target = Y
+            div(one, u2, out=a2)
+            sub(a2, target, out=dz2)
+            mul(dz2, a2, out=dz2)
+            sub(one, a2, out=a2)
+            mul(dz2, a2, out=dz2)
+            mul(dz2, scale, out=dz2)
+        dot(dz2, w2T, out=da1)               # (m, K) @ (K, H) -> (m, H), with W2 before its update
+        dot(a1T, dz2, out=dw2)               # (H, m) @ (m, K) -> (H, K)
+        sub(w2, dw2, out=w2)
+        mul(a1, a1, out=t1)
+        sub(a1, t1, out=t1)                  # A1 (1 - A1)
+        mul(da1, t1, out=da1)                # dZ1
+        dot(x.T, da1, out=dw1)               # (30, m) @ (m, H) -> (30, H)
+        sub(w1, dw1, out=w1)
+        if b1 is not None:
+            sub(b1, np.sum(da1, axis=0, out=db1), out=b1)
+            sub(b2, np.sum(dz2, axis=0, out=db2), out=b2)
+
+    run.loss = net.loss
+    return run
 
 
 def fit(net: Network, X: np.ndarray, y: np.ndarray, *, lr: float, epochs: int, batch_size: int,
@@ -93,8 +120,8 @@ def fit(net: Network, X: np.ndarray, y: np.ndarray, *, lr: float, epochs: int, b
     with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
         for i in range(epochs):
             order = rng.permutation(len(X)) if shuffle else None
-            z2, labels = run(order)
-            history.loss[i], history.accuracy[i] = loss_value(net.loss, z2, labels), accuracy(z2, labels)
+            z2, u2, labels = run(order)
+            history.loss[i], history.accuracy[i] = epoch_loss(net.loss, z2, u2, labels), accuracy(z2, labels)
             if not np.isfinite(history.loss[i]):
                 raise Diverged(i + 1, history.loss[i])
             if on_epoch is not None:
@@ -102,29 +129,53 @@ def fit(net: Network, X: np.ndarray, y: np.ndarray, *, lr: float, epochs: int, b
     return history
 
 
+def epoch_loss(loss: str, Z2: np.ndarray, U2: np.ndarray, y: np.ndarray) -> float:
+    """`model.loss_value(loss, Z2, y)` from U2 = 1 + exp(-Z2) as the steps left it: a log, not an exp and a log1p.
+
+    Where exp(-Z2) overflowed (Z2 < -709) U2 is inf, and the exact loss is taken from Z2 instead.
+    """
+    n, k = Z2.shape
+    picked = np.take_along_axis(Z2, y.reshape(-1, 1).astype(np.intp), axis=1)  # (n, 1): Z2[i, y_i]
+    if loss == "bce":  # per output: log(1 + exp(-z)) + (1 - y) z
+        value = (np.log(U2).sum() + Z2.sum() - picked.sum()) / n
+    else:              # sum (A - Y)^2 = sum A^2 - 2 sum A[i, y_i] + n, with A = 1 / U2
+        A2 = np.reciprocal(U2)
+        value = (np.square(A2).sum() - 2 * np.take_along_axis(A2, y.reshape(-1, 1).astype(np.intp), axis=1).sum()
+                 + n) / (n * k)
+    return float(value) if np.isfinite(value) else loss_value(loss, Z2, y)
+
+
 class _Epoch:
     """One pass over the data in a given order, converting a block of rows to floats at a time."""
 
     def __init__(self, net: Network, X: np.ndarray, y: np.ndarray, lr: float, batch_size: int) -> None:
         n, k, dtype = len(X), net.sizes[2], net.w1.dtype
-        self.X, self.y, self.batch_size = X, y, batch_size
-        self.step = _Step(net, min(batch_size, n), lr)
-        self.block = max(1, BLOCK_ROWS // batch_size) * batch_size  # whole batches only
+        self.X, self.y, self.bs = X, y, min(batch_size, n)
+        self.full = _Step(net, self.bs, lr) if n else None
+        self.last = _Step(net, n % self.bs, lr) if n and n % self.bs else None  # the short last batch
+        self.block = max(1, BLOCK_ROWS // self.bs) * self.bs if n else 1  # whole batches only
         rows = min(self.block, n)
-        self.xf, self.yf = np.empty((rows, X.shape[1]), dtype), np.empty((rows, k), dtype)
+        self.xf, self.tf = np.empty((rows, X.shape[1]), dtype), np.empty((rows, k), dtype)
         self.eye = np.eye(k, dtype=dtype)
         self.z2 = np.empty((n, k), dtype)  # every example's logits just before its update
+        self.u2 = np.empty((n, k), dtype)  # and 1 + exp(-z2), for the loss
 
-    def __call__(self, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Train one epoch; return the pre-update logits (N, K) and the labels in visiting order."""
-        n, bs = len(self.X), self.batch_size
+    def __call__(self, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Train one epoch; return the pre-update Z2 and 1 + exp(-Z2) (N, K), and the labels in visiting order."""
+        n, bs, k = len(self.X), self.bs, self.eye.shape[0]
         for start in range(0, n, self.block):
-            rows = slice(start, min(start + self.block, n))
-            m = rows.stop - rows.start
-            idx = rows if order is None else order[rows]
-            np.copyto(self.xf[:m], self.X[idx])
-            np.take(self.eye, self.y[idx], axis=0, out=self.yf[:m])
-            for b in range(0, m, bs):
-                e = min(b + bs, m)  # the last batch may be short
-                self.step(self.xf[b:e], self.yf[b:e], self.z2[start + b:start + e])
-        return self.z2, self.y if order is None else self.y[order]
+            m = min(self.block, n - start)
+            idx = slice(start, start + m) if order is None else order[start:start + m]
+            x, t, z2, u2 = self.xf[:m], self.tf[:m], self.z2[start:start + m], self.u2[start:start + m]
+            np.copyto(x, self.X[idx])
+            np.take(self.eye, self.y[idx], axis=0, out=t)
+            whole = m // bs * bs
+            self.full.target(t[:whole])
+            # Iterating 3-d views hands each batch to the step without slicing in Python.
+            for xb, tb, zb, ub in zip(x[:whole].reshape(-1, bs, x.shape[1]), t[:whole].reshape(-1, bs, k),
+                                      z2[:whole].reshape(-1, bs, k), u2[:whole].reshape(-1, bs, k)):
+                self.full.run(xb, tb, zb, ub)
+            if whole < m:
+                self.last.target(t[whole:])
+                self.last.run(x[whole:], t[whole:], z2[whole:], u2[whole:])
+        return self.z2, self.u2, self.y if order is None else self.y[order]

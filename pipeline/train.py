@@ -18,6 +18,7 @@ from pipeline.checkpoint import MODEL_PATH, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.model import Network, init_network
 from pipeline.params import TrainParams, load_params
+from pipeline.progress import Progress
 from pipeline.sgd import Diverged, History, fit
 
 HISTORY = Path("metrics/history.tsv")
@@ -26,11 +27,15 @@ HISTORY = Path("metrics/history.tsv")
 def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History]:
     """A network trained on X : (N, 30) uint8, y : (N,) labels, and its per-epoch history."""
     rng = np.random.default_rng(p.seed)  # one stream: initial weights first, then the shuffles
-    net = init_network(rng, p.hidden, p.loss, p.bias)
+    net = init_network(rng, p.hidden, p.loss, p.bias, np.dtype(p.dtype))
+    progress = Progress(p.epochs)
     try:
-        history = fit(net, X, y, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, shuffle=p.shuffle, rng=rng)
+        history = fit(net, X, y, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, shuffle=p.shuffle, rng=rng,
+                      on_epoch=progress)
     except Diverged as err:
         raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None
+    finally:
+        progress.close()
     return net, history
 
 

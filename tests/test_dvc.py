@@ -88,14 +88,22 @@ def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
     changed = metrics_diff["metrics/metrics.json"]
     assert changed["train.loss"]["new"] < changed["train.loss"]["old"]
     assert {"train.loss", "test.loss"} <= set(changed)
+
+    run(["git", "checkout", "params.yaml"], cwd=repo)  # back to lr 0.1: the run cache restores all three
+    out = dvc(repo, "repro").stdout
+    assert ran(out) == [], out
+    assert re.findall(r"Stage '(\w+)' is cached - skipping run", out) == ["train", "evaluate", "predict"]
+    assert dvc(repo, "metrics", "diff", "--json").stdout.strip() in ("{}", "")
+    params.write_text(params.read_text().replace("lr: 0.1 ", "lr: 0.5 "))
+    assert ran(dvc(repo, "repro").stdout) == []  # and lr 0.5 again, from the run cache too
     git_commit(repo, "lr 0.5")
 
 
 def test_plots_show_writes_a_page_with_every_plot(repo):
     dvc(repo, "plots", "show", "-o", "plots-out")
     page = (repo / "plots-out" / "index.html").read_text()
-    for title in ("Training loss", "Training accuracy", "Test confusion"):
-        assert title in page
+    for title in ("Training loss", "Training accuracy", "Test confusion", "Sample glyphs, score"):
+        assert page.count(title) == 1, title
     assert "predictions.png" in page
 
 

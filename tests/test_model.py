@@ -120,3 +120,31 @@ def test_a_diverging_loss_stops_training_naming_the_epoch():
         fit(net, X, y, lr=0.1, epochs=5, batch_size=1, shuffle=False, rng=np.random.default_rng(0))
     assert err.value.epoch == 1
     assert "nan" in str(err.value)
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("n", [1, 3])
+def test_float32_gradients_match_the_checked_float64_ones(loss, bias, n):
+    net64 = init_network(np.random.default_rng(7), hidden=4, loss=loss, bias=bias)
+    net32 = init_network(np.random.default_rng(7), hidden=4, loss=loss, bias=bias, dtype=np.float32)
+    X, y = batch(n)
+    g64, g32 = backward(net64, X, y), backward(net32, X.astype(np.float32), y)
+    for name in g64:
+        assert g32[name].dtype == np.float32
+        np.testing.assert_allclose(g32[name], g64[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_float32_training_follows_float64_and_repeats_exactly(batch_size):
+    rng_data = np.random.default_rng(3)
+    X = rng_data.integers(0, 2, (200, 30)).astype(np.uint8)
+    y = rng_data.integers(0, 3, 200).astype(np.uint8)
+    nets = []
+    for dtype in (np.float64, np.float32, np.float32):
+        net = init_network(np.random.default_rng(5), hidden=5, loss="bce", bias=True, dtype=dtype)
+        fit(net, X, y, lr=0.1, epochs=3, batch_size=batch_size, shuffle=True, rng=np.random.default_rng(1))
+        nets.append(net)
+    assert nets[1].w1.dtype == np.float32
+    np.testing.assert_allclose(nets[1].w1, nets[0].w1, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(nets[1].w1, nets[2].w1)

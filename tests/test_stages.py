@@ -207,7 +207,7 @@ def test_predict_reports_bad_files_and_still_predicts_the_good_ones(built, tmp_p
     bad = tmp_path / "bad.txt"
     bad.write_text("..##..\n.#..#.\n######\n#....#\n")
     proc = run_module("pipeline.predict", str(bad), "data/samples/b.txt", str(tmp_path / "none.txt"), cwd=built)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stdout.startswith("data/samples/b.txt: B (")
     assert proc.stderr.splitlines() == [f"error: {bad}: expected 5 rows of 6 pixels, found 4 rows",
                                         f"error: {tmp_path / 'none.txt'}: no such file"]
@@ -219,10 +219,14 @@ def test_predict_takes_another_model(built, tmp_path):
 
 
 def test_the_predict_stage_writes_every_sample(built):
-    predictions = json.loads((built / "metrics/predictions.json").read_text())
+    rows = json.loads((built / "metrics/predictions.json").read_text())
     samples = sorted(p.relative_to(built).as_posix() for p in (built / "data/samples").glob("*.txt"))
-    assert list(predictions) == samples
-    assert {predictions[f"data/samples/{c}.txt"]["letter"] for c in "abc"} == {"A", "B", "C"}
+    assert [row["file"] for row in rows] == samples
+    by_file = {row["file"]: row for row in rows}
+    assert [by_file[f"data/samples/{c}.txt"]["letter"] for c in "abc"] == ["A", "B", "C"]
+    for row in rows:
+        assert set(row) == {"file", "letter", "score", "A", "B", "C"}
+        assert row["score"] == row[row["letter"]] == max(row["A"], row["B"], row["C"])
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--model"]])

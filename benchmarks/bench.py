@@ -1,0 +1,181 @@
+"""Training speed side by side in one process run: our trainer, scikit-learn, the tutorial's loop; memory; DVC.
+
+    pip install -c constraints.txt -e '.[bench]'
+    python benchmarks/bench.py [--samples 300000] [--skip-dvc]
+
+Every trainer fits the same 30-5-3 logistic network with plain SGD (lr 0.1, no momentum, no
+shuffling) on the same noisy glyphs for one epoch, and the figures are samples per second and their
+ratios. scikit-learn's MLPClassifier has biases and a softmax output (ours: no biases, sigmoid
+outputs, as the tutorial): the same work per sample up to a few exponentials. Peak memory is the
+resident set of a child process that trains on --memory-samples samples. The DVC figure compares
+`dvc repro -f` of this pipeline with the same four-stage DAG whose commands only touch their outputs.
+Timings on a shared machine are noisy: compare the ratios, each measured side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.model import init_network
+from pipeline.sgd import fit
+
+LR = 0.1
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
+    return noisy_copies(clean_glyphs(), samples // 3, 0.1, np.random.default_rng(0))
+
+
+def ours(X: np.ndarray, y: np.ndarray, batch_size: int, dtype: str = "float64") -> float:
+    net = init_network(np.random.default_rng(0), 5, "bce", False, np.dtype(dtype))
+    start = time.perf_counter()
+    fit(net, X, y, lr=LR, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
+    return time.perf_counter() - start
+
+
+def sklearn(X: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(5,), activation="logistic", solver="sgd", momentum=0,
+                        batch_size=batch_size, learning_rate_init=LR, shuffle=False, max_iter=1, alpha=0.0,
+                        random_state=0)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch is all we ask for
+        clf.fit(X, y)
+    return time.perf_counter() - start
+
+
+def tutorial(X: np.ndarray, y: np.ndarray) -> float:
+    """The tutorial's per-sample loop, bugs fixed: explicit arguments, argmax accuracy, BCE's own update."""
+    def sigmoid(z):
+        return 1 / (1 + np.exp(-z))
+
+    def f_forward(x, w1, w2):
+        return sigmoid(sigmoid(x.dot(w1)).dot(w2))
+
+    def back_prop(x, target, w1, w2, alpha):
+        a1 = sigmoid(x.dot(w1))
+        a2 = sigmoid(a1.dot(w2))
+        d2 = a2 - target
+        d1 = np.multiply(w2.dot(d2.transpose()).transpose(), np.multiply(a1, 1 - a1))
+        return w1 - alpha * x.transpose().dot(d1), w2 - alpha * a1.transpose().dot(d2)
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((30, 5)), rng.standard_normal((5, 3))
+    xs = [row.reshape(1, 30).astype(np.float64) for row in X]  # the tutorial's list of (1, 30) rows
+    targets = np.eye(3)[y]
+    start = time.perf_counter()
+    losses, correct = [], 0
+    for x, target, label in zip(xs, targets, y):
+        out = f_forward(x, w1, w2)
+        losses.append(-np.sum(target * np.log(out) + (1 - target) * np.log(1 - out)))
+        correct += int(np.argmax(out) == label)
+        w1, w2 = back_prop(x, target, w1, w2, LR)
+    return time.perf_counter() - start
+
+
+def rate(samples: int, seconds: float) -> str:
+    return f"{samples / seconds:>12,.0f} samples/s"
+
+
+def speed(samples: int, sklearn_bs1_samples: int) -> None:
+    X, y = data(samples)
+    print(f"training speed, one epoch on {len(X):,} noisy glyphs (30-5-3, lr {LR}, no shuffle)")
+    for bs in (1, 64, 1024):
+        t_ours = ours(X, y, bs)
+        t_ours32 = ours(X, y, bs, "float32")
+        n_sk = len(X) if bs > 1 else min(len(X), sklearn_bs1_samples)
+        t_sk = sklearn(X[:n_sk], y[:n_sk], bs)
+        line = (f"  batch {bs:>4}: ours {rate(len(X), t_ours)} | float32 {rate(len(X), t_ours32)} | "
+                f"scikit-learn {rate(n_sk, t_sk)} | ours/sklearn {n_sk / t_sk and (len(X) / t_ours) / (n_sk / t_sk):.1f}x")
+        if bs == 1:
+            t_tut = tutorial(X, y)
+            line += f" | tutorial loop {rate(len(X), t_tut)} | ours/tutorial {t_tut / t_ours:.1f}x"
+            if n_sk < len(X):
+                line += f" (scikit-learn on the first {n_sk:,} samples)"
+        print(line, flush=True)
+
+
+MEMORY_CHILD = """
+import resource, sys, numpy as np
+from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.model import init_network
+from pipeline.sgd import fit
+X, y = noisy_copies(clean_glyphs(), int(sys.argv[1]) // 3, 0.1, np.random.default_rng(0))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+net = init_network(np.random.default_rng(0), 5, "bce", False)
+fit(net, X, y, lr=0.1, epochs=1, batch_size=int(sys.argv[2]), shuffle=True, rng=np.random.default_rng(0))
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, X.nbytes + y.nbytes)
+"""
+
+
+def memory(samples: int, batch_size: int) -> None:
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(samples), str(batch_size)], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.split()
+    data_kib, peak_kib, nbytes = int(out[0]), int(out[1]), int(out[2])
+    print(f"peak memory, training one shuffled epoch on {samples:,} samples at batch {batch_size}: "
+          f"{peak_kib / 1024:.0f} MiB resident (after making the data: {data_kib / 1024:.0f} MiB; "
+          f"the uint8 data itself: {nbytes / 2**20:.0f} MiB)")
+
+
+def dvc_floor(rounds: int) -> None:
+    """Median wall time of `dvc repro -f`, the real pipeline against the same DAG doing nothing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        real, floor = Path(tmp) / "real", Path(tmp) / "floor"
+        for dest in (real, floor):
+            files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                   capture_output=True, text=True, check=True).stdout.split()
+            for name in filter(lambda f: (ROOT / f).is_file(), files):
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, dest / name)
+            subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+        stages = yaml.safe_load((floor / "dvc.yaml").read_text())
+        for stage in stages["stages"].values():
+            declared = [o for kind in ("outs", "metrics", "plots") for o in stage.get(kind, [])]
+            outs = [next(iter(o)) if isinstance(o, dict) else o for o in declared]
+            dirs = sorted({str(Path(o).parent) for o in outs})
+            stage["cmd"] = f"mkdir -p {' '.join(dirs)} && touch {' '.join(outs)}"
+        (floor / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+        times: dict[Path, list[float]] = {real: [], floor: []}
+        for _ in range(rounds):
+            for dest in (real, floor):  # alternate, so both see the same machine load
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "-q"], cwd=dest, check=True,
+                               env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+                times[dest].append(time.perf_counter() - start)
+        t_real, t_floor = np.median(times[real]), np.median(times[floor])
+        print(f"dvc repro -f, median of {rounds}: pipeline {t_real:.2f} s, same DAG doing nothing {t_floor:.2f} s, "
+              f"ratio {t_real / t_floor:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=300_000)
+    parser.add_argument("--sklearn-bs1-samples", type=int, default=30_000,
+                        help="scikit-learn at batch 1 takes minutes on the full set; its rate is measured on a prefix")
+    parser.add_argument("--memory-samples", type=int, default=3_000_000)
+    parser.add_argument("--dvc-rounds", type=int, default=3)
+    parser.add_argument("--skip-dvc", action="store_true")
+    args = parser.parse_args()
+    speed(args.samples, args.sklearn_bs1_samples)
+    memory(args.memory_samples, 1024)
+    if not args.skip_dvc:
+        dvc_floor(args.dvc_rounds)
+
+
+if __name__ == "__main__":
+    main()
