@@ -35,52 +35,55 @@ class History:
 class _Step:
     """The in-place SGD update for batches of exactly `m` rows, with every buffer preallocated.
 
-    At batch size 1 the cost is the number of NumPy calls, so each one counts: constants are 0-d
-    arrays of the training dtype, lr and 1/m are folded into dZ2 once, and for bce the output
-    sigmoid is folded into dZ2:
-        dZ2 = s (A2 - Y) = s / (1 + exp(-Z2)) - s Y,   s = lr / m,
-    whose second term (`target`) is prepared for a whole block of rows at once. At large batch
-    sizes the cost is exp (half the price of tanh in float64 here); exp(-z) may overflow to inf for
-    z < -709, which gives the correctly rounded sigmoid 0, and `fit` silences that warning.
+    At batch size 1 the cost is the number of NumPy calls, so each one counts:
+    - the step works on negated parameters (-W1, -W2, -b1, -b2), so the layers produce -Z directly
+      and the sigmoid 1 / (1 + exp(-Z)) needs no negation;
+    - constants are 0-d arrays of the training dtype; lr and 1/m are folded into dZ2 once;
+    - for bce the output sigmoid is folded into dZ2:
+          dZ2 = s (A2 - Y) = s / (1 + exp(-Z2)) - s Y,   s = lr / m,
+      whose second term (`target`) is prepared for a whole block of rows at once.
+    At large batch sizes the cost is exp (half the price of tanh in float64 here). exp(-z) overflows
+    to inf for z < -709, which gives the correctly rounded sigmoid 0; `fit` silences that warning.
     """
 
-    def __init__(self, net: Network, m: int, lr: float) -> None:
-        (_, hidden, k), dtype = net.sizes, net.w1.dtype
-        scale = 2.0 * lr / (m * k) if net.loss == "mse" else lr / m
-        self.scale = np.array(scale, dtype)
-        self.run = _update(net, m, self.scale)
+    def __init__(self, neg: Network, m: int, lr: float) -> None:
+        k, dtype = neg.sizes[2], neg.w1.dtype
+        self.bce = neg.loss == "bce"
+        self.scale = np.array(lr / m if self.bce else 2.0 * lr / (m * k), dtype)
+        self.run = _update(neg, m, self.scale)
 
     def target(self, Y: np.ndarray) -> None:
         """Turn one-hot rows Y : (r, K), r a multiple of m, into this step's target, in place."""
-        if self.run.loss == "bce":
+        if self.bce:
             np.multiply(Y, -self.scale, out=Y)
 
 
-def _update(net: Network, m: int, scale: np.ndarray) -> Callable[..., None]:
-    """A closure run(x, target, z2, u2) that trains on x : (m, 30), writing the pre-update logits into z2
-    and 1 + exp(-z2) into u2, from which the epoch's loss is had without another exp."""
-    (_, hidden, k), dtype = net.sizes, net.w1.dtype
-    w1, w2, b1, b2 = net.w1, net.w2, net.b1, net.b2
-    one = np.array(1.0, dtype)
-    z1, a1, t1, da1 = (np.empty((m, hidden), dtype) for _ in range(4))
-    a2, dz2 = np.empty((m, k), dtype), np.empty((m, k), dtype)
-    dw1, dw2, db1, db2 = np.empty_like(w1), np.empty_like(w2), np.empty(hidden, dtype), np.empty(k, dtype)
-    a1T, w2T, bce = a1.T, w2.T, net.loss == "bce"  # transposes are views: they follow in-place updates
-    dot, add, sub, mul, div, neg, exp = np.dot, np.add, np.subtract, np.multiply, np.divide, np.negative, np.exp
+def _update(neg: Network, m: int, scale: np.ndarray) -> Callable[..., None]:
+    """A closure run(x, target, nz2, u2) that trains the negated parameters `neg` on x : (m, 30).
 
-    def run(x: np.ndarray, target: np.ndarray, z2: np.ndarray, u2: np.ndarray) -> None:
-        dot(x, w1, out=z1)                   # (m, 30) @ (30, H) -> (m, H)
-        if b1 is not None:
-            add(z1, b1, out=z1)
-        neg(z1, out=a1)                      # A1 = sigmoid(Z1) = 1 / (1 + exp(-Z1))
-        exp(a1, out=a1)
-        add(a1, one, out=a1)
-        div(one, a1, out=a1)
-        dot(a1, w2, out=z2)                  # (m, H) @ (H, K) -> (m, K)
-        if b2 is not None:
-            add(z2, b2, out=z2)
-        neg(z2, out=u2)
-        exp(u2, out=u2)
+    It writes the pre-update -Z2 into nz2 and 1 + exp(-Z2) into u2 : (m, K); the epoch's loss comes
+    from those without another exp.
+    """
+    (_, hidden, k), dtype = neg.sizes, neg.w1.dtype
+    nw1, nw2, nb1, nb2 = neg.w1, neg.w2, neg.b1, neg.b2
+    one, bce = np.array(1.0, dtype), neg.loss == "bce"
+    e1, a1, t1, da1 = (np.empty((m, hidden), dtype) for _ in range(4))
+    a2, dz2 = np.empty((m, k), dtype), np.empty((m, k), dtype)
+    dw1, dw2, db1, db2 = np.empty_like(nw1), np.empty_like(nw2), np.empty(hidden, dtype), np.empty(k, dtype)
+    a1T, nw2T = a1.T, nw2.T  # transposes are views: they follow the in-place updates
+    dot, add, sub, mul, div, exp = np.dot, np.add, np.subtract, np.multiply, np.divide, np.exp
+
+    def run(x: np.ndarray, target: np.ndarray, nz2: np.ndarray, u2: np.ndarray) -> None:
+        dot(x, nw1, out=e1)                  # -Z1 = X (-W1) : (m, 30) @ (30, H) -> (m, H)
+        if nb1 is not None:
+            add(e1, nb1, out=e1)
+        exp(e1, out=e1)
+        add(e1, one, out=a1)
+        div(one, a1, out=a1)                 # A1 = 1 / (1 + exp(-Z1))
+        dot(a1, nw2, out=nz2)                # -Z2 = A1 (-W2) : (m, H) @ (H, K) -> (m, K)
+        if nb2 is not None:
+            add(nz2, nb2, out=nz2)
+        exp(nz2, out=u2)
         add(u2, one, out=u2)                 # 1 + exp(-Z2) = 1 / A2
         if bce:                              # dZ2 = s A2 - s Y
             div(scale, u2, out=dz2)
@@ -92,19 +95,18 @@ def _update(net: Network, m: int, scale: np.ndarray) -> Callable[..., None]:
             sub(one, a2, out=a2)
             mul(dz2, a2, out=dz2)
             mul(dz2, scale, out=dz2)
-        dot(dz2, w2T, out=da1)               # (m, K) @ (K, H) -> (m, H), with W2 before its update
-        dot(a1T, dz2, out=dw2)               # (H, m) @ (m, K) -> (H, K)
-        sub(w2, dw2, out=w2)
+        dot(dz2, nw2T, out=da1)              # -dA1 = dZ2 (-W2)^T : (m, K) @ (K, H) -> (m, H), before W2 moves
+        dot(a1T, dz2, out=dw2)               # dW2 = A1^T dZ2 : (H, m) @ (m, K) -> (H, K)
+        add(nw2, dw2, out=nw2)               # -(W2 - dW2)
         mul(a1, a1, out=t1)
         sub(a1, t1, out=t1)                  # A1 (1 - A1)
-        mul(da1, t1, out=da1)                # dZ1
-        dot(x.T, da1, out=dw1)               # (30, m) @ (m, H) -> (30, H)
-        sub(w1, dw1, out=w1)
-        if b1 is not None:
-            sub(b1, np.sum(da1, axis=0, out=db1), out=b1)
-            sub(b2, np.sum(dz2, axis=0, out=db2), out=b2)
+        mul(da1, t1, out=da1)                # -dZ1
+        dot(x.T, da1, out=dw1)               # -dW1 : (30, m) @ (m, H) -> (30, H)
+        sub(nw1, dw1, out=nw1)               # -(W1 - dW1)
+        if nb1 is not None:
+            sub(nb1, np.sum(da1, axis=0, out=db1), out=nb1)
+            add(nb2, np.sum(dz2, axis=0, out=db2), out=nb2)
 
-    run.loss = net.loss
     return run
 
 
@@ -115,18 +117,33 @@ def fit(net: Network, X: np.ndarray, y: np.ndarray, *, lr: float, epochs: int, b
 
     `on_epoch(epoch, loss, accuracy)` is called after every epoch (for progress display).
     """
-    run = _Epoch(net, X, y, lr, batch_size)
+    neg = _negated(net)
+    run = _Epoch(neg, X, y, lr, batch_size)
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
-    with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
-        for i in range(epochs):
-            order = rng.permutation(len(X)) if shuffle else None
-            z2, u2, labels = run(order)
-            history.loss[i], history.accuracy[i] = epoch_loss(net.loss, z2, u2, labels), accuracy(z2, labels)
-            if not np.isfinite(history.loss[i]):
-                raise Diverged(i + 1, history.loss[i])
-            if on_epoch is not None:
-                on_epoch(i + 1, history.loss[i], history.accuracy[i])
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
+            for i in range(epochs):
+                order = rng.permutation(len(X)) if shuffle else None
+                z2, u2, labels = run(order)
+                history.loss[i], history.accuracy[i] = epoch_loss(net.loss, z2, u2, labels), accuracy(z2, labels)
+                if not np.isfinite(history.loss[i]):
+                    raise Diverged(i + 1, history.loss[i])
+                if on_epoch is not None:
+                    on_epoch(i + 1, history.loss[i], history.accuracy[i])
+    finally:
+        for mine, negated in zip(_arrays(net), _arrays(neg)):
+            np.negative(negated, out=mine)
     return history
+
+
+def _arrays(net: Network) -> list[np.ndarray]:
+    return [a for a in (net.w1, net.w2, net.b1, net.b2) if a is not None]
+
+
+def _negated(net: Network) -> Network:
+    """A copy of `net` with every parameter negated: the form the steps train (see _Step)."""
+    b1, b2 = (None, None) if net.b1 is None else (-net.b1, -net.b2)
+    return Network(-net.w1, -net.w2, b1, b2, net.loss, net.classes)
 
 
 def epoch_loss(loss: str, Z2: np.ndarray, U2: np.ndarray, y: np.ndarray) -> float:
@@ -148,16 +165,16 @@ def epoch_loss(loss: str, Z2: np.ndarray, U2: np.ndarray, y: np.ndarray) -> floa
 class _Epoch:
     """One pass over the data in a given order, converting a block of rows to floats at a time."""
 
-    def __init__(self, net: Network, X: np.ndarray, y: np.ndarray, lr: float, batch_size: int) -> None:
-        n, k, dtype = len(X), net.sizes[2], net.w1.dtype
+    def __init__(self, neg: Network, X: np.ndarray, y: np.ndarray, lr: float, batch_size: int) -> None:
+        n, k, dtype = len(X), neg.sizes[2], neg.w1.dtype
         self.X, self.y, self.bs = X, y, min(batch_size, n)
-        self.full = _Step(net, self.bs, lr) if n else None
-        self.last = _Step(net, n % self.bs, lr) if n and n % self.bs else None  # the short last batch
+        self.full = _Step(neg, self.bs, lr) if n else None
+        self.last = _Step(neg, n % self.bs, lr) if n and n % self.bs else None  # the short last batch
         self.block = max(1, BLOCK_ROWS // self.bs) * self.bs if n else 1  # whole batches only
         rows = min(self.block, n)
         self.xf, self.tf = np.empty((rows, X.shape[1]), dtype), np.empty((rows, k), dtype)
         self.eye = np.eye(k, dtype=dtype)
-        self.z2 = np.empty((n, k), dtype)  # every example's logits just before its update
+        self.z2 = np.empty((n, k), dtype)  # every example's logits just before its update (negated while training)
         self.u2 = np.empty((n, k), dtype)  # and 1 + exp(-z2), for the loss
 
     def __call__(self, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -178,4 +195,5 @@ class _Epoch:
             if whole < m:
                 self.last.target(t[whole:])
                 self.last.run(x[whole:], t[whole:], z2[whole:], u2[whole:])
+        np.negative(self.z2, out=self.z2)  # the steps wrote -Z2
         return self.z2, self.u2, self.y if order is None else self.y[order]
