@@ -1,7 +1,7 @@
 """Training speed side by side in one process run: our trainer, scikit-learn, the tutorial's loop; memory; DVC.
 
     pip install -c constraints.txt -e '.[bench]'
-    python benchmarks/bench.py [--samples 300000] [--skip-dvc]
+    python benchmarks/bench.py [--samples 300000] [--rounds 3] [--skip-dvc]
 
 Every trainer fits the same 30-5-3 logistic network with plain SGD (lr 0.1, no momentum, no
 shuffling) on the same noisy glyphs for one epoch, and the figures are samples per second and their
@@ -88,26 +88,26 @@ def tutorial(X: np.ndarray, y: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def rate(samples: int, seconds: float) -> str:
-    return f"{samples / seconds:>12,.0f} samples/s"
-
-
-def speed(samples: int, sklearn_bs1_samples: int) -> None:
+def speed(samples: int, sklearn_bs1_samples: int, rounds: int) -> None:
+    """Samples/s of each trainer and ours/theirs, each the median over rounds that run them back to back."""
     X, y = data(samples)
-    print(f"training speed, one epoch on {len(X):,} noisy glyphs (30-5-3, lr {LR}, no shuffle)")
+    print(f"training speed, one epoch on {len(X):,} noisy glyphs (30-5-3, lr {LR}, no shuffle), "
+          f"median of {rounds} rounds; ratios are per round, then the median")
     for bs in (1, 64, 1024):
-        t_ours = ours(X, y, bs)
-        t_ours32 = ours(X, y, bs, "float32")
         n_sk = len(X) if bs > 1 else min(len(X), sklearn_bs1_samples)
-        t_sk = sklearn(X[:n_sk], y[:n_sk], bs)
-        line = (f"  batch {bs:>4}: ours {rate(len(X), t_ours)} | float32 {rate(len(X), t_ours32)} | "
-                f"scikit-learn {rate(n_sk, t_sk)} | ours/sklearn {n_sk / t_sk and (len(X) / t_ours) / (n_sk / t_sk):.1f}x")
+        trainers = {"ours": lambda: len(X) / ours(X, y, bs), "ours float32": lambda: len(X) / ours(X, y, bs, "float32"),
+                    "scikit-learn": lambda: n_sk / sklearn(X[:n_sk], y[:n_sk], bs)}
         if bs == 1:
-            t_tut = tutorial(X, y)
-            line += f" | tutorial loop {rate(len(X), t_tut)} | ours/tutorial {t_tut / t_ours:.1f}x"
-            if n_sk < len(X):
-                line += f" (scikit-learn on the first {n_sk:,} samples)"
-        print(line, flush=True)
+            trainers["tutorial loop"] = lambda: len(X) / tutorial(X, y)
+        rates = {name: [] for name in trainers}
+        for _ in range(rounds):
+            for name, measure in trainers.items():
+                rates[name].append(measure())
+        cells = [f"{name} {np.median(r):,.0f}/s" for name, r in rates.items()]
+        ratios = [f"{mine}/{theirs} {np.median(np.array(rates[mine]) / np.array(rates[theirs])):.1f}x"
+                  for mine in ("ours", "ours float32") for theirs in rates if not theirs.startswith("ours")]
+        note = f" (scikit-learn on the first {n_sk:,})" if n_sk < len(X) else ""
+        print(f"  batch {bs:>4}: " + " | ".join(cells) + " || " + " | ".join(ratios) + note, flush=True)
 
 
 MEMORY_CHILD = """
@@ -168,13 +168,13 @@ def main() -> None:
     parser.add_argument("--sklearn-bs1-samples", type=int, default=30_000,
                         help="scikit-learn at batch 1 takes minutes on the full set; its rate is measured on a prefix")
     parser.add_argument("--memory-samples", type=int, default=3_000_000)
-    parser.add_argument("--dvc-rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (medians are reported)")
     parser.add_argument("--skip-dvc", action="store_true")
     args = parser.parse_args()
-    speed(args.samples, args.sklearn_bs1_samples)
+    speed(args.samples, args.sklearn_bs1_samples, args.rounds)
     memory(args.memory_samples, 1024)
     if not args.skip_dvc:
-        dvc_floor(args.dvc_rounds)
+        dvc_floor(args.rounds)
 
 
 if __name__ == "__main__":

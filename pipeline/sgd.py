@@ -152,14 +152,17 @@ def epoch_loss(loss: str, Z2: np.ndarray, U2: np.ndarray, y: np.ndarray) -> floa
     Where exp(-Z2) overflowed (Z2 < -709) U2 is inf, and the exact loss is taken from Z2 instead.
     """
     n, k = Z2.shape
-    picked = np.take_along_axis(Z2, y.reshape(-1, 1).astype(np.intp), axis=1)  # (n, 1): Z2[i, y_i]
     if loss == "bce":  # per output: log(1 + exp(-z)) + (1 - y) z
-        value = (np.log(U2).sum() + Z2.sum() - picked.sum()) / n
+        value = (np.log(U2).sum() + Z2.sum() - _label_sum(Z2, y)) / n
     else:              # sum (A - Y)^2 = sum A^2 - 2 sum A[i, y_i] + n, with A = 1 / U2
         A2 = np.reciprocal(U2)
-        value = (np.square(A2).sum() - 2 * np.take_along_axis(A2, y.reshape(-1, 1).astype(np.intp), axis=1).sum()
-                 + n) / (n * k)
+        value = (np.square(A2).sum() - 2 * _label_sum(A2, y) + n) / (n * k)
     return float(value) if np.isfinite(value) else loss_value(loss, Z2, y)
+
+
+def _label_sum(M: np.ndarray, y: np.ndarray) -> float:
+    """sum_i M[i, y_i] for M : (n, K), by masked column sums (no index arrays the size of M)."""
+    return float(sum(np.sum(M[:, c], where=(y == c)) for c in range(M.shape[1])))
 
 
 class _Epoch:

@@ -82,3 +82,16 @@ def test_noisy_copies_do_not_depend_on_the_block_size():
     b, _ = noisy_copies(clean_glyphs(), 1001, 0.2, np.random.default_rng(5), block=7)
     b = b[:3000]
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_million_copies_per_class_are_made_without_float_copies_of_the_data():
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        x, y = noisy_copies(clean_glyphs(), 1_000_000, 0.1, np.random.default_rng(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (3_000_000, 30) and x.dtype == np.uint8
+    assert y.shape == (3_000_000,) and y.dtype == np.uint8
+    assert peak < 1.5 * (x.nbytes + y.nbytes), f"peak {peak / 2**20:.0f} MiB for {x.nbytes / 2**20:.0f} MiB of pixels"

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.glyphs import clean_glyphs
+from pipeline.glyphs import clean_glyphs, noisy_copies
 from pipeline.model import backward, forward, init_network, loss_value, sgd_step, sigmoid
 from pipeline import sgd
 from pipeline.sgd import Diverged, fit
@@ -148,3 +148,39 @@ def test_float32_training_follows_float64_and_repeats_exactly(batch_size):
     assert nets[1].w1.dtype == np.float32
     np.testing.assert_allclose(nets[1].w1, nets[0].w1, rtol=1e-3, atol=1e-4)
     np.testing.assert_array_equal(nets[1].w1, nets[2].w1)
+
+
+def test_training_with_huge_logits_is_silent_and_finite():
+    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=True)
+    np.multiply(net.w1, 1000, out=net.w1)  # pre-activations in the thousands: exp(-z) overflows in the steps
+    np.multiply(net.w2, 1000, out=net.w2)
+    X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        history = fit(net, X, y, lr=0.1, epochs=3, batch_size=1, shuffle=False, rng=np.random.default_rng(0))
+    assert np.all(np.isfinite(history.loss)) and np.all(np.isfinite(net.w1))
+
+
+def test_training_memory_stays_near_the_uint8_data():
+    import tracemalloc
+    X, y = noisy_copies(clean_glyphs(), 100_000, 0.1, np.random.default_rng(0))  # 300,000 samples
+    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=False)
+    tracemalloc.start()
+    try:
+        fit(net, X, y, lr=0.1, epochs=1, batch_size=1024, shuffle=True, rng=np.random.default_rng(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    as_float = X.size * 8  # what converting the whole set to float64 at once would take: 72 MB
+    assert peak < as_float / 2, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_the_epoch_loss_from_the_steps_buffers_equals_the_reference_loss(loss):
+    rng = np.random.default_rng(2)
+    Z2, y = rng.normal(0, 4, (500, 3)), rng.integers(0, 3, 500).astype(np.uint8)
+    Z2[0] = [-1000.0, 1000.0, 0.0]  # exp(-z) overflows: the exact value must still come out
+    with np.errstate(over="ignore"):
+        U2 = 1 + np.exp(-Z2)
+    assert sgd.epoch_loss(loss, Z2, U2, y) == pytest.approx(loss_value(loss, Z2, y), rel=1e-12)
+    assert np.isfinite(sgd.epoch_loss(loss, Z2, U2, y))
