@@ -63,12 +63,20 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    noise_levels: tuple[float, ...] = _key(_within(0.0, 1.0))
+    per_class: int = _key(_ge(1))
+    seed: int = _key(_ge(0))
+
+
+@dataclass(frozen=True)
 class Params:
     dataset: DatasetParams
     train: TrainParams
+    evaluate: EvaluateParams
 
 
-_SECTION_TYPES = {"dataset": DatasetParams, "train": TrainParams}
+_SECTION_TYPES = {"dataset": DatasetParams, "train": TrainParams, "evaluate": EvaluateParams}
 
 
 def load_params(path: Path = PARAMS_FILE) -> Params:
@@ -120,25 +128,24 @@ def parse_section(cls: type, name: str, raw: Any, path: Path = PARAMS_FILE) -> A
     return cls(**values)
 
 
+_KINDS = {"int": (int, "an integer"), "float": (float, "a number"), "bool": (bool, "true or false"),
+          "str": (str, "a string"), "tuple[float, ...]": (float, "a non-empty list of numbers")}  # annotations are strings
+
+
 def _expected(f: Any) -> str:
-    check = f.metadata["check"]
-    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[_type(f)]
+    check, (kind, words) = f.metadata["check"], _KINDS[f.type]
     if check is None:
-        return kind
-    return check[1] if _type(f) is str else f"{kind} {check[1]}"
-
-
-def _type(f: Any) -> type:
-    return {"int": int, "float": float, "bool": bool, "str": str}[f.type]  # annotations are strings here
+        return words
+    return check[1] if kind is str else f"{words} {check[1]}"
 
 
 def _convert(value: Any, f: Any, where: str) -> Any:
-    kind = _type(f)
-    converted = _coerce(value, kind)
-    check = f.metadata["check"]
-    if converted is None or (check is not None and not check[0](converted)):
+    kind, check = _KINDS[f.type][0], f.metadata["check"]
+    items = value if f.type.startswith("tuple") else [value]
+    converted = [_coerce(v, kind) for v in items] if isinstance(items, list) and items else [None]
+    if any(c is None or (check is not None and not check[0](c)) for c in converted):
         raise PipelineError(f"{where}: expected {_expected(f)}, found {_describe(value)}")
-    return converted
+    return tuple(converted) if f.type.startswith("tuple") else converted[0]
 
 
 def _coerce(value: Any, kind: type) -> Any:

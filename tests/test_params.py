@@ -21,6 +21,7 @@ def write_params(tmp_path: Path, edit) -> Path:
 
 def test_committed_params_load():
     params = load_params(ROOT / "params.yaml")
+    assert params.evaluate.noise_levels == (0.0, 0.05, 0.1, 0.2, 0.3)
     assert params.train.loss == "bce" and params.train.batch_size == 1 and params.train.bias is False
     assert params.dataset.train_per_class == 0
 
@@ -64,7 +65,12 @@ BAD = [
     (_set("train", "lrr", 0.1), "train.lrr: unknown key; allowed: hidden, lr, epochs, batch_size, loss, bias, seed, shuffle, dtype"),
     (lambda d: d["train"].pop("lr"), "train.lr: missing; expected a number > 0.0"),
     (lambda d: d.pop("train"), "missing section 'train'"),
-    (lambda d: d.update(trian={}), "unknown section 'trian'; allowed: dataset, train"),
+    (lambda d: d.update(trian={}), "unknown section 'trian'; allowed: dataset, train, evaluate"),
+    (_set("evaluate", "noise_levels", []), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [] (list)"),
+    (_set("evaluate", "noise_levels", [0.1, 1.5]), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, 1.5] (list)"),
+    (_set("evaluate", "noise_levels", [0.1, True]), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, True] (list)"),
+    (_set("evaluate", "noise_levels", 0.1), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found 0.1 (float)"),
+    (_set("evaluate", "per_class", 0), "evaluate.per_class: expected an integer >= 1, found 0 (int)"),
     (lambda d: d.update(train=[1, 2]), "train: expected a mapping of keys, found [1, 2] (list)"),
 ]
 
