@@ -23,6 +23,9 @@ from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS
 
 DATA_DIR = Path("data")
+HISTORY_PATH = Path("metrics/history.tsv")  # written by train: step, loss, accuracy per epoch
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (os.umask can only read it by setting it)
 DECIMALS = 6  # enough to see any real change in a metric, few enough to hide last-bit noise
 
 
@@ -32,6 +35,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -145,3 +149,19 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         raise stale(y_path, f"expected labels 0..{len(CLASSES) - 1}, found {y.max()}", "make_dataset")
     return X, y
 
+
+
+def load_history(path: Path = HISTORY_PATH) -> dict[str, np.ndarray]:
+    """The per-epoch history train wrote: columns step (int), loss and accuracy (float)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\n").split("\t")
+            table = np.loadtxt(f, delimiter="\t", ndmin=2) if header == ["step", "loss", "accuracy"] else None
+    except FileNotFoundError:
+        raise stale(path, "missing", "train") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise stale(path, f"unreadable ({_first_line(err)})", "train") from None
+    if table is None:
+        raise stale(path, f"expected the header step, loss, accuracy, found {header}", "train")
+    table = table.reshape(-1, 3)
+    return {"step": table[:, 0].astype(np.int64), "loss": table[:, 1], "accuracy": table[:, 2]}

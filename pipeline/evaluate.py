@@ -1,10 +1,15 @@
-"""Stage evaluate: accuracy and loss on the training and noisy test sets, the confusion, pictures.
+"""Stage evaluate: how good the model is, in numbers and pictures.
 
     python -m pipeline.evaluate
 
-Reads models/model.npz and data/*.npy; writes metrics/metrics.json, metrics/confusion.json (one
-{actual, predicted} row per test glyph, for DVC's confusion template) and
-metrics/images/predictions.png.
+Reads models/model.npz, data/*.npy, metrics/history.tsv and `evaluate.*` from params.yaml. Writes
+- metrics/metrics.json: accuracy and loss on the training and noisy test sets, per-letter precision
+  and recall on the test set, and test accuracy at each of `evaluate.noise_levels`;
+- metrics/confusion.json (one {actual, predicted} row per test glyph, for DVC's confusion template)
+  and metrics/robustness.json (noise level vs accuracy, for a line plot);
+- metrics/images/: the test glyphs with their predictions, the misclassified ones, each hidden
+  unit's incoming weights as a 5x6 map (Pillow), and the training curves and confusion matrix
+  (matplotlib).
 """
 from __future__ import annotations
 
@@ -13,17 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import load_split, save_json
+from pipeline import pictures
+from pipeline.artifacts import load_history, load_split, save_json
 from pipeline.checkpoint import MODEL_PATH, load_network
 from pipeline.errors import exit_on_error
-from pipeline.glyphs import clean_glyphs
+from pipeline.glyphs import clean_glyphs, noisy_copies
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
-from pipeline.pictures import glyph_grid
+from pipeline.params import EvaluateParams, load_params
 
 METRICS = Path("metrics/metrics.json")
 CONFUSION = Path("metrics/confusion.json")
-PREDICTIONS_PNG = Path("metrics/images/predictions.png")
-SHOWN_PER_CLASS = 8  # test glyphs drawn per class, beside the clean one
+ROBUSTNESS = Path("metrics/robustness.json")
+IMAGES = Path("metrics/images")
+SHOWN_PER_CLASS = 8      # test glyphs drawn per class, beside the clean one
+SHOWN_MISTAKES = 30      # misclassified test glyphs drawn at most
 
 
 def scores(net: Network, X: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -32,32 +40,95 @@ def scores(net: Network, X: np.ndarray, y: np.ndarray) -> tuple[dict[str, float]
     return {"accuracy": accuracy(Z2, y), "loss": loss_value(net.loss, Z2, y)}, Z2
 
 
-def confusion_rows(classes: tuple[str, ...], y: np.ndarray, predicted: np.ndarray) -> list[dict[str, str]]:
-    return [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, predicted)]
+def confusion_counts(y: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """(K, K) counts, rows actual, columns predicted."""
+    return np.bincount(y.astype(np.intp) * k + predicted, minlength=k * k).reshape(k, k)
 
 
-def draw_predictions(net: Network, clean: np.ndarray, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
-    """Each clean glyph followed by its first test variants, titled with the prediction and its score."""
-    k = len(net.classes)
+def precision_recall(counts: np.ndarray, classes: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per letter; a letter never predicted (or absent) gets 0, as scikit-learn's zero_division=0."""
+    hits = np.diag(counts).astype(float)
+    predicted, actual = counts.sum(axis=0), counts.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    return {"precision": dict(zip(classes, precision)), "recall": dict(zip(classes, recall))}
+
+
+def robustness(net: Network, p: EvaluateParams) -> list[tuple[float, float]]:
+    """Accuracy on `p.per_class` fresh noisy copies of each clean glyph, per noise level.
+
+    Each level has its own stream, seeded by (seed, level), so adding a level changes no other.
+    """
+    clean = clean_glyphs()
+    result = []
+    for level in p.noise_levels:
+        rng = np.random.default_rng([p.seed, round(level * 1_000_000)])
+        X, y = noisy_copies(clean, p.per_class, level, rng)
+        result.append((level, accuracy(logits(net, X), y)))
+    return result
+
+
+def level_key(level: float) -> str:
+    """A metrics key without dots (DVC flattens nested keys with dots): 0.05 -> noise_0_05."""
+    return "noise_" + f"{level:g}".replace(".", "_")
+
+
+def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.ndarray) -> None:
+    """Every picture of this stage; matplotlib is imported here only, as it costs about a second."""
+    from pipeline import figures
+
+    draw_predictions(net, X, y, Z2)
+    draw_mistakes(net, X, y, Z2)
+    maps, limit = pictures.weight_cells(net.w1)
+    pictures.grid(IMAGES / "hidden_weights.png", maps, [f"unit {j + 1}" for j in range(len(maps))],
+                  [pictures.TEXT] * len(maps), columns=len(maps),
+                  heading=f"Incoming weights of each hidden unit: red +, blue -, full colour |w| = {limit:.2f}")
+    figures.confusion(IMAGES / "confusion.png", counts, net.classes)
+    history = load_history()
+    figures.curves(IMAGES / "curves.png", history["step"], history["loss"], history["accuracy"], net.loss)
+
+
+def draw_predictions(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
+    """Each clean glyph followed by its first test variants, captioned with the prediction and its score."""
+    clean, k = clean_glyphs(), len(net.classes)
     picks = [np.flatnonzero(y == c)[:SHOWN_PER_CLASS] for c in range(k)]
     glyphs = np.concatenate([np.vstack([clean[c], X[picks[c]]]) for c in range(k)])
     z = np.concatenate([np.vstack([logits(net, clean[c:c + 1]), Z2[picks[c]]]) for c in range(k)])
     actual = np.concatenate([np.full(len(picks[c]) + 1, c) for c in range(k)])
     predicted, top = np.argmax(z, axis=1), sigmoid(np.max(z, axis=1))
-    titles = [f"{net.classes[p]} {s:.2f}" for p, s in zip(predicted, top)]
-    glyph_grid(PREDICTIONS_PNG, glyphs, titles, predicted != actual, columns=SHOWN_PER_CLASS + 1,
-               heading="First column: the training glyph; then noisy test glyphs. Red: misclassified.")
+    pictures.grid(IMAGES / "predictions.png", pictures.glyph_cells(glyphs),
+                  [f"{net.classes[p]} {s:.2f}" for p, s in zip(predicted, top)],
+                  pictures.colors_for(predicted != actual), columns=SHOWN_PER_CLASS + 1,
+                  heading="First column: the training glyph; then noisy test glyphs. Red: misclassified.")
+
+
+def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
+    """The first misclassified test glyphs, captioned actual -> predicted (score)."""
+    predicted = np.argmax(Z2, axis=1)
+    wrong = np.flatnonzero(predicted != y)
+    shown = wrong[:SHOWN_MISTAKES]
+    captions = [f"{net.classes[y[i]]}->{net.classes[predicted[i]]} {sigmoid(Z2[i].max()):.2f}" for i in shown]
+    pictures.grid(IMAGES / "misclassified.png", pictures.glyph_cells(X[shown]), captions,
+                  pictures.colors_for([True] * len(shown)), columns=10,
+                  heading=f"Misclassified test glyphs: {len(wrong)} of {len(y)}"
+                          + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""))
 
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]).parse_args()
+    params = load_params().evaluate
     net = load_network(MODEL_PATH)
     (x_train, y_train), (x_test, y_test) = load_split("train"), load_split("test")
     train_scores, _ = scores(net, x_train, y_train)
     test_scores, z_test = scores(net, x_test, y_test)
-    save_json(METRICS, {"train": train_scores, "test": test_scores})
-    save_json(CONFUSION, confusion_rows(net.classes, y_test, np.argmax(z_test, axis=1)))
-    draw_predictions(net, clean_glyphs(), x_test, y_test, z_test)
+    predicted = np.argmax(z_test, axis=1)
+    counts = confusion_counts(y_test, predicted, len(net.classes))
+    curve = robustness(net, params)
+    save_json(METRICS, {"train": train_scores, "test": test_scores | precision_recall(counts, net.classes),
+                        "robustness": {level_key(level): acc for level, acc in curve}})
+    save_json(CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)])
+    save_json(ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
+    draw(net, x_test, y_test, z_test, counts)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,10 @@ def init_network(rng: np.random.Generator, hidden: int, loss: str, bias: bool,
 
 def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1 / (1 + exp(-z)) computed as (1 + tanh(z / 2)) / 2, which never overflows."""
-    out = np.multiply(z, 0.5, out=out)
+    z = np.asarray(z)
+    if out is None:
+        out = np.empty(z.shape, np.result_type(z.dtype, np.float16))  # floats keep their precision
+    np.multiply(z, 0.5, out=out)
     np.tanh(out, out=out)
     out *= 0.5
     out += 0.5

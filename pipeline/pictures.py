@@ -1,7 +1,7 @@
-"""Pixel-grid pictures of glyphs, drawn with Pillow: a tenth of matplotlib's start-up cost.
+"""Pixel-grid pictures drawn with Pillow (a tenth of matplotlib's start-up cost): glyphs and weight maps.
 
-Used by the stages that show glyphs (evaluate, predict). The PNG bytes depend only on the pixels
-and captions: no timestamps or software versions are written.
+Used by evaluate and predict. The PNG bytes depend only on the pixels and captions: no timestamps
+or software versions are written.
 """
 from __future__ import annotations
 
@@ -17,42 +17,58 @@ from pipeline.glyphs import COLS, ROWS
 
 SCALE = 10        # screen pixels per glyph pixel
 PAD = 8           # space between cells
-CAPTION = 16      # caption height under each cell
-INK, PAPER, GRID = (20, 20, 20), (255, 255, 255), (210, 210, 210)
+LINE = 14         # height of one caption line
+INK, PAPER, GRID = (20, 20, 20), (255, 255, 255), (200, 200, 200)
 RIGHT, WRONG, TEXT = (26, 127, 55), (207, 34, 46), (40, 40, 40)
+NEGATIVE, POSITIVE = np.array([33, 102, 172]), np.array([178, 24, 43])  # blue and red ends of the weight maps
 
 
-def _font(size: int = 12) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def glyph_cells(glyphs: np.ndarray) -> np.ndarray:
+    """glyphs : (n, 30) of 0/1 -> (n, ROWS, COLS, 3) uint8 RGB, ink dark on white."""
+    return np.where(glyphs.reshape(-1, ROWS, COLS, 1) > 0, INK, PAPER).astype(np.uint8)
 
 
-def _cell(glyph: np.ndarray, scale: int = SCALE) -> Image.Image:
-    """A (30,) glyph as a (ROWS * scale, COLS * scale) RGB image with a thin grid."""
-    pixels = np.where(glyph.reshape(ROWS, COLS, 1) > 0, INK, PAPER).astype(np.uint8)
-    big = np.kron(pixels, np.ones((scale, scale, 1), dtype=np.uint8))
-    big[::scale, :, :] = np.minimum(big[::scale, :, :], GRID)
-    big[:, ::scale, :] = np.minimum(big[:, ::scale, :], GRID)
-    return Image.fromarray(big, "RGB")
+def weight_cells(w1: np.ndarray) -> tuple[np.ndarray, float]:
+    """w1 : (30, H) -> one (ROWS, COLS, 3) map per hidden unit, red positive, blue negative, white 0.
+
+    All maps share one scale, the largest |weight|, which is returned for the caption.
+    """
+    limit = float(np.max(np.abs(w1))) or 1.0
+    t = (w1.T / limit).reshape(-1, ROWS, COLS, 1)            # (H, 5, 6, 1) in [-1, 1]
+    white = np.array(PAPER, dtype=float)
+    rgb = np.where(t >= 0, white + t * (POSITIVE - white), white - t * (NEGATIVE - white))
+    return np.rint(rgb).astype(np.uint8), limit
 
 
-def glyph_grid(path: Path, glyphs: np.ndarray, captions: Sequence[str], wrong: Sequence[bool], columns: int,
-               heading: str) -> None:
-    """Draw glyphs : (n, 30) in rows of `columns`, each captioned (red when `wrong`), under a heading, as a PNG."""
-    rows = max(1, -(-len(glyphs) // columns))
-    cell_w, cell_h = COLS * SCALE, ROWS * SCALE
-    top = PAD + CAPTION
-    image = Image.new("RGB", (PAD + columns * (cell_w + PAD), top + rows * (cell_h + CAPTION + PAD)), PAPER)
-    draw, font = ImageDraw.Draw(image), _font()
+def grid(path: Path, cells: np.ndarray, captions: Sequence[str], colors: Sequence[tuple[int, int, int]],
+         columns: int, heading: str) -> None:
+    """Draw cells : (n, ROWS, COLS, 3) in rows of `columns`, each with a caption (lines split on '\\n')."""
+    n, lines = len(cells), max([c.count("\n") + 1 for c in captions] or [1])
+    rows, cell_w, cell_h = max(1, -(-n // columns)), COLS * SCALE, ROWS * SCALE
+    step_x, step_y, top = cell_w + PAD, cell_h + lines * LINE + PAD, PAD + LINE + 4
+    font = ImageFont.load_default(size=11)
+    width = max(PAD + max(1, min(n, columns)) * step_x + 60, 2 * PAD + int(font.getlength(heading)))
+    image = Image.new("RGB", (width, top + rows * step_y), PAPER)
+    draw = ImageDraw.Draw(image)
     draw.text((PAD, PAD // 2), heading, fill=TEXT, font=font)
-    for i, (glyph, caption, bad) in enumerate(zip(glyphs, captions, wrong)):
-        x, y = PAD + (i % columns) * (cell_w + PAD), top + (i // columns) * (cell_h + CAPTION + PAD)
-        image.paste(_cell(glyph), (x, y))
+    for i, (cell, caption, color) in enumerate(zip(cells, captions, colors)):
+        x, y = PAD + (i % columns) * step_x, top + (i // columns) * step_y
+        big = np.kron(cell, np.ones((SCALE, SCALE, 1), dtype=np.uint8))
+        image.paste(Image.fromarray(big, "RGB"), (x, y))
+        for k in range(1, COLS):
+            draw.line((x + k * SCALE, y, x + k * SCALE, y + cell_h - 1), fill=GRID)
+        for k in range(1, ROWS):
+            draw.line((x, y + k * SCALE, x + cell_w - 1, y + k * SCALE), fill=GRID)
         draw.rectangle((x - 1, y - 1, x + cell_w, y + cell_h), outline=GRID)
-        draw.text((x, y + cell_h + 2), caption, fill=WRONG if bad else RIGHT, font=font)
+        draw.multiline_text((x, y + cell_h + 2), caption, fill=color, font=font, spacing=2)
     save_png(path, image)
 
 
 def save_png(path: Path, image: Image.Image) -> None:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG")
     write_atomic(path, lambda f: f.write(buffer.getvalue()))
+
+
+def colors_for(wrong: Sequence[bool]) -> list[tuple[int, int, int]]:
+    return [WRONG if bad else RIGHT for bad in wrong]

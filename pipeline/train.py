@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import load_split, save_tsv
+from pipeline.artifacts import HISTORY_PATH, load_split, save_tsv
 from pipeline.checkpoint import MODEL_PATH, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.model import Network, init_network
@@ -21,7 +21,6 @@ from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
 from pipeline.sgd import Diverged, History, fit
 
-HISTORY = Path("metrics/history.tsv")
 
 
 def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History]:
@@ -45,7 +44,7 @@ def main() -> None:
     X, y = load_split("train")
     net, history = train(params.train, X, y)
     save_network(MODEL_PATH, net)
-    save_tsv(HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
+    save_tsv(HISTORY_PATH, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
 
 
 if __name__ == "__main__":

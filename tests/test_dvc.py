@@ -57,12 +57,14 @@ def test_stage_deps_are_exactly_the_modules_each_stage_imports(repo):
     """Editing a module reruns every stage that runs it and no other."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     probe = ("import runpy, sys, atexit\n"
-             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith('pipeline'))))\n"
+             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith(('pipeline', 'matplotlib')))))\n"
              "sys.argv = [sys.argv[1]]\nrunpy.run_module(sys.argv[0], run_name='__main__')\n")
     for name, stage in stages.items():
         module = stage["cmd"].split()[-1]
         out = run([sys.executable, "-c", probe, module], cwd=repo).stdout.strip().splitlines()[-1]
-        modules = set(ast.literal_eval(out)) | {module}  # runpy runs the stage itself as __main__
+        loaded = set(ast.literal_eval(out))
+        assert ("matplotlib" in loaded) == (name == "evaluate"), f"{name}: only evaluate draws with matplotlib"
+        modules = {m for m in loaded if m.startswith("pipeline")} | {module}  # runpy runs the stage as __main__
         imported = {m.replace(".", "/") + ("/__init__.py" if m == "pipeline" else ".py") for m in modules}
         listed = {d for d in stage["deps"] if d.startswith("pipeline/")}
         assert listed == imported, name
@@ -102,9 +104,11 @@ def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
 def test_plots_show_writes_a_page_with_every_plot(repo):
     dvc(repo, "plots", "show", "-o", "plots-out")
     page = (repo / "plots-out" / "index.html").read_text()
-    for title in ("Training loss", "Training accuracy", "Test confusion", "Sample glyphs, score"):
+    for title in ("Training loss", "Training accuracy", "Test confusion", "Sample glyphs, score",
+                  "Test accuracy against the share of flipped pixels"):
         assert page.count(title) == 1, title
-    assert "predictions.png" in page
+    for image in ("predictions", "misclassified", "hidden_weights", "curves", "confusion", "samples"):
+        assert f"metrics_images_{image}.png" in page, image
 
 
 def test_an_experiment_with_a_set_param_appears_in_exp_show(repo):

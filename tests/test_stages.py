@@ -14,9 +14,11 @@ from pipeline.glyphs import clean_glyphs
 from tests.conftest import run_module
 
 STAGES = ["make_dataset", "train", "evaluate", "predict"]
+IMAGES = ["metrics/images/predictions.png", "metrics/images/misclassified.png", "metrics/images/hidden_weights.png",
+          "metrics/images/curves.png", "metrics/images/confusion.png", "metrics/images/samples.png"]
 OUTPUTS = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy", "models/model.npz",
-           "metrics/history.tsv", "metrics/metrics.json", "metrics/confusion.json",
-           "metrics/images/predictions.png", "metrics/predictions.json"]
+           "metrics/history.tsv", "metrics/metrics.json", "metrics/confusion.json", "metrics/robustness.json",
+           "metrics/predictions.json", *IMAGES]
 
 
 def run_stages(project: Path, stages=STAGES) -> None:
@@ -84,7 +86,8 @@ def test_the_model_file_describes_itself(built):
 
 def test_metrics_are_argmax_accuracy_and_the_training_loss(built):
     metrics = json.loads((built / "metrics/metrics.json").read_text())
-    assert set(metrics) == {"train", "test"} and set(metrics["test"]) == {"accuracy", "loss"}
+    assert set(metrics) == {"train", "test", "robustness"} and set(metrics["train"]) == {"accuracy", "loss"}
+    assert set(metrics["test"]) == {"accuracy", "loss", "precision", "recall"}
     with np.load(built / "models/model.npz") as model:
         w1, w2 = model["w1"], model["w2"]
     x, y = np.load(built / "data/x_test.npy").astype(float), np.load(built / "data/y_test.npy")
@@ -236,3 +239,59 @@ def test_unknown_options_get_a_usage_error(built, stage, args):
         args = ["extra-argument"]
     proc = run_module(f"pipeline.{stage}", *args, cwd=built)
     assert proc.returncode == 2 and "usage: python -m pipeline." in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_precision_and_recall_follow_the_confusion_rows(built):
+    metrics = json.loads((built / "metrics/metrics.json").read_text())
+    rows = json.loads((built / "metrics/confusion.json").read_text())
+    for letter in "ABC":
+        hits = sum(r["actual"] == r["predicted"] == letter for r in rows)
+        predicted = sum(r["predicted"] == letter for r in rows)
+        actual = sum(r["actual"] == letter for r in rows)
+        assert metrics["test"]["precision"][letter] == pytest.approx(hits / predicted if predicted else 0, abs=1e-6)
+        assert metrics["test"]["recall"][letter] == pytest.approx(hits / actual, abs=1e-6)
+
+
+def test_robustness_covers_every_noise_level_and_degrades(built):
+    levels = yaml.safe_load((built / "params.yaml").read_text())["evaluate"]["noise_levels"]
+    curve = json.loads((built / "metrics/robustness.json").read_text())
+    metrics = json.loads((built / "metrics/metrics.json").read_text())["robustness"]
+    assert [point["noise"] for point in curve] == levels
+    assert [metrics["noise_" + f"{level:g}".replace(".", "_")] for level in levels] == [p["accuracy"] for p in curve]
+    assert curve[0]["noise"] == 0 and curve[0]["accuracy"] == 1.0  # noise 0: the training glyphs themselves
+    assert curve[-1]["accuracy"] < curve[0]["accuracy"]
+
+
+def test_robustness_levels_are_independent_of_each_other(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "evaluate", noise_levels=[0.1, 0.3, 0.5])
+    run_stages(project, ["evaluate"])
+    before = {p["noise"]: p["accuracy"] for p in json.loads((built / "metrics/robustness.json").read_text())}
+    after = {p["noise"]: p["accuracy"] for p in json.loads((project / "metrics/robustness.json").read_text())}
+    assert after[0.1] == before[0.1] and after[0.3] == before[0.3] and 0.5 in after
+
+
+def test_every_picture_is_a_png_of_a_sensible_size(built):
+    from PIL import Image
+    for name in IMAGES:
+        with Image.open(built / name) as image:
+            assert image.format == "PNG" and image.width >= 200 and image.height >= 80, name
+
+
+def test_predict_show_prints_the_glyph_beside_every_score(built):
+    proc = run_module("pipeline.predict", "--show", "data/samples/c.txt", cwd=built)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("data/samples/c.txt: C (")
+    glyph = (built / "data/samples/c.txt").read_text().split()
+    assert [line.split()[0] for line in lines[1:6]] == glyph
+    assert [line.split()[1] for line in lines[1:4]] == ["A", "B", "C"]
+    assert lines[3].endswith("<") and not lines[1].endswith("<")
+
+
+def test_a_missing_history_names_the_stage_to_rerun(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    (project / "metrics/history.tsv").write_text("epoch\tloss\n1\t0.5\n")
+    assert_one_line_error(run_module("pipeline.evaluate", cwd=project),
+                          "metrics/history.tsv: expected the header step, loss, accuracy, found ['epoch', 'loss']",
+                          "rerun `dvc repro train`")
