@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,12 +38,16 @@ def run_module(module: str, *args: str, cwd: Path, check: bool = False) -> subpr
     return run([sys.executable, "-m", module, *args], cwd=cwd, check=check)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A copy of the project's tracked files (no data, no model), as a clean clone has them."""
-    dest = tmp_path / "project"
-    for name in tracked_files():
+def copy_project(dest: Path, skip: Callable[[str], bool] = lambda name: False) -> Path:
+    """Copy the project's tracked files (no data, no model) to `dest`, as a clean clone has them."""
+    for name in filter(lambda name: not skip(name), tracked_files()):
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
     return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's tracked files (no data, no model), as a clean clone has them."""
+    return copy_project(tmp_path / "project")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT, copy_project, run
 
 STAGES = ["make_dataset", "train", "evaluate", "predict"]
 
@@ -31,14 +31,10 @@ def git_commit(project: Path, message: str) -> None:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A new git repo holding the tracked files, without dvc.lock, after a first `dvc repro`."""
-    from tests.conftest import tracked_files
-    import shutil
-    project = tmp_path_factory.mktemp("dvc") / "project"
-    for name in tracked_files():
-        if name != "dvc.lock" and not name.startswith("metrics/"):
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project",
+                           skip=lambda name: name == "dvc.lock" or name.startswith("metrics/"))
     run(["git", "init", "-q"], cwd=project)
+    run([sys.executable, "-m", "pipeline.plots_page"], cwd=project)  # .dvc/config names this git-ignored template
     git_commit(project, "start")
     project.joinpath("first-repro.log").write_text(dvc(project, "repro").stdout)
     return project

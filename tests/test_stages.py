@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.glyphs import clean_glyphs
-from tests.conftest import run_module
+from tests.conftest import copy_project, run_module
 
 STAGES = ["make_dataset", "train", "evaluate", "predict"]
 IMAGES = ["metrics/images/predictions.png", "metrics/images/misclassified.png", "metrics/images/hidden_weights.png",
@@ -41,11 +41,7 @@ def edit_params(project: Path, section: str, **values) -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The project after all four stages ran once with the committed params (shared, read-only)."""
-    from tests.conftest import ROOT, tracked_files
-    dest = tmp_path_factory.mktemp("built") / "project"
-    for name in tracked_files():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
+    dest = copy_project(tmp_path_factory.mktemp("built") / "project")
     for name in OUTPUTS:  # start from nothing, as a clean clone without a DVC cache
         (dest / name).unlink(missing_ok=True)
     run_stages(dest)

@@ -1,0 +1,128 @@
+"""`dvc plots show` with the generated template renders every plot in headless Chromium with the network off.
+
+A fresh copy of the project runs `python -m pipeline.plots_page`, `dvc repro` and `dvc plots show`; a copy
+of the page with a checking script appended reports, from inside the browser, whether each vega plot drew
+its marks (SVG elements, or coloured canvas pixels) and each image loaded. The real page's screenshot goes to test-artifacts/plots.png.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, copy_project, run, run_module
+
+SCREENSHOT = ROOT / "test-artifacts" / "plots.png"
+STATUS_ID = "offline-plots-status"
+MIN_COLOURED = 200  # canvas pixels in colour: a drawn line, bar or cell has far more; the legend dot alone has less
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # the network is off
+]
+EXTERNAL = re.compile(r"<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//", re.I)
+
+# Collects script errors from the very start of the page, for the failure message.
+ERRORS_JS = "<script>window.__errors = []; addEventListener('error', e => __errors.push(String(e.message)));</script>"
+CHECK_JS = """
+<pre id="%s"></pre>
+<script>
+function coloured(canvas) {  // pixels whose channels differ: marks, not black text or grey axes
+  if (!canvas.width || !canvas.height) return 0;
+  const px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 40) n++;
+  }
+  return n;
+}
+function plot(div) {
+  const svg = div.querySelector("svg"), canvas = div.querySelector("canvas");
+  return {id: div.id, svg: !!svg, canvas: !!canvas,
+          marks: svg ? svg.querySelectorAll(".role-mark > *").length : 0,
+          coloured: canvas ? coloured(canvas) : 0};
+}
+addEventListener("load", () => setTimeout(() => {
+  const divs = [...document.querySelectorAll("div[id]")];  // vegaEmbed replaces a plot div's script: report all
+  const images = [...document.images].map(img => ({src: img.getAttribute("src"),
+                                                   loaded: img.complete && img.naturalWidth > 0}));
+  document.getElementById("%s").textContent =
+    JSON.stringify({divs: divs.map(plot), images: images, errors: window.__errors || []});
+}, 1000));
+</script>
+""" % (STATUS_ID, STATUS_ID)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("chromium not found: this test needs headless Chromium; `.ci/run` installs it "
+                    "(or: apt-get install -y chromium)")
+    return path
+
+
+def browse(page: Path, *flags: str, tmp_path: Path) -> str:
+    """Run headless Chromium offline on `page` with a fresh profile; its stdout."""
+    profile = tmp_path / f"profile-{page.stem}"
+    args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+            *flags, page.as_uri()]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"chromium exited {proc.returncode}\n{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def page_status(page: Path, tmp_path: Path) -> dict:
+    """What the checking script saw in a copy of `page` beside it (so relative image paths hold)."""
+    text = page.read_text(encoding="utf-8")
+    text = re.sub(r"<head[^>]*>", lambda m: m.group(0) + ERRORS_JS, text, count=1)
+    check = page.with_name("check.html")
+    head, body_end, tail = text.rpartition("</body>")  # the last one: the inline bundle holds "</body>" too
+    check.write_text(head + CHECK_JS + body_end + tail, encoding="utf-8")
+    dom = browse(check, "--dump-dom", tmp_path=tmp_path)
+    found = re.search(rf'<pre id="{STATUS_ID}">(.*?)</pre>', dom, re.S)
+    assert found and found.group(1), f"the checking script reported nothing; DOM tail:\n{dom[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def vega_ids(page: Path) -> list[str]:
+    """The div ids that DVC's inline scripts pass to vegaEmbed."""
+    return re.findall(r"vegaEmbed\('#([^']+)'", page.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def plots_page(tmp_path_factory) -> Path:
+    """The index.html of `dvc plots show` in a fresh copy, after `python -m pipeline.plots_page` and a repro."""
+    project = copy_project(tmp_path_factory.mktemp("offline") / "project")
+    run(["git", "init", "-q"], cwd=project)
+    run_module("pipeline.plots_page", cwd=project, check=True)
+    run(["dvc", "repro"], cwd=project)
+    run(["dvc", "plots", "show", "-o", "plots-out"], cwd=project)
+    return project / "plots-out" / "index.html"
+
+
+def test_the_page_loads_nothing_from_the_network(plots_page):
+    page = plots_page.read_text(encoding="utf-8")
+    assert vega_ids(plots_page), "dvc plots show wrote no vega plot"
+    assert not EXTERNAL.findall(page), f"external script/link/img references: {EXTERNAL.findall(page)}"
+
+
+def test_every_plot_renders_and_every_image_loads_offline(plots_page, tmp_path):
+    chromium()  # fail first, and clearly, if it is missing
+    status = page_status(plots_page, tmp_path)
+    divs = {div["id"]: div for div in status["divs"]}
+    plots = [divs.get(plot_id, {"id": plot_id, "missing": True}) for plot_id in vega_ids(plots_page)]
+    undrawn = [p for p in plots if not (p.get("marks", 0) > 0 or p.get("coloured", 0) >= MIN_COLOURED)]
+    assert plots, "dvc plots show wrote no vega plot"
+    assert not undrawn, f"plots not drawn: {undrawn}; page errors: {status['errors']}"
+    images = status["images"]
+    assert images, "dvc plots show wrote no image plot"
+    assert all(i["loaded"] for i in images), f"images not loaded: {[i for i in images if not i['loaded']]}"
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.unlink(missing_ok=True)
+    browse(plots_page, f"--screenshot={SCREENSHOT}", "--window-size=1280,4000", tmp_path=tmp_path)
+    assert SCREENSHOT.stat().st_size > 0
