@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import tokenize
+import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +30,12 @@ HISTORY_PATH = Path("metrics/history.tsv")  # written by train: step, loss, accu
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os.umask can only read it by setting it)
 DECIMALS = 6  # enough to see any real change in a metric, few enough to hide last-bit noise
+# What np.load raises on a damaged file: besides I/O and format errors, a header with a huge shape
+# (MemoryError), a broken header string (TokenError, SyntaxError, or a Warning that _np_load makes an
+# error), and a zip entry claiming an unsupported version or method (NotImplementedError), encryption
+# (RuntimeError) or compression (zlib.error).
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, tokenize.TokenError,
+               SyntaxError, Warning, NotImplementedError, RuntimeError, zlib.error)
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -89,14 +98,29 @@ def rounded(obj: Any) -> Any:
     return obj
 
 
+def _np_load(f: IO[bytes]) -> np.ndarray | dict[str, np.ndarray]:
+    """np.load, reading an .npz archive eagerly into a dict; NumPy's warnings (about odd headers,
+    which no stage writes) are errors, so a damaged file still gets a one-line message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = np.load(f, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+
+
 def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str) -> np.ndarray:
     """Load an array written by `stage`, checking dtype and shape (None matches any length)."""
     try:
-        array = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
+            array = _np_load(f)
     except FileNotFoundError:
         raise stale(path, "missing", stage) from None
-    except (OSError, ValueError, EOFError) as err:
+    except _UNREADABLE as err:
         raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+    if not isinstance(array, np.ndarray):  # np.load reads a zip archive whatever the file's name
+        raise stale(path, "expected a .npy array, found an .npz archive", stage)
     check_array(path, array, dtype, shape, stage)
     return array
 
@@ -104,12 +128,15 @@ def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], 
 def load_npz(path: Path, stage: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz archive written by `stage`, read eagerly."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+        with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
+            arrays = _np_load(f)
     except FileNotFoundError:
         raise stale(path, "missing", stage) from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+    except _UNREADABLE as err:
         raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+    if isinstance(arrays, np.ndarray):  # np.load reads a .npy array whatever the file's name
+        raise stale(path, "expected an .npz archive, found a .npy array", stage)
+    return arrays
 
 
 def check_array(path: Path, array: np.ndarray, dtype: np.dtype | type, shape: tuple[int | None, ...],

@@ -85,7 +85,7 @@ def read_glyph(path: Path) -> np.ndarray:
     if len(raw) > MAX_GLYPH_BYTES:
         raise PipelineError(f"{path}: expected a glyph of about 40 bytes, found more than {MAX_GLYPH_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not a pixel
     except UnicodeDecodeError as err:
         raise PipelineError(f"{path}: expected ASCII text, found byte 0x{raw[err.start]:02x} at offset {err.start}") from None
     return parse_glyph(text, str(path))

@@ -7,6 +7,7 @@ the key, what is allowed and what was found.
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -107,6 +108,11 @@ def _read_yaml(path: Path) -> dict:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(err, "problem", None) or "not valid YAML"
         raise PipelineError(f"{path}: {where}invalid YAML: {problem}") from None
+    # PyYAML's scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`,
+    # an integer of over 4300 digits) and its composer recurses once per level of nesting.
+    except (ValueError, TypeError, AttributeError, RecursionError) as err:
+        problem = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise PipelineError(f"{path}: invalid YAML: {problem}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, found {_describe(doc)}")
     return doc
@@ -119,7 +125,8 @@ def parse_section(cls: type, name: str, raw: Any, path: Path = PARAMS_FILE) -> A
     allowed = {f.name: f for f in fields(cls)}
     for key in raw:
         if key not in allowed:
-            raise PipelineError(f"{path}: {name}.{key}: unknown key; allowed: {', '.join(allowed)}")
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)  # keep the message one line
+            raise PipelineError(f"{path}: {name}.{shown}: unknown key; allowed: {', '.join(allowed)}")
     values = {}
     for key, f in allowed.items():
         if key not in raw:
@@ -156,19 +163,24 @@ def _coerce(value: Any, kind: type) -> Any:
         return None
     if kind is int:
         return value if isinstance(value, int) else None
-    if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string; accept it as a number
+    if isinstance(value, (str, int)):  # PyYAML reads `1e-3` (no dot) as a string; accept it as a number
         try:
             value = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an int beyond the float range
             return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
     return None
 
 
+_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 2, 4, 4, 40, 40
+
+
 def _describe(value: Any) -> str:
+    """A short one-line rendering of a found value; bounded even for YAML alias bombs."""
     if value is None:
         return "nothing (null)"
-    text = repr(value) if isinstance(value, str) else str(value)
+    text = _SHORT.repr(value) if isinstance(value, (str, list, dict)) else str(value)
     text = text if len(text) <= 40 else text[:37] + "..."
     return f"{text} ({type(value).__name__})"

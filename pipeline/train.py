@@ -9,7 +9,6 @@ step, loss, accuracy).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 

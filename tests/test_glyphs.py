@@ -95,3 +95,9 @@ def test_a_million_copies_per_class_are_made_without_float_copies_of_the_data():
     assert x.shape == (3_000_000, 30) and x.dtype == np.uint8
     assert y.shape == (3_000_000,) and y.dtype == np.uint8
     assert peak < 1.5 * (x.nbytes + y.nbytes), f"peak {peak / 2**20:.0f} MiB for {x.nbytes / 2**20:.0f} MiB of pixels"
+
+
+def test_a_byte_order_mark_is_not_a_pixel(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(render(clean_glyphs()[2])).encode())
+    np.testing.assert_array_equal(read_glyph(path), TUTORIAL[2])

@@ -101,3 +101,26 @@ def test_unreadable_yaml_is_refused_with_its_line(tmp_path, text, message):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(PipelineError, match="no such file; run from the project root"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import signal
+
+    levels = ", ".join(f"&l{i} [*l{i - 1}, *l{i - 1}, *l{i - 1}, *l{i - 1}]" for i in range(1, 16))
+    text = (ROOT / "params.yaml").read_text().replace("  lr: 0.1 ", f"  lr: [&l0 [x, x], {levels}] ")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+
+    def too_slow(*_):
+        raise TimeoutError("4**15 leaves are being rendered whole")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 5)
+    try:
+        with pytest.raises(PipelineError) as err:
+            load_params(path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert str(err.value).startswith(f"{path}: train.lr: expected a number > 0.0, found [")
+    assert "\n" not in str(err.value)

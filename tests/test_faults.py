@@ -1,0 +1,213 @@
+"""Faults: an interrupted write never leaves a truncated artifact, and DVC restores the last good outputs.
+
+write_atomic writes a temporary file beside the target and renames it over the target, so a writer
+that fails, or a stage killed while it writes, leaves the old file (or none), never half of a new one.
+After a run that failed or damaged its outputs, `dvc checkout` brings back the last good outputs from
+the cache; the git-tracked metrics (`cache: false`) come back with `git checkout`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.artifacts import save_npy, write_atomic
+from pipeline.glyphs import clean_glyphs
+from tests.conftest import copy_project, env, run, run_module
+
+DATA = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy"]
+
+
+class WriterFailed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [WriterFailed, KeyboardInterrupt])
+@pytest.mark.parametrize("existed", [True, False], ids=["old-file", "no-file"])
+def test_a_writer_failing_halfway_leaves_the_old_file_and_no_temporary(tmp_path, error, existed):
+    path = tmp_path / "out" / "x.npy"
+    old = np.arange(1000, dtype=np.int64)
+    if existed:
+        save_npy(path, old)
+    else:
+        path.parent.mkdir()
+    before = sorted(os.listdir(path.parent))
+
+    def write_half_then_fail(f) -> None:
+        np.save(f, np.ones(100_000))
+        f.flush()  # the new bytes reached the file system before the failure
+        raise error("disk full")
+
+    with pytest.raises(error):
+        write_atomic(path, write_half_then_fail)
+    assert sorted(os.listdir(path.parent)) == before  # no temporary file left behind
+    if existed:
+        np.testing.assert_array_equal(np.load(path), old)
+    else:
+        assert not path.exists()
+
+
+def test_a_successful_write_replaces_the_file_and_leaves_nothing_else(tmp_path):
+    path = tmp_path / "x.npy"
+    save_npy(path, np.zeros(3))
+    save_npy(path, np.arange(5))
+    np.testing.assert_array_equal(np.load(path), np.arange(5))
+    assert os.listdir(tmp_path) == ["x.npy"]
+
+
+def _tree_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of each file in `folder`, skipping files renamed away meanwhile."""
+    state = {}
+    for entry in os.scandir(folder):
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            continue
+        if entry.is_file():
+            state[entry.name] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def _wait_for_a_write(proc: subprocess.Popen, folder: Path, old: dict[str, tuple[int, int]],
+                      timeout: float = 60.0) -> str:
+    """Poll until a file in `folder` is being written: a new file with some bytes, or an old one changed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, (size, mtime) in _tree_state(folder).items():
+            if (name not in old and size > 0) or (name in old and (size, mtime) != old[name]):
+                return name
+        if proc.poll() is not None:
+            pytest.fail(f"the stage exited ({proc.returncode}) before any write was seen")
+        time.sleep(0.0005)
+    pytest.fail(f"no write started within {timeout} s")
+
+
+def test_killing_make_dataset_while_it_writes_leaves_no_truncated_array(project):
+    """SIGKILL mid-write: every data/*.npy is still the old complete file (or a complete new one)."""
+    assert run_module("pipeline.make_dataset", cwd=project).returncode == 0
+    old = {name: np.load(project / name) for name in DATA}
+    copies = 1_000_000  # 90 MB of training pixels: np.save and fsync take a good fraction of a second
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dataset"]["train_per_class"] = copies
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    data = project / "data"
+    before = _tree_state(data)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.make_dataset"], cwd=project, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        writing = _wait_for_a_write(proc, data, before)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the stage finished before it was killed"
+
+    new_y_train = np.concatenate([np.arange(3), np.tile(np.arange(3), copies)]).astype(np.uint8)
+    for name in DATA:
+        path = project / name
+        assert path.exists(), f"{name} vanished"
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as err:
+            pytest.fail(f"{name} is truncated or corrupt after the kill (seen writing: {writing}): {err}")
+        if array.shape == old[name].shape:
+            np.testing.assert_array_equal(array, old[name], err_msg=name)
+        elif name == "data/x_train.npy":  # the kill came just after this file's rename: complete and new
+            assert array.shape == (3 + 3 * copies, 30) and array.dtype == np.uint8
+            np.testing.assert_array_equal(array[:3], clean_glyphs())
+        elif name == "data/y_train.npy":
+            np.testing.assert_array_equal(array, new_y_train)
+        else:
+            pytest.fail(f"{name} has shape {array.shape}, expected {old[name].shape}")
+    # A temporary file the kill left behind is hidden and never has an output's name.
+    leftovers = {p.name for p in data.iterdir() if p.is_file()} - {Path(n).name for n in DATA} - {".gitignore"}
+    assert all(re.fullmatch(r"\.[xy]_(train|test)\.npy\..+\.tmp", name) for name in leftovers), leftovers
+
+
+# dvc checkout after failures, in a git repository made from the tracked files.
+def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd=project, check=check)
+
+
+CACHED = DATA + ["models/model.npz"]  # DVC-cached outputs; the rest (metrics/) live in git
+
+
+def _digests(project: Path, names: list[str]) -> dict[str, str | None]:
+    return {n: hashlib.md5((project / n).read_bytes()).hexdigest() if (project / n).exists() else None
+            for n in names}
+
+
+def _outputs(project: Path) -> list[str]:
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    names = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            names += [next(iter(o)) if isinstance(o, dict) else o for o in stage.get(kind, [])]
+    return sorted(names)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git repo of the tracked files after `dvc repro` and a commit of its results: the last good run."""
+    project = copy_project(tmp_path_factory.mktemp("faults") / "project")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "init", "-q"], cwd=project)
+    run(["git", "add", "-A"], cwd=project)
+    run(git + ["commit", "-qm", "start"], cwd=project)
+    dvc(project, "repro")
+    run(["git", "add", "-A"], cwd=project)
+    run(git + ["commit", "-qm", "good run", "--allow-empty"], cwd=project)  # empty when dvc.lock was current
+    return project
+
+
+def assert_all_good(repo: Path, good: dict[str, str | None]) -> None:
+    assert _digests(repo, list(good)) == good
+    assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
+    assert run(["git", "status", "--porcelain"], cwd=repo).stdout == ""
+
+
+def test_dvc_checkout_restores_damaged_and_deleted_outputs(repo):
+    outputs = _outputs(repo)
+    assert set(CACHED) <= set(outputs)
+    good = _digests(repo, outputs)
+    (repo / "data/x_train.npy").unlink()  # replace (DVC may link files from its cache): garbage
+    (repo / "data/x_train.npy").write_bytes(b"garbage")
+    y_test = (repo / "data/y_test.npy").read_bytes()
+    (repo / "data/y_test.npy").unlink()
+    (repo / "data/y_test.npy").write_bytes(y_test[: len(y_test) // 2])  # truncated
+    (repo / "models/model.npz").unlink()
+
+    # Files changed by hand are "unsaved": plain `dvc checkout` refuses to overwrite them; --force does.
+    dvc(repo, "checkout", "--force")
+    assert_all_good(repo, good)
+
+
+def test_after_a_failed_run_checkout_restores_the_last_good_outputs(repo):
+    outputs = _outputs(repo)
+    good = _digests(repo, outputs)
+    params = repo / "params.yaml"
+    text = params.read_text()
+    diverging = re.sub(r"^  bias: false", "  bias: true", re.sub(r"^  lr: [0-9.]+", "  lr: 1e300", text, flags=re.M),
+                       flags=re.M)
+    assert diverging != text
+    params.write_text(diverging)
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0 and "loss became nan" in failed.stderr, failed.stderr
+    # DVC deletes a stage's outputs before running it, so the failed train left no model at all.
+    assert not (repo / "models/model.npz").exists()
+
+    run(["git", "checkout", "--", "params.yaml", "metrics"], cwd=repo)  # params and git-tracked outputs
+    dvc(repo, "checkout")  # the cached outputs
+    assert_all_good(repo, good)

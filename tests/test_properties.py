@@ -1,0 +1,317 @@
+"""Property-based tests: no input makes the parsers raise anything but a one-line PipelineError.
+
+params.yaml (load_params, parse_section), glyph files (parse_glyph, read_glyph) and the arrays passed
+between stages (load_npy, load_npz) are where a person's file meets the code. Hypothesis feeds them
+arbitrary YAML documents, values, text and bytes; each either parses into something that meets the
+spec written out below (independently of the code's own checks), or is refused by a PipelineError
+whose message is one line naming the file.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pipeline.artifacts import load_npy, load_npz
+from pipeline.errors import PipelineError
+from pipeline.glyphs import parse_glyph, read_glyph
+from pipeline.params import DatasetParams, EvaluateParams, TrainParams, load_params, parse_section
+from tests.conftest import ROOT
+
+# No example database (no .hypothesis/ in the project) and no deadline (first calls import lazily).
+SETTINGS = settings(max_examples=200, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+FEW = settings(SETTINGS, max_examples=100)
+
+COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _count(low):
+    return lambda v: type(v) is int and v >= low
+
+
+def _number(ok):
+    return lambda v: type(v) is float and math.isfinite(v) and ok(v)
+
+
+# What each key may hold once loaded, written from the README and params.yaml, not from params.py.
+SPEC = {
+    ("dataset", "seed"): _count(0),
+    ("dataset", "noise"): _number(lambda v: 0 <= v <= 1),
+    ("dataset", "train_per_class"): _count(0),
+    ("dataset", "test_per_class"): _count(1),
+    ("train", "hidden"): _count(1),
+    ("train", "lr"): _number(lambda v: v > 0),
+    ("train", "epochs"): _count(0),
+    ("train", "batch_size"): _count(1),
+    ("train", "loss"): lambda v: v in ("bce", "mse"),
+    ("train", "bias"): lambda v: type(v) is bool,
+    ("train", "seed"): _count(0),
+    ("train", "shuffle"): lambda v: type(v) is bool,
+    ("train", "dtype"): lambda v: v in ("float64", "float32"),
+    ("evaluate", "noise_levels"): lambda v: type(v) is tuple and len(v) > 0
+    and all(_number(lambda x: 0 <= x <= 1)(x) for x in v),
+    ("evaluate", "per_class"): _count(1),
+    ("evaluate", "seed"): _count(0),
+}
+SECTIONS = {"dataset": DatasetParams, "train": TrainParams, "evaluate": EvaluateParams}
+
+
+def _as_float(value) -> float | None:
+    """An int or float YAML value as the float it stands for; None for others and for ints beyond floats."""
+    if type(value) not in (int, float) or abs(value) > 1.7e308:
+        return None
+    return float(value)
+
+
+def _acceptable_input(key: tuple[str, str], value) -> bool:
+    """Whether a YAML value must be accepted for `key`: the loaded form of it meets SPEC."""
+    if key in (("dataset", "noise"), ("train", "lr")):  # numbers: ints and floats alike
+        return _as_float(value) is not None and SPEC[key](_as_float(value))
+    if key == ("evaluate", "noise_levels"):
+        return (type(value) is list and len(value) > 0
+                and all(_as_float(x) is not None and SPEC[("dataset", "noise")](_as_float(x)) for x in value))
+    return SPEC[key](value)
+
+
+def assert_one_line_naming(err: PipelineError, prefix: str) -> None:
+    message = str(err)
+    assert message.startswith(prefix), message
+    assert len(message.splitlines()) == 1 and "\n" not in message and "\r" not in message, repr(message)
+
+
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-10**400, max_value=10**400)
+           | st.floats() | st.text(max_size=12) | st.sampled_from(["bce", "mse", "float32", "float64", "1e-3"]))
+yaml_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4), max_leaves=12)
+section_names = st.sampled_from(["dataset", "train", "evaluate", "trian"]) | st.text(max_size=8)
+# Whole documents: arbitrary structures, and mappings whose sections and keys are often the real ones.
+documents = yaml_values | st.dictionaries(
+    section_names,
+    st.dictionaries(st.sampled_from([k for _, k in SPEC]) | st.text(max_size=6), yaml_values, max_size=10)
+    | yaml_values, max_size=4)
+
+# Values as a person types them after `key: `, so the YAML reader's own conversions are exercised too.
+TRICKY_SCALARS = ["2023-13-01", "2023-01-01", "!!float abc", "!!int abc", "!!timestamp abc", "!!binary ~~~",
+                  "9" * 400, "-" + "9" * 400, "9" * 5000, "1e-3", "1e999", "-1e-3", ".nan", ".inf", "-.inf",
+                  "0x1F", "0o17", "1_000", "1:30", "~", "yes", "no", "On", "'0.1'", "[1, 2]", "{a: 1}", "&a 1",
+                  "*a", "!!python/object:os.system x", "[", "{", "'", "\"\\x\"", "|", ">", "@", "`", "%x", "0.1 #"]
+raw_scalars = st.sampled_from(TRICKY_SCALARS) | st.text(
+    st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp"), exclude_characters="\x85"), max_size=16)
+
+
+def write_params(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def load_or_refuse(path: Path):
+    try:
+        return load_params(path)
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: ")
+        return None
+
+
+@FEW
+@given(doc=documents)
+@example(doc=COMMITTED)
+def test_any_yaml_document_loads_or_is_refused_in_one_line(tmp_path, doc):
+    params = load_or_refuse(write_params(tmp_path, yaml.safe_dump(doc)))
+    if params is not None:
+        for (section, key), ok in SPEC.items():
+            assert ok(getattr(getattr(params, section), key)), (section, key)
+
+
+@SETTINGS
+@given(text=st.text())
+@example(text="[" * 600 + "]" * 600)  # deeper than PyYAML's recursive composer can go
+@example(text="train:\n  lr: 0.1\n lr: 2\n")
+def test_any_text_as_params_yaml_loads_or_is_refused_in_one_line(tmp_path, text):
+    load_or_refuse(write_params(tmp_path, text))
+
+
+@FEW
+@given(data=st.binary())
+@example(data=b"\xff\xfe\x00train")
+@example(data=b"train: {lr: 0.1}\x00")
+def test_any_bytes_as_params_yaml_load_or_are_refused_in_one_line(tmp_path, data):
+    load_or_refuse(write_params(tmp_path, data))
+
+
+@settings(SETTINGS, max_examples=150)
+@given(key=st.sampled_from(sorted(SPEC)), value=yaml_values)
+@example(key=("train", "lr"), value=10**400)
+@example(key=("train", "epochs"), value=True)
+@example(key=("evaluate", "noise_levels"), value=[0.1, -10**400])
+def test_any_value_for_any_key_is_accepted_exactly_when_the_spec_allows_it(tmp_path, key, value):
+    section, name = key
+    doc = copy.deepcopy(COMMITTED)
+    doc[section][name] = value
+    path = write_params(tmp_path, yaml.safe_dump(doc, sort_keys=False))
+    try:
+        loaded = getattr(getattr(load_params(path), section), name)
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: {section}.{name}: expected ")
+        assert " found " in str(err)
+        assert not _acceptable_input(key, value), f"{value!r} refused for {section}.{name}: {err}"
+    else:
+        assert SPEC[key](loaded), f"{value!r} accepted for {section}.{name} as {loaded!r}"
+
+
+@settings(SETTINGS, max_examples=150)
+@given(key=st.sampled_from(sorted(SPEC)), raw=raw_scalars)
+def test_any_typed_value_for_any_key_loads_or_is_refused_in_one_line(tmp_path, key, raw):
+    """The committed file with one value retyped by hand, so YAML's own scalar rules apply."""
+    section, name = key
+    text = (ROOT / "params.yaml").read_text()
+    pattern = re.compile(rf"^(  {name}: )[^#\n]*", re.M)
+    start = text.index(f"\n{section}:\n")
+    edited = text[:start] + pattern.sub(lambda m: m.group(1) + raw + " ", text[start:], count=1)
+    params = load_or_refuse(write_params(tmp_path, edited))
+    if params is not None:
+        assert SPEC[key](getattr(getattr(params, section), name)), raw
+
+
+@SETTINGS
+@given(section=st.sampled_from(sorted(SECTIONS)), raw=yaml_values)
+def test_parse_section_builds_or_refuses_any_value(section, raw):
+    try:
+        parsed = parse_section(SECTIONS[section], section, raw, Path("p.yaml"))
+    except PipelineError as err:
+        assert_one_line_naming(err, f"p.yaml: {section}")
+    else:
+        for (sec, key), ok in SPEC.items():
+            if sec == section:
+                assert ok(getattr(parsed, key)), key
+
+
+# Glyph files: mostly near-glyphs (a few lines of a few of the glyph characters), so the parser's
+# deeper branches are reached, and plain arbitrary text.
+glyph_chars = st.sampled_from(list("#1.0") * 6 + list(" \t\x0bx2\u00a0\u2028\ufeff"))
+glyph_lines = st.lists(st.text(glyph_chars, min_size=0, max_size=8), min_size=0, max_size=8)
+near_glyphs = st.builds(lambda lines, sep: sep.join(lines), glyph_lines, st.sampled_from(["\n", "\r\n", "\r"]))
+glyph_texts = near_glyphs | st.text()
+
+
+def reference_glyph(text: str) -> list[int] | None:
+    """The pixels of `text` by the README's format, or None if it is not a glyph (independent of glyphs.py)."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    if len(lines) != 5 or any(len(line) != 6 or set(line) - set("#1.0") for line in lines):
+        return None
+    return [1 if ch in "#1" else 0 for line in lines for ch in line]
+
+
+@SETTINGS
+@given(text=glyph_texts)
+@example(text="..##..\n.#..#.\n######\n#....#\n#....#\n")
+def test_any_text_parses_as_the_format_says_or_is_refused_in_one_line(text):
+    expected = reference_glyph(text)
+    try:
+        glyph = parse_glyph(text, "g.txt")
+    except PipelineError as err:
+        assert_one_line_naming(err, "g.txt: ")
+        assert expected is None, f"a valid glyph refused: {err}"
+        line = re.match(r"g\.txt: line (\d+): ", str(err))
+        if line:  # the line named is one of the text's lines
+            assert 1 <= int(line.group(1)) <= len(text.splitlines())
+    else:
+        assert glyph.dtype == np.uint8 and glyph.shape == (30,)
+        assert glyph.tolist() == expected
+
+
+@SETTINGS
+@given(data=st.binary(max_size=200) | glyph_texts.map(lambda t: t.encode("utf-8"))
+       | glyph_texts.map(lambda t: t.encode("utf-16")) | st.binary(min_size=4090, max_size=4200))
+def test_any_bytes_in_a_glyph_file_read_or_are_refused_in_one_line(tmp_path, data):
+    path = tmp_path / "glyph.txt"
+    path.write_bytes(data)
+    try:
+        glyph = read_glyph(path)
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: ")
+    else:
+        assert glyph.tolist() == reference_glyph(data.decode("utf-8"))
+
+
+# Files between stages: arbitrary bytes, and real .npy/.npz files truncated, with a byte changed,
+# or of the other kind, are loaded and checked or refused naming the file and the stage to rerun.
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+GOOD_NPY = _npy(np.eye(3, 30, dtype=np.uint8))
+GOOD_NPZ = _npz(w1=np.ones((30, 5)), w2=np.ones((5, 3)))
+
+
+def _damaged(good: bytes):
+    return (st.binary(max_size=300)
+            | st.integers(0, len(good) - 1).map(lambda n: good[:n])
+            | st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)).map(
+                lambda t: good[:t[0]] + bytes([good[t[0]] ^ t[1]]) + good[t[0] + 1:])
+            | st.sampled_from([_npz(a=np.zeros(3)), _npy(np.zeros((3, 30), np.uint8)), _npy(np.zeros(2, object))]))
+
+
+@FEW
+@given(data=_damaged(GOOD_NPY))
+@example(data=_npz(x=np.zeros((3, 30), np.uint8)))  # an .npz archive where an .npy belongs
+@example(data=b"\x93NUMPY\x01\x00\x06\x00\x00\x00\x00'''")  # numpy's header tokenizer: TokenError
+@example(data=b"\x93NUMPY\x01\x00\x07\x00   ''\n ")  # and IndentationError
+def test_any_bytes_as_an_npy_file_load_checked_or_are_refused_in_one_line(tmp_path, data):
+    path = tmp_path / "x.npy"
+    path.write_bytes(data)
+    try:
+        array = load_npy(path, np.uint8, (None, 30), "make_dataset")
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: ")
+        assert str(err).endswith("; rerun `dvc repro make_dataset`")
+    else:
+        assert isinstance(array, np.ndarray) and array.dtype == np.uint8 and array.ndim == 2 and array.shape[1] == 30
+
+
+@FEW
+@given(data=_damaged(GOOD_NPZ))
+@example(data=_npy(np.zeros((30, 5))))  # an .npy array where an .npz archive belongs
+@example(data=GOOD_NPZ[:len(GOOD_NPZ) // 2])  # np.load leaked the file handle of a broken zip
+def test_any_bytes_as_an_npz_file_load_or_are_refused_in_one_line(tmp_path, data):
+    path = tmp_path / "model.npz"
+    path.write_bytes(data)
+    try:
+        arrays = load_npz(path, "train")
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: ")
+        assert str(err).endswith("; rerun `dvc repro train`")
+    else:
+        assert all(isinstance(a, np.ndarray) for a in arrays.values())
+
+
+def test_an_npy_header_promising_terabytes_is_refused_not_allocated(tmp_path):
+    path = tmp_path / "x.npy"
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 30)})
+    path.write_bytes(buf.getvalue() + bytes(90))
+    with pytest.raises(PipelineError) as err:
+        load_npy(path, np.uint8, (None, 30), "make_dataset")
+    assert_one_line_naming(err.value, f"{path}: ")
+    assert str(err.value).endswith("; rerun `dvc repro make_dataset`")
