@@ -73,7 +73,7 @@ def pushed(repo: Path, dest: Path, remote: list[str], creds: dict[str, str] | No
     """A clone of `repo` that ran the pipeline, committed `remote` as its default, and pushed to it."""
     work = clone(repo, dest)
     dvc(work, "repro")
-    dvc(work, "remote", "add", "-d", *remote[:2])
+    dvc(work, "remote", "add", "--force", "-d", *remote[:2])  # --force: the user may have committed one
     if remote[2:]:
         dvc(work, "remote", "modify", remote[0], *remote[2:])
     commit(work, "a default remote for the team")
@@ -82,14 +82,14 @@ def pushed(repo: Path, dest: Path, remote: list[str], creds: dict[str, str] | No
 
 
 def test_push_to_a_local_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
-    work = pushed(repo, tmp_path / "work", ["storage", str(tmp_path / "storage")])
+    work = pushed(repo, tmp_path / "work", ["test-storage", str(tmp_path / "storage")])
     fresh = clone(work, tmp_path / "fresh")
     dvc(fresh, "pull")
     assert_pulled_clone_is_ready(work, fresh)
 
 
 def test_a_consumer_fetches_a_tagged_model_version(repo, tmp_path):
-    producer = pushed(repo, tmp_path / "producer", ["storage", str(tmp_path / "storage")])
+    producer = pushed(repo, tmp_path / "producer", ["test-storage", str(tmp_path / "storage")])
     run(["git", *GIT_ID, "tag", "-a", "abc-model@v1.0.0", "-m", "first model"], cwd=producer)
     consumer = tmp_path / "consumer"
     consumer.mkdir()
