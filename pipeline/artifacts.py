@@ -110,15 +110,20 @@ def _np_load(f: IO[bytes]) -> np.ndarray | dict[str, np.ndarray]:
             return {name: loaded[name] for name in loaded.files}
 
 
-def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str) -> np.ndarray:
-    """Load an array written by `stage`, checking dtype and shape (None matches any length)."""
+def _read_arrays(path: Path, stage: str) -> np.ndarray | dict[str, np.ndarray]:
+    """What np.load finds in `path`, any failure a one-line error naming the stage to rerun."""
     try:
         with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
-            array = _np_load(f)
+            return _np_load(f)
     except FileNotFoundError:
         raise stale(path, "missing", stage) from None
     except _UNREADABLE as err:
         raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+
+
+def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str) -> np.ndarray:
+    """Load an array written by `stage`, checking dtype and shape (None matches any length)."""
+    array = _read_arrays(path, stage)
     if not isinstance(array, np.ndarray):  # np.load reads a zip archive whatever the file's name
         raise stale(path, "expected a .npy array, found an .npz archive", stage)
     check_array(path, array, dtype, shape, stage)
@@ -127,13 +132,7 @@ def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], 
 
 def load_npz(path: Path, stage: str) -> dict[str, np.ndarray]:
     """All arrays of an .npz archive written by `stage`, read eagerly."""
-    try:
-        with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
-            arrays = _np_load(f)
-    except FileNotFoundError:
-        raise stale(path, "missing", stage) from None
-    except _UNREADABLE as err:
-        raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+    arrays = _read_arrays(path, stage)
     if isinstance(arrays, np.ndarray):  # np.load reads a .npy array whatever the file's name
         raise stale(path, "expected an .npz archive, found a .npy array", stage)
     return arrays
@@ -158,8 +157,6 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-
-
 def split_paths(split: str) -> tuple[Path, Path]:
     """The (pixels, labels) files that make_dataset writes for `split` ('train' or 'test')."""
     return DATA_DIR / f"x_{split}.npy", DATA_DIR / f"y_{split}.npy"
@@ -177,18 +174,25 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-
 def load_history(path: Path = HISTORY_PATH) -> dict[str, np.ndarray]:
     """The per-epoch history train wrote: columns step (int), loss and accuracy (float)."""
+    columns = ["step", "loss", "accuracy"]
     try:
-        with open(path, encoding="utf-8") as f:
-            header = f.readline().rstrip("\n").split("\t")
-            table = np.loadtxt(f, delimiter="\t", ndmin=2) if header == ["step", "loss", "accuracy"] else None
+        lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise stale(path, "missing", "train") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise stale(path, f"unreadable ({_first_line(err)})", "train") from None
-    if table is None:
+    header = lines[0].split("\t") if lines else []
+    if header != columns:
         raise stale(path, f"expected the header step, loss, accuracy, found {header}", "train")
-    table = table.reshape(-1, 3)
+    rows = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        try:
+            rows.append([float(cell) for cell in line.split("\t")])
+        except ValueError:
+            rows.append([])  # reported below with the line number
+        if len(rows[-1]) != len(columns):
+            raise stale(path, f"line {lineno}: expected 3 numbers, found {line[:40]!r}", "train")
+    table = np.array(rows, dtype=np.float64).reshape(-1, len(columns))
     return {"step": table[:, 0].astype(np.int64), "loss": table[:, 1], "accuracy": table[:, 2]}

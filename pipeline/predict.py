@@ -21,7 +21,6 @@ import numpy as np
 from pipeline.artifacts import save_json
 from pipeline.checkpoint import MODEL_PATH, load_network
 from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error
-from pipeline import pictures
 from pipeline.glyphs import read_glyph, render
 from pipeline.model import Network, logits, sigmoid
 
@@ -62,6 +61,8 @@ def run_stage(net: Network) -> None:
             for path, (letter, scores) in zip(good, results)]
     save_json(PREDICTIONS, rows)  # records: DVC plots them as bars of `score` per `file`
     captions = [f"{path.stem[:10]}\n{letter} {scores[letter]:.2f}" for path, (letter, scores) in zip(good, results)]
+    from pipeline import pictures  # Pillow: only the stage draws, not the ad-hoc CLI
+
     pictures.grid(SAMPLES_PNG, pictures.glyph_cells(glyphs), captions, [pictures.TEXT] * len(good),
                   columns=min(8, len(good)), heading=f"The glyphs of {SAMPLES}/ and what the model reads")
 

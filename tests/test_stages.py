@@ -285,9 +285,20 @@ def test_predict_show_prints_the_glyph_beside_every_score(built):
     assert lines[3].endswith("<") and not lines[1].endswith("<")
 
 
-def test_a_missing_history_names_the_stage_to_rerun(built, tmp_path):
+@pytest.mark.parametrize("content,message", [
+    ("epoch\tloss\n1\t0.5\n", "expected the header step, loss, accuracy, found ['epoch', 'loss']"),
+    ("step\tloss\taccuracy\n1\t0.5\t0.3\n2\t0.4\n", "line 3: expected 3 numbers, found '2\\t0.4'"),
+])
+def test_a_bad_history_names_the_line_and_the_stage_to_rerun(built, tmp_path, content, message):
     project = copy_of(built, tmp_path)
-    (project / "metrics/history.tsv").write_text("epoch\tloss\n1\t0.5\n")
-    assert_one_line_error(run_module("pipeline.evaluate", cwd=project),
-                          "metrics/history.tsv: expected the header step, loss, accuracy, found ['epoch', 'loss']",
+    (project / "metrics/history.tsv").write_text(content)
+    assert_one_line_error(run_module("pipeline.evaluate", cwd=project), f"metrics/history.tsv: {message}",
                           "rerun `dvc repro train`")
+
+
+def test_a_zero_epoch_model_is_evaluated_without_warnings(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "train", epochs=0)
+    run_stages(project, ["train", "evaluate"])
+    proc = run_module("pipeline.evaluate", cwd=project)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
