@@ -9,6 +9,7 @@ file and the stage to rerun.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -60,7 +61,21 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    """An .npz archive that np.load reads, with the same bytes under every Python version and OS.
+
+    np.savez leaves the zip headers to Python's zipfile, whose output has changed between patch
+    releases (3.11.2 and 3.11.7 write different headers for the same arrays) and depends on the OS.
+    Here every header field is fixed: stored (not compressed), dated 1980-01-01, made on Unix, mode 0644.
+    """
+    def write(f: IO[bytes]) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name, array in arrays.items():
+                entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                entry.create_system, entry.external_attr = 3, 0o100644 << 16
+                buffer = io.BytesIO()
+                np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
+                archive.writestr(entry, buffer.getvalue())
+    write_atomic(path, write)
 
 
 def save_text(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.glyphs import CLASSES, PIXELS
+from pipeline.portable import column_sum, matmul, outer_sum, pixels_matmul, sigmoid, softplus, total
 
 LOSSES = ("bce", "mse")
 ACTIVATION = "sigmoid"
@@ -50,48 +51,46 @@ def init_network(rng: np.random.Generator, hidden: int, loss: str, bias: bool,
     return Network(w1, w2, b1, b2, loss)
 
 
-def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """1 / (1 + exp(-z)) computed as (1 + tanh(z / 2)) / 2, which never overflows."""
-    z = np.asarray(z)
-    if out is None:
-        out = np.empty(z.shape, np.result_type(z.dtype, np.float16))  # floats keep their precision
-    np.multiply(z, 0.5, out=out)
-    np.tanh(out, out=out)
-    out *= 0.5
-    out += 0.5
-    return out
-
-
 def one_hot(y: np.ndarray, k: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
-    """y : (n,) class indices -> (n, k) rows of 0/1."""
-    return np.eye(k, dtype=dtype)[y]
+    """y : (n,) class indices -> (n, k) rows of 0/1 (laid out as (k, n) in memory, as the activations)."""
+    return np.equal.outer(np.arange(k), y).astype(dtype).T
 
 
 def forward(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (A1, Z2, A2); Z2 are the output logits."""
-    Z1 = X @ net.w1                      # (n, 30) @ (30, H) -> (n, H)
+    """Return (A1, Z2, A2) for X : (n, 30) of 0/1 pixels; Z2 are the output logits."""
+    Z1 = pixels_matmul(X, net.w1)        # (n, 30) @ (30, H) -> (n, H), exact
     if net.b1 is not None:
-        Z1 = Z1 + net.b1
+        Z1 += net.b1
     A1 = sigmoid(Z1)
-    Z2 = A1 @ net.w2                     # (n, H) @ (H, K) -> (n, K)
+    Z2 = matmul(A1, net.w2)              # (n, H) @ (H, K) -> (n, K), summed over H in order
     if net.b2 is not None:
-        Z2 = Z2 + net.b2
+        Z2 += net.b2
     return A1, Z2, sigmoid(Z2)
 
 
-def loss_value(loss: str, Z2: np.ndarray, y: np.ndarray) -> float:
-    """The loss of logits Z2 : (n, K) against labels y : (n,), stable for any |Z2|."""
+def loss_value(loss: str, Z2: np.ndarray, y: np.ndarray, block: int = 65536) -> float:
+    """The loss of logits Z2 : (n, K) against labels y : (n,), stable for any |Z2|.
+
+    Per-example losses are computed `block` rows at a time (memory stays small) and then summed.
+    """
     n, k = Z2.shape
-    picked = np.take_along_axis(Z2, y.reshape(-1, 1).astype(np.intp), axis=1)  # (n, 1): Z2[i, y_i]
-    if loss == "bce":
-        # -[y log s(z) + (1-y) log(1-s(z))] = softplus(z) - y z, with softplus(z) = max(z, 0) + log1p(exp(-|z|))
-        softplus = np.maximum(Z2, 0) + np.log1p(np.exp(-np.abs(Z2)))
-        return float((softplus.sum() - picked.sum()) / n)
-    if loss == "mse":
-        A2 = sigmoid(Z2)
-        # sum (A - Y)^2 = sum A^2 - 2 sum A[i, y_i] + n, for one-hot Y
-        return float((np.square(A2).sum() - 2 * sigmoid(picked).sum() + n) / (n * k))
-    raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    per_example = np.empty(n, Z2.dtype)
+    for start in range(0, n, block):
+        rows = slice(start, start + block)
+        per_example[rows] = example_losses(loss, Z2[rows], y[rows])
+    return total(per_example) / (n if loss == "bce" else n * k)
+
+
+def example_losses(loss: str, Z2: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n,) each example's loss summed over the K outputs: bce, or squared error for mse."""
+    Y = one_hot(y, Z2.shape[1], Z2.dtype)
+    if loss == "bce":  # -log s(z) = softplus(-z) for a target 1, -log(1 - s(z)) = softplus(z) for a 0
+        per_output = softplus(Z2 * (1 - 2 * Y))
+    elif loss == "mse":
+        per_output = np.square(sigmoid(Z2) - Y)
+    else:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    return sum(per_output.T)             # the K outputs' columns, added in order
 
 
 def output_delta(loss: str, A2: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -100,37 +99,45 @@ def output_delta(loss: str, A2: np.ndarray, Y: np.ndarray) -> np.ndarray:
     if loss == "bce":
         return (A2 - Y) / n
     if loss == "mse":
-        return 2.0 * (A2 - Y) * A2 * (1.0 - A2) / (n * k)
+        return 2 * (A2 - Y) * A2 * (1 - A2) / (n * k)
     raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
 
-def backward(net: Network, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Gradients of `loss_value(net.loss, ...)` with respect to every weight, keyed dW1, dW2, db1, db2."""
-    A1, _, A2 = forward(net, X)
+def backward(net: Network, X: np.ndarray, y: np.ndarray,
+             activations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Gradients of `loss_value(net.loss, ...)` with respect to every weight, keyed dW1, dW2, db1, db2.
+
+    `activations` are forward(net, X)'s outputs, when the caller has them already.
+    """
+    A1, _, A2 = forward(net, X) if activations is None else activations
     dZ2 = output_delta(net.loss, A2, one_hot(y, A2.shape[1], A2.dtype))  # (n, K)
-    dA1 = dZ2 @ net.w2.T                 # (n, K) @ (K, H) -> (n, H)
-    dZ1 = dA1 * A1 * (1.0 - A1)          # (n, H)
-    grads = {"dW1": X.T @ dZ1,           # (30, n) @ (n, H) -> (30, H)
-             "dW2": A1.T @ dZ2}          # (H, n) @ (n, K) -> (H, K)
+    dA1 = matmul(dZ2, net.w2.T)          # (n, K) @ (K, H) -> (n, H)
+    dZ1 = dA1 * A1 * (1 - A1)            # (n, H)
+    grads = {"dW1": pixels_matmul(X.T, dZ1),  # (30, n) @ (n, H) -> (30, H), exact
+             "dW2": outer_sum(A1, dZ2)}       # A1^T dZ2 : (H, n) @ (n, K) -> (H, K)
     if net.bias:
-        grads["db1"], grads["db2"] = dZ1.sum(axis=0), dZ2.sum(axis=0)
+        grads["db1"], grads["db2"] = column_sum(dZ1), column_sum(dZ2)
     return grads
 
 
-def sgd_step(net: Network, X: np.ndarray, y: np.ndarray, lr: float) -> None:
-    """One plain gradient-descent step on the batch (X, y), in place. The readable reference."""
-    grads = backward(net, X, y)
+def sgd_step(net: Network, X: np.ndarray, y: np.ndarray, lr: float) -> np.ndarray:
+    """One plain gradient-descent step on the batch (X, y), in place; returns the logits Z2 : (n, K)
+    the step computed on the way, before it moved the weights."""
+    activations = forward(net, X)
     weights = {"dW1": net.w1, "dW2": net.w2, "db1": net.b1, "db2": net.b2}
-    for name, grad in grads.items():
-        weights[name] -= lr * grad  # in place: the arrays are shared with `net`
+    for name, grad in backward(net, X, y, activations).items():
+        grad *= lr
+        weights[name] -= grad            # in place: the arrays are shared with `net`
+    return activations[1]
 
 
 def logits(net: Network, X: np.ndarray, block: int = 65536) -> np.ndarray:
-    """Z2 : (n, K) for X : (n, 30) of any numeric dtype, converting `block` rows to float at a time."""
+    """Z2 : (n, K) for X : (n, 30) pixels of any numeric dtype, `block` rows at a time (each row's
+    logits depend on that row alone, so the block size does not change a bit)."""
     Z2 = np.empty((len(X), net.sizes[2]), dtype=net.w1.dtype)
     for start in range(0, len(X), block):
         rows = slice(start, start + block)
-        Z2[rows] = forward(net, X[rows].astype(net.w1.dtype))[1]
+        Z2[rows] = forward(net, X[rows])[1]
     return Z2
 
 

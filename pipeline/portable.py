@@ -1,0 +1,266 @@
+"""Arithmetic with the same bits on every machine: exp, log1p, sigmoid, softplus and the network's products.
+
+NumPy's exp, log and tanh change their last bits with the CPU's instruction sets (AVX-512 or not) and
+NumPy's dispatch level, and every product NumPy hands to BLAS (`@`, dot, matmul) changes its bits with
+the BLAS kernel, which picks the summation order and whether to fuse multiply-adds. What never moves:
+- `+ - * /` one element at a time: IEEE 754 rounds each exactly, and NumPy never fuses two ufunc
+  calls into one multiply-add; the same for comparisons, rint, scaling by a power of two, table look-ups;
+- a reduction over an axis: NumPy adds in an order that depends only on the array's shape and layout
+  (one slice after another along an outer axis, its fixed pairwise scheme along the contiguous one).
+Everything here is built from those, so a result depends only on its inputs and NumPy's version.
+
+The products go to BLAS only where any summation order gives the exact result (`pixels_matmul`): the
+network's inputs are 0/1 pixels, so each product with them is a sum of weights, and weights cut into
+two slices on a fixed grid add up exactly in any order, fused or not (the error-free splitting of
+Ozaki, Ogita, Oishi and Rump, 2012). Sums over the hidden units and the classes are short, and run in
+order (`matmul`); sums over a batch of examples are pairwise (`outer_sum`, `column_sum`).
+
+float32 arrays get float32 arithmetic, with constants rounded to float32; the pixel products are
+computed in float64 and rounded once.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from decimal import Context, Decimal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+_TABLE_BITS = 8  # exp(x) = 2^(k / 256) * exp(r): a 256-entry table of 2^(j / 256) leaves |r| <= ln(2) / 512
+_N = 1 << _TABLE_BITS
+_CONTEXT = Context(prec=25)  # 25 digits pin down every table entry's float64 rounding
+
+
+class _Constants:
+    """exp's and log1p's constants for one float type, every one rounded to that type."""
+
+    def __init__(self, dtype: type, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        bits = np.finfo(dtype).nmant + 1                   # 53 or 24 significant bits
+        self.dtype, self.itype, self.field = np.dtype(dtype), (np.int64 if bits == 53 else np.int32), bits - 1
+        ln2 = Decimal(2).ln(_CONTEXT)
+        # exp: x = k ln2/N + r. k * step_hi is exact for |k| < 2^19 (2^15 in float32): |x| < 728 (85).
+        self.step_hi, self.step_lo = _split_constant(ln2 / _N, bits - (19 if bits == 53 else 15), dtype)
+        self.inv_step = dtype(float(_N / ln2))
+        # Adding 1.5 * 2^(bits - 1) to a number below 2^(bits - 2) rounds it to an integer, which then
+        # sits in the low bits of the sum's bit pattern.
+        self.round_shift = dtype(1.5 * 2.0 ** (bits - 1))
+        # 2^(j/N) as bit patterns, less j << (field - TABLE_BITS): adding k's bit pattern shifted by
+        # (field - TABLE_BITS) then adds k // N to the exponent field and cancels j (see `_exp`).
+        powers, centers, log_centers = (t.astype(dtype) for t in tables)
+        j = np.arange(_N, dtype=self.itype)
+        self.table = powers.view(self.itype) - (j << (self.field - _TABLE_BITS))
+        self.centers, self.log_centers = centers, log_centers
+        # exp's input range: e^x, and 1 / (1 + e^x) in sigmoid, stay normal numbers (no subnormals,
+        # which a library built with fast-math could flush to zero on one machine and not another).
+        self.lowest, self.highest = (dtype(-707.0), dtype(708.0)) if bits == 53 else (dtype(-86.0), dtype(87.0))
+        self.one = dtype(1.0)
+        self.exp_poly = (dtype(1 / 24), dtype(1 / 6), dtype(0.5))  # e^r - 1 = r + r^2 (1/2 + r (1/6 + r/24))
+        self.log_poly = (dtype(-1 / 6), dtype(1 / 5), dtype(-1 / 4), dtype(1 / 3), dtype(-0.5))
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2^(j/N) for j = 0 .. N-1; for log1p the centres c_j = 1 + j/N, j = 0 .. N (exact in float32 too),
+    and ln(c_j), padded to 2N entries so that any index masked with 2N - 1 is valid. Each entry is
+    correctly rounded to float64 by decimal arithmetic, which is the same on every machine."""
+    step = Decimal(2).ln(_CONTEXT) / _N
+    powers = [float((step * j).exp(_CONTEXT)) for j in range(_N)]
+    centers = [1 + j / _N for j in range(_N + 1)]
+    log_centers = [float(Decimal(c).ln(_CONTEXT)) for c in centers]
+    pad = [centers[-1]] * (_N - 1), [log_centers[-1]] * (_N - 1)
+    return np.array(powers), np.array(centers + pad[0]), np.array(log_centers + pad[1])
+
+
+def _split_constant(value: Decimal, bits: int, dtype: type) -> tuple[np.floating, np.floating]:
+    """value = hi + lo, hi with only `bits` significant bits (so small integers times hi are exact)."""
+    mantissa, exponent = math.frexp(float(value))
+    hi = math.ldexp(math.floor(math.ldexp(mantissa, bits)), exponent - bits)
+    return dtype(hi), dtype(float(value - Decimal(hi)))
+
+
+_TABLES = _tables()
+_CONSTANTS = {np.dtype(t): _Constants(t, _TABLES) for t in (np.float64, np.float32)}
+
+
+def _constants(x: np.ndarray) -> _Constants:
+    try:
+        return _CONSTANTS[x.dtype]
+    except KeyError:
+        raise TypeError(f"expected a float64 or float32 array, found {x.dtype}") from None
+
+
+def exp_limit(dtype: np.dtype | type) -> float:
+    """The largest |x| for which exp(x) and exp(-x) are computed, not clipped: 707 (86 in float32)."""
+    c = _CONSTANTS[np.dtype(dtype)]
+    return float(min(-c.lowest, c.highest))
+
+
+def _elementwise(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[ArrayLike], np.ndarray]:
+    """Let `f`, written for float arrays of at least one dimension, take any array-like: integers
+    become float64, and a 0-d input gives a 0-d result."""
+    @functools.wraps(f)
+    def wrapper(x: ArrayLike) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype not in _CONSTANTS:
+            x = x.astype(np.float64)
+        return f(x) if x.ndim else f(x.reshape(1)).reshape(())
+    return wrapper
+
+
+@_elementwise
+def exp(x: np.ndarray) -> np.ndarray:
+    """e^x to within about one unit in the last place, for x clipped to [-707, 708] ([-86, 87] in float32)."""
+    return _exp(x, 1)
+
+
+def _exp(x: np.ndarray, sign: int) -> np.ndarray:
+    """e^(sign x), sign = 1 or -1 (sigmoid needs e^-z; folding the sign in saves a pass).
+
+    sign x = k ln2/N + r with k an integer and |r| <= ln2/(2N); e^(sign x) = 2^(k // N) 2^((k % N) / N) e^r,
+    the middle factor from a table, e^r - 1 from its Taylor polynomial of degree 4.
+    """
+    c = _constants(x)
+    x = np.maximum(x, c.lowest if sign > 0 else -c.highest)
+    np.minimum(x, c.highest if sign > 0 else -c.lowest, out=x)
+    shifted = x * (sign * c.inv_step)
+    shifted += c.round_shift                        # rounds sign x N / ln2 to the integer k, in the low bits
+    k = shifted - c.round_shift
+    r = k * c.step_hi                               # exact: step_hi has spare bits
+    if sign > 0:                                    # exact: k step_hi is within a factor 2 of sign x
+        r -= x
+    else:
+        r += x
+    r += k * c.step_lo                              # r = k ln2/N - sign x: minus the reduced argument
+    e0, e1, e2 = c.exp_poly
+    p = r * -e0                                     # e^-r - 1 = -r + r^2 (1/2 - r (1/6 - r/24))
+    p += e1
+    p *= r
+    np.subtract(e2, p, out=p)
+    p *= r * r
+    p -= r
+    bits = shifted.view(c.itype)
+    scale = c.table[bits & (_N - 1)]                # 2^(j/N) with j = k mod N, less j << (field - TABLE_BITS) ...
+    scale += bits << (c.field - _TABLE_BITS)        # ... plus k << (field - TABLE_BITS): 2^(k // N) 2^(j/N)
+    t = scale.view(c.dtype)
+    p *= t
+    p += t                                          # t (1 + p)
+    return p
+
+
+@_elementwise
+def log1p(u: np.ndarray) -> np.ndarray:
+    """ln(1 + u) for 0 <= u <= 1, to within about two units in the last place.
+
+    w = 1 + u is rounded; ln(1 + u) = ln(w) + (u - (w - 1)) / w puts back what the rounding lost.
+    ln(w) = ln(c_j) + ln(1 + r) with c_j = 1 + j/256 the nearest centre, ln(c_j) from a table,
+    r = (w - c_j) / c_j and ln(1 + r) from its Taylor polynomial of degree 6.
+    """
+    c = _constants(u)
+    w = u + c.one
+    lost = w - c.one                                # exact: w is in [1, 2]
+    shifted = lost * _N
+    shifted += c.round_shift                        # rounds (w - 1) N to the nearest centre's index j
+    j = shifted.view(c.itype) & (2 * _N - 1)        # 0 .. N; the mask only matters for NaN
+    np.subtract(u, lost, out=lost)
+    lost /= w                                       # what rounding 1 + u lost, as a share of w
+    center = c.centers[j]
+    r = w - center                                  # exact: w and center are within a factor of 2
+    r /= center
+    p = r * c.log_poly[0]                           # ln(1 + r) = r + r^2 (-1/2 + r (1/3 + r (-1/4 + r (1/5 - r/6))))
+    for coef in c.log_poly[1:]:
+        p += coef
+        p *= r
+    p *= r
+    p += r
+    p += lost
+    p += c.log_centers[j]
+    return p
+
+
+@_elementwise
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-z). Below z = -708 the result stays at 3.3e-308 (e^-708) instead of going on to zero."""
+    e = _exp(z, -1)
+    e += _constants(e).one
+    return np.reciprocal(e, out=e)
+
+
+@_elementwise
+def softplus(z: np.ndarray) -> np.ndarray:
+    """ln(1 + e^z), finite for any z: max(z, 0) + ln(1 + e^-|z|)."""
+    result = log1p(_exp(np.abs(z), -1))
+    result += np.maximum(z, _constants(result).dtype.type(0.0))
+    return result
+
+
+def pixels_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """P @ W for P : (n, k) of 0/1 pixels and W : (k, m) weights, exactly the same on every BLAS.
+
+    W is cut into W = S1 + S2 + R. S1 is W rounded to a power-of-two grid coarse enough that any sum
+    of k of its entries stays below 2^53 grid steps (the largest |w| keeps 53 - log2(k) bits); S2 is
+    W - S1 rounded the same way; R, below 2^(2 log2(k) - 106) of the largest |w|, is dropped.
+    P @ S1 and P @ S2 are then sums of numbers on one grid whose every partial sum is representable:
+    exact in any order, with or without fused multiply-adds, on any number of threads. Their sum is
+    rounded once, so the result is within about half a unit in the last place of the true product.
+    The result is laid out as (m, n) in memory: the layout the other kernels read fastest.
+    """
+    k = P.shape[1]
+    if k == 1:                                  # nothing to sum: each entry is one exact product
+        return (P[:, 0, None] * W[0]).astype(W.dtype, copy=False)
+    S1, S2 = _slices(W.astype(np.float64, copy=False), k)
+    P = P.astype(np.float64, copy=False)
+    out = np.dot(S1.T, P.T)                     # (m, k) @ (k, n): (P @ S1)^T
+    out += np.dot(S2.T, P.T)
+    return out.T.astype(W.dtype, copy=False)
+
+
+def _slices(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """W : float64 -> (S1, S2), each on a power-of-two grid on which sums of k entries are exact."""
+    spare = max(2, k.bit_length())             # k < 2^spare: bits a sum of k entries may grow by
+    largest = float(np.max(np.abs(W), initial=0.0))
+    exponent = math.frexp(largest)[1]          # every |w| < 2^exponent
+    S1 = _round_to_grid(W, exponent + spare)
+    R = W - S1                                 # exact; |R| <= half S1's grid step
+    S2 = _round_to_grid(R, exponent + spare - 54 + spare)
+    return S1, S2
+
+
+def _round_to_grid(W: np.ndarray, top: int) -> np.ndarray:
+    """W rounded to multiples of 2^(top - 53), for |W| <= 2^(top - 2): adding 1.5 * 2^(top - 1)
+    lands every entry in [2^(top - 1), 2^top), whose numbers are exactly those multiples."""
+    try:
+        big = math.ldexp(1.5, top - 1)
+    except OverflowError:                      # weights near the float64 limit: training has already
+        big = math.inf                         # diverged, and NaN here makes that loud
+    return (W + big) - big
+
+
+def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """A @ B for A : (n, k), B : (k, m) with k small (hidden units, classes), summed over k in order.
+
+    The k products A[:, j] B[j] are laid out as (k, m, n) and added one slice after another, with
+    the n examples along the contiguous axis, so each addition is one long elementwise loop.
+    """
+    terms = np.multiply(B[:, :, None], A.T[:, None, :], order="C")   # (k, m, 1) * (k, 1, n) -> (k, m, n)
+    return np.add.reduce(terms, axis=0).T                             # (m, n) -> (n, m)
+
+
+def outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """A^T @ B = sum over the n examples of outer(A[i], B[i]), for A : (n, p), B : (n, q) -> (p, q).
+
+    The products are laid out as (p, q, n) and each sum runs over the contiguous examples axis, in
+    NumPy's pairwise order (fixed by n).
+    """
+    terms = np.multiply(np.ascontiguousarray(A.T)[:, None, :], np.ascontiguousarray(B.T)[None, :, :], order="C")
+    return np.add.reduce(terms, axis=-1)
+
+
+def column_sum(A: np.ndarray) -> np.ndarray:
+    """A.sum(axis=0) for A : (n, p), in NumPy's pairwise order over the n examples, whatever A's layout."""
+    return np.add.reduce(np.ascontiguousarray(A.T), axis=-1)
+
+
+def total(A: np.ndarray) -> float:
+    """The sum of every entry, in NumPy's pairwise order over A's entries in row-major order."""
+    return float(np.add.reduce(np.ascontiguousarray(A), axis=None))
