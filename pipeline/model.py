@@ -11,6 +11,7 @@ Losses, each trained with its own gradient:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,14 @@ def init_network(rng: np.random.Generator, hidden: int, loss: str, bias: bool,
 
 def one_hot(y: np.ndarray, k: int, dtype: np.dtype | type = np.float64) -> np.ndarray:
     """y : (n,) class indices -> (n, k) rows of 0/1 (laid out as (k, n) in memory, as the activations)."""
-    return np.equal.outer(np.arange(k), y).astype(dtype).T
+    return np.take(_identity(k, np.dtype(dtype)), y, axis=1).T
+
+
+@functools.cache
+def _identity(k: int, dtype: np.dtype) -> np.ndarray:
+    identity = np.eye(k, dtype=dtype)
+    identity.flags.writeable = False  # shared between calls
+    return identity
 
 
 def forward(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

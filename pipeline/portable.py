@@ -101,6 +101,8 @@ def _elementwise(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[ArrayLike],
     become float64, and a 0-d input gives a 0-d result."""
     @functools.wraps(f)
     def wrapper(x: ArrayLike) -> np.ndarray:
+        if type(x) is np.ndarray and x.ndim and x.dtype in _CONSTANTS:  # the common case, first
+            return f(x)
         x = np.asarray(x)
         if x.dtype not in _CONSTANTS:
             x = x.astype(np.float64)
@@ -218,7 +220,7 @@ def pixels_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
 def _slices(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """W : float64 -> (S1, S2), each on a power-of-two grid on which sums of k entries are exact."""
     spare = max(2, k.bit_length())             # k < 2^spare: bits a sum of k entries may grow by
-    largest = float(np.max(np.abs(W), initial=0.0))
+    largest = float(np.abs(W).max())
     exponent = math.frexp(largest)[1]          # every |w| < 2^exponent
     S1 = _round_to_grid(W, exponent + spare)
     R = W - S1                                 # exact; |R| <= half S1's grid step

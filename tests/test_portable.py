@@ -1,0 +1,147 @@
+"""pipeline/portable.py: accurate against exact decimal arithmetic, exact where it says so, and
+independent of memory layout and of the other rows of a batch."""
+from __future__ import annotations
+
+import ast
+import math
+from decimal import Context, Decimal, localcontext
+
+import numpy as np
+import pytest
+
+from pipeline import portable
+from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.model import init_network, logits
+from tests.conftest import ROOT
+
+EXACT = Context(prec=60)
+
+
+def ulps(got: float, exact: Decimal) -> float:
+    """|got - exact| in units in the last place of the exact value, rounded to float64."""
+    with localcontext(EXACT):
+        return float(abs(Decimal(float(got)) - exact) / Decimal(math.ulp(float(exact))))
+
+
+def exact(formula, x: float, digits: int = 60) -> Decimal:
+    with localcontext(Context(prec=digits)):
+        return formula(Decimal(float(x)))
+
+
+@pytest.fixture(scope="module")
+def points() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.uniform(-707, 708, 400), rng.uniform(-40, 40, 400), rng.uniform(-0.01, 0.01, 100),
+                           [0.0, 1.0, -1.0, 707.0, -707.0]])
+
+
+def test_exp_is_within_one_and_a_half_units_in_the_last_place(points):
+    worst = max(ulps(got, exact(Decimal.exp, x)) for x, got in zip(points, portable.exp(points)))
+    assert worst < 1.5
+
+
+def test_log1p_is_within_two_units_in_the_last_place_down_to_tiny_arguments():
+    rng = np.random.default_rng(1)
+    u = np.concatenate([rng.random(400), 10.0 ** rng.uniform(-300, 0, 200), [1.0, 0.5, 2.0 ** -60]])
+    worst = max(ulps(got, exact(lambda d: (d + 1).ln(), x, digits=360)) for x, got in zip(u, portable.log1p(u)))
+    assert worst < 2
+    assert portable.log1p(np.array([0.0]))[0] == 0.0
+
+
+def test_sigmoid_and_softplus_are_within_three_units_in_the_last_place(points):
+    z = points[np.abs(points) < 60]
+    exact_sigmoid = [exact(lambda d: 1 / (1 + (-d).exp()), x) for x in z]
+    exact_softplus = [exact(lambda d: (1 + d.exp()).ln(), x) for x in z]
+    assert max(ulps(got, want) for got, want in zip(portable.sigmoid(z), exact_sigmoid)) < 3
+    assert max(ulps(got, want) for got, want in zip(portable.softplus(z), exact_softplus)) < 3
+
+
+@pytest.mark.parametrize("function", [portable.exp, portable.sigmoid, portable.softplus])
+def test_float32_is_float32_and_within_three_float32_steps_of_float64(function, points):
+    x = points[np.abs(points) < 80].astype(np.float32)
+    got = function(x)
+    assert got.dtype == np.float32
+    want = function(x.astype(np.float64))
+    assert np.all(np.abs(got - want) <= 3 * np.spacing(want.astype(np.float32)))
+
+
+def test_out_of_range_arguments_clip_and_nan_propagates_silently():
+    z = np.array([-1e308, -1000.0, 1000.0, np.inf, -np.inf, np.nan])
+    e, s = portable.exp(z), portable.sigmoid(z)
+    assert np.array_equal(e[:5], portable.exp(np.array([-707.0, -707.0, 708.0, 708.0, -707.0])))
+    assert 0 < s[0] < 1e-307 and s[2] == 1.0 and np.isnan(s[5]) and np.isnan(e[5])
+    assert portable.softplus(np.array([1000.0]))[0] == 1000.0
+    assert np.isnan(portable.log1p(np.array([np.nan])))[0]
+
+
+def test_scalars_and_integers_are_accepted():
+    assert portable.sigmoid(0) == 0.5 and portable.sigmoid(np.float64(0.0)).shape == ()
+    assert portable.exp([0, 1])[1] == portable.exp(np.array([1.0]))[0]
+
+
+def fsum_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """P @ W with every entry the correctly rounded exact sum."""
+    return np.array([[math.fsum(P[i, l] * W[l, j] for l in range(P.shape[1])) for j in range(W.shape[1])]
+                     for i in range(P.shape[0])])
+
+
+@pytest.mark.parametrize("k", [2, 30, 1000])
+def test_pixel_products_are_the_correctly_rounded_exact_sums(k):
+    rng = np.random.default_rng(k)
+    P = (rng.random((12, k)) < 0.5).astype(np.float64)
+    W = rng.standard_normal((k, 5)) * 10.0 ** rng.integers(-12, 4, (k, 5))  # sixteen decades of magnitude
+    assert np.array_equal(portable.pixels_matmul(P, W), fsum_matmul(P, W))
+    W32 = W.astype(np.float32)
+    assert np.array_equal(portable.pixels_matmul(P, W32), fsum_matmul(P, W32.astype(np.float64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n,k,m", [(1, 1, 1), (1, 5, 3), (7, 1, 4), (64, 5, 3), (3, 9, 1), (1, 3, 5), (300, 12, 2)])
+def test_matmul_adds_the_terms_in_order(n, k, m):
+    rng = np.random.default_rng(n * k * m)
+    A, B = rng.standard_normal((n, k)), rng.standard_normal((k, m))
+    ordered = A[:, 0, None] * B[0]
+    for j in range(1, k):
+        ordered = ordered + A[:, j, None] * B[j]
+    assert np.array_equal(portable.matmul(A, B), ordered)
+
+
+def test_no_kernel_depends_on_how_its_inputs_are_laid_out_in_memory():
+    rng = np.random.default_rng(5)
+    P, A, B = (rng.random((40, 30)) < 0.5).astype(float), rng.standard_normal((40, 5)), rng.standard_normal((40, 3))
+    W, V = rng.standard_normal((30, 5)), rng.standard_normal((5, 3))
+    kernels = [lambda P, A, B, W, V: portable.pixels_matmul(P, W),
+               lambda P, A, B, W, V: portable.pixels_matmul(P.T, A),
+               lambda P, A, B, W, V: portable.matmul(A, V),
+               lambda P, A, B, W, V: portable.outer_sum(A, B),
+               lambda P, A, B, W, V: portable.column_sum(A),
+               lambda P, A, B, W, V: np.array(portable.total(A))]
+    c_order = [P, A, B, W, V]
+    f_order = [np.asfortranarray(x) for x in c_order]
+    for kernel in kernels:
+        assert np.array_equal(kernel(*c_order), kernel(*f_order))
+
+
+def test_a_glyphs_logits_do_not_depend_on_the_rest_of_its_batch():
+    net = init_network(np.random.default_rng(0), hidden=7, loss="bce", bias=True)
+    net.b1[:], net.b2[:] = np.linspace(-1, 1, 7), [0.5, -0.5, 0.1]
+    X, _ = noisy_copies(clean_glyphs(), 20, 0.2, np.random.default_rng(1))
+    together = logits(net, X)
+    assert np.array_equal(together, np.vstack([logits(net, row[None]) for row in X]))
+    assert np.array_equal(together, logits(net, X, block=7))
+
+
+def test_no_pipeline_module_computes_with_machine_dependent_numpy_calls():
+    """exp, log, tanh and friends change bits with the CPU; dot, matmul, einsum and @ with the BLAS
+    kernel (or, for einsum, fused multiply-adds on aarch64). Only portable.py may call BLAS, on
+    operands it has made exact; tests/test_reproducible.py checks that with another kernel."""
+    risky = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "tanh", "sinh", "cosh", "power",
+             "float_power", "dot", "vdot", "inner", "outer", "matmul", "einsum", "tensordot", "linalg", "polyval"}
+    found = []
+    for path in sorted((ROOT / "pipeline").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
+                found.append(f"{path.name}:{node.lineno}: @")
+            if (isinstance(node, ast.Attribute) and node.attr in risky and isinstance(node.value, ast.Name)
+                    and node.value.id == "np" and not (path.name == "portable.py" and node.attr == "dot")):
+                found.append(f"{path.name}:{node.lineno}: np.{node.attr}")
+    assert found == []
