@@ -1,7 +1,7 @@
 """Training speed side by side in one process run: our trainer, scikit-learn, the tutorial's loop; memory; DVC.
 
     pip install -c constraints.txt -e '.[bench]'
-    python benchmarks/bench.py [--samples 300000] [--rounds 3] [--skip-dvc]
+    python benchmarks/bench.py [--samples 300000] [--rounds 3] [--skip-dvc] [--baseline REV]
 
 Every trainer fits the same 30-5-3 logistic network with plain SGD (lr 0.1, no momentum, no
 shuffling) on the same noisy glyphs for one epoch, and the figures are samples per second and their
@@ -9,6 +9,8 @@ ratios. scikit-learn's MLPClassifier has biases and a softmax output (ours: no b
 outputs, as the tutorial): the same work per sample up to a few exponentials. Peak memory is the
 resident set of a child process that trains on --memory-samples samples. The DVC figure compares
 `dvc repro -f` of this pipeline with the same four-stage DAG whose commands only touch their outputs.
+--baseline REV also times the trainer of git revision REV (its pipeline/ package, in a child process
+on the same data), in the same rounds: before and after a change, side by side.
 Timings on a shared machine are noisy: compare the ratios, each measured side by side.
 """
 from __future__ import annotations
@@ -88,7 +90,35 @@ def tutorial(X: np.ndarray, y: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-def speed(samples: int, sklearn_bs1_samples: int, rounds: int) -> None:
+BASELINE_CHILD = """
+import sys, time, numpy as np
+sys.path.insert(0, sys.argv[1])  # the baseline revision's pipeline/ package comes first
+from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.model import init_network
+from pipeline.sgd import fit
+samples, batch_size = int(sys.argv[2]), int(sys.argv[3])
+X, y = noisy_copies(clean_glyphs(), samples // 3, 0.1, np.random.default_rng(0))
+net = init_network(np.random.default_rng(0), 5, "bce", False)
+start = time.perf_counter()
+fit(net, X, y, lr=0.1, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
+print(time.perf_counter() - start)
+"""
+
+
+def checkout(rev: str, dest: Path) -> Path:
+    """REV's pipeline/ package, extracted into dest."""
+    archive = subprocess.run(["git", "archive", rev, "pipeline"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def baseline(tree: Path, samples: int, batch_size: int) -> float:
+    out = subprocess.run([sys.executable, "-c", BASELINE_CHILD, str(tree), str(samples), str(batch_size)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out)
+
+
+def speed(samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str, Path] | None = None) -> None:
     """Samples/s of each trainer and ours/theirs, each the median over rounds that run them back to back."""
     X, y = data(samples)
     print(f"training speed, one epoch on {len(X):,} noisy glyphs (30-5-3, lr {LR}, no shuffle), "
@@ -99,6 +129,8 @@ def speed(samples: int, sklearn_bs1_samples: int, rounds: int) -> None:
                     "scikit-learn": lambda: n_sk / sklearn(X[:n_sk], y[:n_sk], bs)}
         if bs == 1:
             trainers["tutorial loop"] = lambda: len(X) / tutorial(X, y)
+        if before is not None:
+            trainers[f"before ({before[0]})"] = lambda: len(X) / baseline(before[1], len(X), bs)
         rates = {name: [] for name in trainers}
         for _ in range(rounds):
             for name, measure in trainers.items():
@@ -170,8 +202,11 @@ def main() -> None:
     parser.add_argument("--memory-samples", type=int, default=3_000_000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (medians are reported)")
     parser.add_argument("--skip-dvc", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also time the trainer of this git revision")
     args = parser.parse_args()
-    speed(args.samples, args.sklearn_bs1_samples, args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = (args.baseline, checkout(args.baseline, Path(tmp))) if args.baseline else None
+        speed(args.samples, args.sklearn_bs1_samples, args.rounds, before)
     memory(args.memory_samples, 1024)
     if not args.skip_dvc:
         dvc_floor(args.rounds)

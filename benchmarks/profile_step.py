@@ -1,37 +1,49 @@
-"""Where one training step's time goes: every NumPy call of a bce step, timed alone, at a given batch size.
+"""Where one training step's time goes: model.sgd_step and each of its pieces, timed alone.
 
-    python benchmarks/profile_step.py [--batch 1024] [--dtype float64]
+    python benchmarks/profile_step.py [--batch 1024] [--dtype float64] [--loss bce]
 
-Prints each call's median time and share, grouped as in pipeline/sgd.py. Use it to see what
-bounds the trainer: at batch 1 the per-call overhead, at large batches exp and the skinny matmuls.
+Times the real functions (pipeline.model and pipeline.portable), each on the arrays the step gives
+it, as medians of 5 repeats, and NumPy's own exp beside the portable one. Use it to see what bounds
+the trainer: at batch 1 the number of NumPy calls (each costs about half a microsecond however small
+its array), at large batches the passes over the arrays.
 """
 from __future__ import annotations
 
 import argparse
 import timeit
+from collections.abc import Callable
 
 import numpy as np
 
+from pipeline import portable
+from pipeline.model import backward, forward, init_network, one_hot, output_delta, sgd_step
 
-def calls() -> dict[str, str]:
+
+def pieces(m: int, dtype: str, loss: str) -> dict[str, Callable[[], object]]:
+    rng = np.random.default_rng(0)
+    net = init_network(rng, 5, loss, False, np.dtype(dtype))
+    X = rng.integers(0, 2, (m, 30)).astype(np.float64)
+    y = rng.integers(0, 3, m).astype(np.uint8)
+    A1, Z2, A2 = activations = forward(net, X)
+    Z1 = portable.pixels_matmul(X, net.w1)
+    dZ2 = output_delta(loss, A2, one_hot(y, 3, A2.dtype))
+    dA1 = portable.matmul(dZ2, net.w2.T)
+    dZ1 = dA1 * A1 * (1 - A1)
     return {
-        "dot  X (-W1)          (m,30)@(30,5)": "np.dot(x, nw1, out=e1)",
-        "exp  hidden           (m,5)": "np.exp(z1, out=e1)",
-        "add  1 + e            (m,5)": "np.add(e1, one, out=a1)",
-        "div  1 / (1 + e)      (m,5)": "np.divide(one, a1, out=a1)",
-        "dot  A1 (-W2)         (m,5)@(5,3)": "np.dot(a1, nw2, out=nz2)",
-        "exp  output           (m,3)": "np.exp(z2, out=u2)",
-        "add  1 + e            (m,3)": "np.add(u2, one, out=u2)",
-        "div  s / u2           (m,3)": "np.divide(scale, u2, out=dz2)",
-        "add  + target         (m,3)": "np.add(dz2, target, out=dz2)",
-        "dot  dZ2 (-W2)^T      (m,3)@(3,5)": "np.dot(dz2, nw2T, out=da1)",
-        "dot  A1^T dZ2         (5,m)@(m,3)": "np.dot(a1T, dz2, out=dw2)",
-        "add  W2 update        (5,3)": "np.add(nw2, dw2, out=nw2)",
-        "mul  A1 A1            (m,5)": "np.multiply(a1, a1, out=t1)",
-        "sub  A1 - A1^2        (m,5)": "np.subtract(a1, t1, out=t1)",
-        "mul  dZ1              (m,5)": "np.multiply(da1, t1, out=da1)",
-        "dot  X^T dZ1          (30,m)@(m,5)": "np.dot(x.T, da1, out=dw1)",
-        "sub  W1 update        (30,5)": "np.subtract(nw1, dw1, out=nw1)",
+        "sgd_step (all of it)": lambda: sgd_step(net, X, y, 1e-30),  # a learning rate too small to drift
+        "forward": lambda: forward(net, X),
+        "  pixels_matmul  X W1       (m,30)@(30,5)": lambda: portable.pixels_matmul(X, net.w1),
+        "  sigmoid        hidden     (m,5)": lambda: portable.sigmoid(Z1),
+        "  matmul         A1 W2      (m,5)@(5,3)": lambda: portable.matmul(A1, net.w2),
+        "  sigmoid        output     (m,3)": lambda: portable.sigmoid(Z2),
+        "backward (given forward's outputs)": lambda: backward(net, X, y, activations),
+        "  one_hot, output_delta     (m,3)": lambda: output_delta(loss, A2, one_hot(y, 3, A2.dtype)),
+        "  matmul         dZ2 W2^T   (m,3)@(3,5)": lambda: portable.matmul(dZ2, net.w2.T),
+        "  dA1 A1 (1 - A1)           (m,5)": lambda: dA1 * A1 * (1 - A1),
+        "  pixels_matmul  X^T dZ1    (30,m)@(m,5)": lambda: portable.pixels_matmul(X.T, dZ1),
+        "  outer_sum      A1^T dZ2   (5,m)@(m,3)": lambda: portable.outer_sum(A1, dZ2),
+        "portable.exp     hidden     (m,5)": lambda: portable.exp(Z1),
+        "np.exp (not portable)       (m,5)": lambda: np.exp(Z1),
     }
 
 
@@ -39,29 +51,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--loss", default="bce", choices=["bce", "mse"])
     args = parser.parse_args()
-    m, dt = args.batch, np.dtype(args.dtype)
-    rng = np.random.default_rng(0)
-    env = {"np": np, "x": rng.integers(0, 2, (m, 30)).astype(dt), "nw1": rng.standard_normal((30, 5)).astype(dt),
-           "nw2": rng.standard_normal((5, 3)).astype(dt), "one": np.array(1.0, dt), "scale": np.array(0.1 / m, dt),
-           "target": np.zeros((m, 3), dt)}
-    for name, shape in {"z1": (m, 5), "z2": (m, 3), "e1": (m, 5), "a1": (m, 5), "t1": (m, 5), "da1": (m, 5), "nz2": (m, 3), "u2": (m, 3),
-                        "dz2": (m, 3), "dw1": (30, 5), "dw2": (5, 3)}.items():
-        env[name] = np.abs(rng.standard_normal(shape)).astype(dt) + 1
-    env["a1T"], env["nw2T"] = env["a1"].T, env["nw2"].T
-    number = max(10, 200_000 // m)
-    with np.errstate(all="ignore"):  # repeated in-place updates drift; only the time matters here
-        times = {label: np.median([timeit.timeit(stmt, globals=env, number=number) / number for _ in range(5)])
-                 for label, stmt in calls().items()}
-    total = sum(times.values())
-    print(f"one bce step at batch {m}, {args.dtype}: {total * 1e6:.1f} us for its NumPy calls "
-          f"({m / total:,.0f} samples/s before any Python overhead)")
+    number = max(20, 100_000 // args.batch)
+    times = {label: np.median(timeit.repeat(call, number=number, repeat=5)) / number
+             for label, call in pieces(args.batch, args.dtype, args.loss).items()}
+    step = times["sgd_step (all of it)"]
+    print(f"one {args.loss} step at batch {args.batch}, {args.dtype}: {step * 1e6:.1f} us, "
+          f"{args.batch / step:,.0f} samples/s")
     for label, t in times.items():
-        print(f"  {label:36s} {t * 1e6:8.2f} us  {100 * t / total:5.1f}%")
-    for kind in ("dot", "exp", "add", "sub", "mul", "div"):
-        share = sum(t for label, t in times.items() if label.startswith(kind)) / total
-        print(f"  all {kind}: {100 * share:.0f}%", end="")
-    print()
+        print(f"  {label:40s} {t * 1e6:9.2f} us  {100 * t / step:5.1f}% of the step")
 
 
 if __name__ == "__main__":

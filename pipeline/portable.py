@@ -205,22 +205,21 @@ def pixels_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
     P @ S1 and P @ S2 are then sums of numbers on one grid whose every partial sum is representable:
     exact in any order, with or without fused multiply-adds, on any number of threads. Their sum is
     rounded once, so the result is within about half a unit in the last place of the true product.
-    The result is laid out as (m, n) in memory: the layout the other kernels read fastest.
     """
     k = P.shape[1]
     if k == 1:                                  # nothing to sum: each entry is one exact product
         return (P[:, 0, None] * W[0]).astype(W.dtype, copy=False)
     S1, S2 = _slices(W.astype(np.float64, copy=False), k)
     P = P.astype(np.float64, copy=False)
-    out = np.dot(S1.T, P.T)                     # (m, k) @ (k, n): (P @ S1)^T
-    out += np.dot(S2.T, P.T)
-    return out.T.astype(W.dtype, copy=False)
+    out = np.dot(P, S1)                         # (n, k) @ (k, m), exact
+    out += np.dot(P, S2)                        # exact, then rounded once
+    return out.astype(W.dtype, copy=False)
 
 
 def _slices(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """W : float64 -> (S1, S2), each on a power-of-two grid on which sums of k entries are exact."""
     spare = max(2, k.bit_length())             # k < 2^spare: bits a sum of k entries may grow by
-    largest = float(np.abs(W).max())
+    largest = float(np.maximum.reduce(np.abs(W), axis=None))
     exponent = math.frexp(largest)[1]          # every |w| < 2^exponent
     S1 = _round_to_grid(W, exponent + spare)
     R = W - S1                                 # exact; |R| <= half S1's grid step
