@@ -9,6 +9,7 @@ file and the stage to rerun.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -170,6 +171,15 @@ def stale(path: Path, problem: str, stage: str) -> PipelineError:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """A short fingerprint of arrays' dtypes, shapes and bytes: the same arrays give the same string."""
+    h = hashlib.sha256()
+    for array in arrays:
+        h.update(f"{array.dtype.str}{array.shape}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
 
 
 def split_paths(split: str) -> tuple[Path, Path]:

@@ -1,7 +1,8 @@
 """The trained model file: a network saved with what is needed to use it without params.yaml.
 
 models/model.npz holds plain arrays (no pickles): w1, w2, b1/b2 when biases are on, the layer
-sizes, the class names, the loss it was trained with, the activation and whether biases are on.
+sizes, the class names, the loss it was trained with, the activation, whether biases are on, and a
+digest of the training set (so predict can tell whether data/x_train.npy is the set it learned from).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def to_arrays(net: Network) -> dict[str, np.ndarray]:
     """Everything needed to rebuild `net`, as arrays for np.savez (no pickled objects)."""
     arrays = {"w1": net.w1, "w2": net.w2, "sizes": np.array(net.sizes, dtype=np.int64),
               "classes": np.array(net.classes), "loss": np.array(net.loss),
-              "activation": np.array(ACTIVATION), "bias": np.array(net.bias)}
+              "activation": np.array(ACTIVATION), "bias": np.array(net.bias), "trained_on": np.array(net.trained_on)}
     if net.bias:
         arrays |= {"b1": net.b1, "b2": net.b2}
     return arrays
@@ -55,4 +56,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Network:
     b1, b2 = (arrays.get("b1"), arrays.get("b2")) if bias else (None, None)
     if bias and (b1 is None or b2 is None or b1.shape != expected[1:2] or b2.shape != expected[2:]):
         raise ValueError("biases missing or of the wrong shape")
-    return Network(w1, w2, b1, b2, str(loss), tuple(str(c) for c in classes))
+    trained_on = arrays.get("trained_on", np.array(""))  # absent from models saved before it existed
+    if trained_on.shape != () or trained_on.dtype.kind != "U":
+        raise ValueError(f"expected a string trained_on, found {trained_on.dtype}{trained_on.shape}")
+    return Network(w1, w2, b1, b2, str(loss), tuple(str(c) for c in classes), str(trained_on))

@@ -4,16 +4,18 @@
 
 Reads models/model.npz, data/*.npy, metrics/history.tsv and `evaluate.*` from params.yaml. Writes
 - metrics/metrics.json: accuracy and loss on the training and noisy test sets, per-letter precision
-  and recall on the test set, and test accuracy at each of `evaluate.noise_levels`;
+  and recall on the test set, test accuracy at each of `evaluate.noise_levels`, and accuracy on the
+  clean glyphs moved by one row or column (clean, and with `dataset.noise` of the pixels flipped);
 - metrics/confusion.json (one {actual, predicted} row per test glyph, for DVC's confusion template)
   and metrics/robustness.json (noise level vs accuracy, for a line plot);
-- metrics/images/: the test glyphs with their predictions, the misclassified ones, each hidden
-  unit's incoming weights as a 5x6 map (Pillow), and the training curves and confusion matrix
-  (matplotlib).
+- metrics/images/: the test glyphs with their predictions, the misclassified ones, the moved glyphs
+  with their predictions, each hidden unit's incoming weights as a 5x6 map (Pillow), and the
+  training curves and confusion matrix (matplotlib).
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from pipeline import pictures
 from pipeline.artifacts import load_history, load_split, save_json
 from pipeline.checkpoint import MODEL_PATH, load_network
 from pipeline.errors import exit_on_error
-from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.glyphs import clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
 from pipeline.params import EvaluateParams, load_params
 
@@ -32,6 +34,7 @@ ROBUSTNESS = Path("metrics/robustness.json")
 IMAGES = Path("metrics/images")
 SHOWN_PER_CLASS = 8      # test glyphs drawn per class, beside the clean one
 SHOWN_MISTAKES = 30      # misclassified test glyphs drawn at most
+SHIFT_STREAM = 2_000_000  # seeds the noisy moved glyphs apart from every noise level's stream (level * 10^6)
 
 
 def scores(net: Network, X: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
@@ -68,17 +71,47 @@ def robustness(net: Network, p: EvaluateParams) -> list[tuple[float, float]]:
     return result
 
 
+@dataclass
+class Moved:
+    """The clean glyphs moved by one row and/or column (wherever their ink stays in the frame)."""
+    X: np.ndarray            # (m, 30) uint8
+    y: np.ndarray            # (m,) labels
+    moves: list[str]         # "1 left", "1 up 1 right", ...
+    Z2: np.ndarray           # (m, K) logits of the clean moved glyphs
+    noisy: np.ndarray        # (m,) accuracy on noisy copies of each
+
+
+def moved_glyphs(net: Network, p: EvaluateParams, noise: float) -> Moved:
+    """Every placement of each clean letter within one row and column of its own, and the model's
+    accuracy on it, clean and on `p.per_class` copies with `noise` of the pixels flipped."""
+    found = [(c, describe_move(down, right), g) for c, glyph in enumerate(clean_glyphs())
+             for down, right, g in placements(glyph, 1)]
+    X = np.array([g for _, _, g in found], dtype=np.uint8).reshape(-1, 30)
+    y = np.array([c for c, _, _ in found], dtype=np.uint8)
+    copies, which = noisy_copies(X, p.per_class, noise, np.random.default_rng([p.seed, SHIFT_STREAM]))
+    right = np.argmax(logits(net, copies), axis=1) == y[which]
+    noisy = np.bincount(which, weights=right, minlength=len(X)) / p.per_class
+    return Moved(X, y, [move for _, move, _ in found], logits(net, X), noisy)
+
+
+def describe_move(down: int, right: int) -> str:
+    vertical = f"{abs(down)} {'down' if down > 0 else 'up'}" if down else ""
+    horizontal = f"{abs(right)} {'right' if right > 0 else 'left'}" if right else ""
+    return " ".join(part for part in (vertical, horizontal) if part)
+
+
 def level_key(level: float) -> str:
     """A metrics key without dots (DVC flattens nested keys with dots): 0.05 -> noise_0_05."""
     return "noise_" + f"{level:g}".replace(".", "_")
 
 
-def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.ndarray) -> None:
+def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.ndarray, moved: Moved) -> None:
     """Every picture of this stage; matplotlib is imported here only, as it costs about a second."""
     from pipeline import figures
 
     draw_predictions(net, X, y, Z2)
     draw_mistakes(net, X, y, Z2)
+    draw_moved(net, moved)
     maps, limit = pictures.weight_cells(net.w1)
     pictures.grid(IMAGES / "hidden_weights.png", maps, [f"unit {j + 1}" for j in range(len(maps))],
                   [pictures.TEXT] * len(maps), columns=len(maps),
@@ -114,9 +147,20 @@ def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) ->
                           + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""))
 
 
+def draw_moved(net: Network, moved: Moved) -> None:
+    """Each moved glyph, captioned with the move, what the model read, and its accuracy on noisy copies."""
+    predicted, top = np.argmax(moved.Z2, axis=1), sigmoid(np.max(moved.Z2, axis=1))
+    captions = [f"{net.classes[c]} {move}\nread {net.classes[p]} {s:.2f}\nnoisy {a:.0%}"
+                for c, move, p, s, a in zip(moved.y, moved.moves, predicted, top, moved.noisy)]
+    pictures.grid(IMAGES / "moved.png", pictures.glyph_cells(moved.X), captions,
+                  pictures.colors_for(predicted != moved.y), columns=len(moved.X),
+                  heading="Training glyphs moved by a row or column (where the ink fits). Red: misread.")
+
+
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]).parse_args()
-    params = load_params().evaluate
+    all_params = load_params()
+    params = all_params.evaluate
     net = load_network(MODEL_PATH)
     (x_train, y_train), (x_test, y_test) = load_split("train"), load_split("test")
     train_scores, _ = scores(net, x_train, y_train)
@@ -124,11 +168,13 @@ def main() -> None:
     predicted = np.argmax(z_test, axis=1)
     counts = confusion_counts(y_test, predicted, len(net.classes))
     curve = robustness(net, params)
+    moved = moved_glyphs(net, params, all_params.dataset.noise)
     save_json(METRICS, {"train": train_scores, "test": test_scores | precision_recall(counts, net.classes),
-                        "robustness": {level_key(level): acc for level, acc in curve}})
+                        "robustness": {level_key(level): acc for level, acc in curve},
+                        "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))}})
     save_json(CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)])
     save_json(ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
-    draw(net, x_test, y_test, z_test, counts)
+    draw(net, x_test, y_test, z_test, counts, moved)
 
 
 if __name__ == "__main__":

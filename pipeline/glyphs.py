@@ -5,6 +5,7 @@ Everything here is pure: arrays and strings in, arrays and strings out.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -97,20 +98,57 @@ def render(glyph: np.ndarray) -> list[str]:
     return ["".join("#" if p else "." for p in row) for row in rows]
 
 
-def noisy_copies(glyphs: np.ndarray, copies: int, noise: float, rng: np.random.Generator,
-                 block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-    """`copies` noisy variants of every glyph, interleaved A, B, C, A, B, C, ...
+def shift_glyph(glyph: np.ndarray, down: int, right: int) -> np.ndarray | None:
+    """glyph : (30,) moved `down` rows and `right` columns (negative: up, left), or None if any ink
+    would leave the 5x6 frame."""
+    grid = np.asarray(glyph).reshape(ROWS, COLS)
+    if abs(down) >= ROWS or abs(right) >= COLS:
+        return None
+    kept = grid[max(0, -down):ROWS - max(0, down), max(0, -right):COLS - max(0, right)]
+    if kept.sum() != grid.sum():
+        return None
+    moved = np.zeros_like(grid)
+    moved[max(0, down):ROWS - max(0, -down), max(0, right):COLS - max(0, -right)] = kept
+    return moved.reshape(PIXELS)
 
-    glyphs : (k, 30) uint8 -> x : (copies * k, 30) uint8, y : (copies * k,) uint8.
+
+def placements(glyph: np.ndarray, shift: int) -> list[tuple[int, int, np.ndarray]]:
+    """(down, right, moved glyph) for every move of at most `shift` rows and columns, the glyph's own
+    place excluded, that keeps its ink inside the frame; rows first, then columns, in ascending order."""
+    moves = [(down, right) for down in range(-shift, shift + 1) for right in range(-shift, shift + 1)]
+    moved = [(down, right, shift_glyph(glyph, down, right)) for down, right in moves if (down, right) != (0, 0)]
+    return [(down, right, g) for down, right, g in moved if g is not None]
+
+
+def shifted_copies(glyphs: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every placement of every glyph (see `placements`), class after class.
+
+    glyphs : (k, 30) uint8, one per class -> x : (m, 30) uint8, y : (m,) uint8 class indices.
+    """
+    rows = [(c, g) for c, glyph in enumerate(glyphs) for _, _, g in placements(glyph, shift)]
+    x = np.array([g for _, g in rows], dtype=np.uint8).reshape(-1, PIXELS)
+    return x, np.array([c for c, _ in rows], dtype=np.uint8)
+
+
+def noisy_copies(sources: np.ndarray | Sequence[np.ndarray], copies: int, noise: float, rng: np.random.Generator,
+                 block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` noisy variants per class, interleaved A, B, C, A, B, C, ...
+
+    sources : (k, 30) uint8, one glyph per class, or a list of k (n_c, 30) arrays, several per class:
+    the i-th copy of class c then starts from that class's glyph i mod n_c.
+    -> x : (copies * k, 30) uint8, y : (copies * k,) uint8.
     Each pixel is flipped independently with probability `noise`. Rows are drawn in blocks so
     memory stays near the size of the uint8 output; the stream depends only on `rng`'s state.
     """
-    k = len(glyphs)
+    per_class = [np.asarray(s, dtype=np.uint8).reshape(-1, PIXELS) for s in sources]
+    k, counts = len(per_class), np.array([len(s) for s in per_class])
+    table, first = np.concatenate(per_class), np.concatenate([[0], np.cumsum(counts)[:-1]])
     x = np.empty((copies * k, PIXELS), dtype=np.uint8)
     for start in range(0, len(x), block):
         stop = min(start + block, len(x))
         flips = rng.random((stop - start, PIXELS), dtype=np.float32) < noise  # (m, 30) bool
-        rows = glyphs[np.arange(start, stop) % k]                            # (m, 30) uint8
-        np.bitwise_xor(rows, flips, out=x[start:stop])
+        row = np.arange(start, stop)
+        label, copy = row % k, row // k
+        np.bitwise_xor(table[first[label] + copy % counts[label]], flips, out=x[start:stop])
     y = np.tile(np.arange(k, dtype=np.uint8), copies)
     return x, y

@@ -32,6 +32,7 @@ class Network:
     b2: np.ndarray | None        # (K,) or None
     loss: str
     classes: tuple[str, ...] = CLASSES
+    trained_on: str = ""         # digest of the training set (artifacts.digest), "" if unknown
 
     @property
     def sizes(self) -> tuple[int, int, int]:

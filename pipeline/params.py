@@ -48,6 +48,7 @@ class DatasetParams:
     noise: float = _key(_within(0.0, 1.0))
     train_per_class: int = _key(_ge(0))
     test_per_class: int = _key(_ge(1))
+    shift: int = _key(_within(0, 5))
 
 
 @dataclass(frozen=True)

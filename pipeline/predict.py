@@ -6,6 +6,10 @@
 
 The stage also draws metrics/images/samples.png: each sample glyph with its prediction.
 
+Beside each prediction comes the nearest glyph of the training set (data/x_train.npy) and its
+Hamming distance, the number of pixels that differ. A glyph FAR or more pixels from every training
+glyph gets a note on stderr: the model has seen nothing like it, however high its score.
+
 A bad file gets one line on stderr naming it (and the line); the other files are still predicted,
 and the exit status is 2 if any file was bad. Scores are the network's independent sigmoid outputs,
 one per letter; they need not sum to 1.
@@ -14,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import save_json
+from pipeline.artifacts import digest, load_split, save_json, split_paths, stale
 from pipeline.checkpoint import MODEL_PATH, load_network
 from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error
 from pipeline.glyphs import read_glyph, render
@@ -28,6 +33,31 @@ SAMPLES = Path("data/samples")
 PREDICTIONS = Path("metrics/predictions.json")
 SAMPLES_PNG = Path("metrics/images/samples.png")
 BAR = 20  # characters of a score bar at score 1
+# Pixels from every training glyph at which a glyph counts as unlike them: more than the 3 pixels a
+# copy with 10% noise has flipped on average, and close to the 5 that tell the tutorial's B from its C.
+FAR = 4
+
+
+@dataclass(frozen=True)
+class Nearest:
+    letter: str     # the label of the nearest training glyph (the first, in training order, on a tie)
+    distance: int   # pixels that differ
+
+    @property
+    def far(self) -> bool:
+        return self.distance >= FAR
+
+
+def nearest_training_glyphs(glyphs: np.ndarray, x_train: np.ndarray, y_train: np.ndarray,
+                            classes: tuple[str, ...]) -> list[Nearest]:
+    """For glyphs : (n, 30), the nearest of x_train : (N, 30) by Hamming distance, and its label."""
+    train_codes = _bits(x_train)
+    result = []
+    for code in _bits(glyphs):
+        distances = np.bitwise_count(np.bitwise_xor(train_codes, code))
+        best = int(np.argmin(distances))
+        result.append(Nearest(classes[y_train[best]], int(distances[best])))
+    return result
 
 
 def predict(net: Network, glyphs: np.ndarray) -> list[tuple[str, dict[str, float]]]:
@@ -49,6 +79,11 @@ def read_all(paths: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
     return good, np.array(glyphs, dtype=np.uint8).reshape(-1, 30), errors
 
 
+def _bits(glyphs: np.ndarray) -> np.ndarray:
+    """glyphs : (n, 30) of 0/1 -> (n,) uint32, pixel i as bit i: XOR and a bit count give distances."""
+    return np.packbits(glyphs, axis=1, bitorder="little").view("<u4")[:, 0]
+
+
 def run_stage(net: Network) -> None:
     paths = sorted(SAMPLES.glob("*.txt"))
     good, glyphs, errors = read_all(paths)
@@ -57,10 +92,14 @@ def run_stage(net: Network) -> None:
     if not good:
         raise PipelineError(f"{SAMPLES}: expected glyph files *.txt, found none")
     results = predict(net, glyphs)
-    rows = [{"file": path.as_posix(), "letter": letter, "score": scores[letter], **scores}
-            for path, (letter, scores) in zip(good, results)]
+    x_train, y_train = training_set(net)
+    near = nearest_training_glyphs(glyphs, x_train, y_train, net.classes)
+    note_far(good, near)
+    rows = [{"file": path.as_posix(), "letter": letter, "score": scores[letter], **scores,
+             "nearest": n.letter, "distance": n.distance} for path, (letter, scores), n in zip(good, results, near)]
     save_json(PREDICTIONS, rows)  # records: DVC plots them as bars of `score` per `file`
-    captions = [f"{path.stem[:10]}\n{letter} {scores[letter]:.2f}" for path, (letter, scores) in zip(good, results)]
+    captions = [f"{path.stem[:10]}\n{letter} {scores[letter]:.2f}\n{n.distance} px from {n.letter}"
+                for path, (letter, scores), n in zip(good, results, near)]
     from pipeline import pictures  # Pillow: only the stage draws, not the ad-hoc CLI
 
     pictures.grid(SAMPLES_PNG, pictures.glyph_cells(glyphs), captions, [pictures.TEXT] * len(good),
@@ -71,17 +110,45 @@ def run_adhoc(net: Network, paths: list[Path], show: bool) -> int:
     good, glyphs, errors = read_all(paths)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
-    for path, glyph, (letter, s) in zip(good, glyphs, predict(net, glyphs)):
+    try:
+        x_train, y_train = training_set(net)
+        near: list[Nearest | None] = nearest_training_glyphs(glyphs, x_train, y_train, net.classes)
+    except PipelineError as err:  # the prediction does not need the training set: say what is missing
+        print(f"note: {err}; no nearest training glyphs", file=sys.stderr)
+        near = [None] * len(good)
+    for path, glyph, (letter, s), n in zip(good, glyphs, predict(net, glyphs), near):
         print(f"{path}: {letter} ({s[letter]:.2f})")
         if show:
-            print("\n".join(side_by_side(glyph, s, letter)))
+            print("\n".join(side_by_side(glyph, s, letter, n)))
+    note_far(good, near)
     return BAD_INPUT if errors else 0
 
 
-def side_by_side(glyph: np.ndarray, scores: dict[str, float], letter: str) -> list[str]:
-    """The glyph as ASCII art, and beside its first rows each letter's score with a bar."""
-    bars = [f"{c} {v:.2f} {'#' * round(v * BAR):<{BAR}}{'  <' if c == letter else ''}" for c, v in scores.items()]
-    return [f"  {row}   {bars[i] if i < len(bars) else ''}".rstrip() for i, row in enumerate(render(glyph))]
+def training_set(net: Network) -> tuple[np.ndarray, np.ndarray]:
+    """data/{x,y}_train.npy, checked against the digest the model keeps of the set it was trained on."""
+    x_train, y_train = load_split("train")
+    if net.trained_on and digest(x_train, y_train) != net.trained_on:
+        raise stale(split_paths("train")[0], "not the training set of this model", "train")
+    return x_train, y_train
+
+
+def note_far(paths: list[Path], near: list[Nearest | None]) -> None:
+    for path, n in zip(paths, near):
+        if n is not None and n.far:
+            print(f"note: {path}: {n.distance} pixels from the nearest training glyph ({n.letter}); "
+                  f"the model has not seen anything like it", file=sys.stderr)
+
+
+def side_by_side(glyph: np.ndarray, scores: dict[str, float], letter: str, near: Nearest | None) -> list[str]:
+    """The glyph as ASCII art; beside its first rows each letter's score with a bar, then the nearest
+    training glyph."""
+    lines = [f"{c} {v:.2f} {'#' * round(v * BAR):<{BAR}}{'  <' if c == letter else ''}" for c, v in scores.items()]
+    if near is None:
+        lines.append("nearest training glyph: unknown")
+    else:
+        lines.append(f"nearest training glyph: {near.letter}, {near.distance} pixel{'s' * (near.distance != 1)} away"
+                     + (" (far)" if near.far else ""))
+    return [f"  {row}   {lines[i] if i < len(lines) else ''}".rstrip() for i, row in enumerate(render(glyph))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,16 +3,17 @@
     python -m pipeline.train
 
 Reads `train.*` from params.yaml and data/{x,y}_train.npy; writes models/model.npz (weights plus
-layer sizes, class names, loss and whether biases are on) and metrics/history.tsv (per epoch:
-step, loss, accuracy).
+layer sizes, class names, loss, whether biases are on, and a digest of the training set) and
+metrics/history.tsv (per epoch: step, loss, accuracy).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 
-from pipeline.artifacts import HISTORY_PATH, load_split, save_tsv
+from pipeline.artifacts import HISTORY_PATH, digest, load_split, save_tsv
 from pipeline.checkpoint import MODEL_PATH, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.model import Network, init_network
@@ -34,7 +35,7 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
         raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None
     finally:
         progress.close()
-    return net, history
+    return dataclasses.replace(net, trained_on=digest(X, y)), history
 
 
 def main() -> None:

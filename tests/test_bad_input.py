@@ -125,6 +125,8 @@ BAD_PARAMS = {
                                                          " >= 0", "found -5 (int)"]),
     "count-fraction": (retype("test_per_class", "2.5"), ["params.yaml: dataset.test_per_class: expected an integer"
                                                          " >= 1", "found 2.5 (float)"]),
+    "shift-beyond-the-frame": (retype("shift", "9"), ["params.yaml: dataset.shift: expected an integer in [0, 5]",
+                                                      "found 9 (int)"]),
 }
 
 

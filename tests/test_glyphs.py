@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.glyphs import clean_glyphs, noisy_copies, parse_glyph, read_glyph, render
+from pipeline.glyphs import (clean_glyphs, noisy_copies, parse_glyph, placements, read_glyph, render, shift_glyph,
+                             shifted_copies)
 
 # Copied from the tutorial's lists, row-major, independent of how glyphs.py draws them.
 TUTORIAL = [
@@ -101,3 +102,37 @@ def test_a_byte_order_mark_is_not_a_pixel(tmp_path):
     path = tmp_path / "bom.txt"
     path.write_bytes(b"\xef\xbb\xbf" + "\n".join(render(clean_glyphs()[2])).encode())
     np.testing.assert_array_equal(read_glyph(path), TUTORIAL[2])
+
+
+def test_moving_a_glyph_keeps_its_shape_and_refuses_to_push_ink_out_of_the_frame():
+    dot = np.zeros(30, np.uint8)
+    dot[2 * 6 + 3] = 1                                   # row 2, column 3
+    moved = shift_glyph(dot, -1, 2)
+    assert moved is not None and np.flatnonzero(moved).tolist() == [1 * 6 + 5]
+    assert shift_glyph(dot, 0, 3) is None and shift_glyph(dot, 3, 0) is None and shift_glyph(dot, 5, 0) is None
+    assert [(d, r) for d, r, _ in placements(dot, 1)] == [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1),
+                                                          (1, 0), (1, 1)]
+    assert len(placements(dot, 2)) == 5 * 5 - 1          # row 2 of 0-4 and column 3 of 0-5: two steps either way fit
+    assert len(placements(dot, 3)) == 5 * 6 - 1          # three rows up or down leave the frame; three columns left fit
+
+
+def test_the_tutorials_a_cannot_move_and_b_and_c_move_one_column():
+    a, b, c = clean_glyphs()
+    assert placements(a, 3) == []
+    assert [(d, r) for d, r, _ in placements(b, 2)] == [(0, -1), (0, 1)] == [(d, r) for d, r, _ in placements(c, 1)]
+    x, y = shifted_copies(clean_glyphs(), 1)
+    assert y.tolist() == [1, 1, 2, 2]
+    assert render(x[0]) == ["####..", "#..#..", "####..", "#..#..", "####.."]
+    assert shifted_copies(clean_glyphs(), 0)[0].shape == (0, 30)
+
+
+def test_noisy_copies_cycle_through_each_letters_placements():
+    a, b, c = clean_glyphs()
+    sources = [a[None], np.vstack([b, 1 - b]), np.vstack([c, 1 - c, c ^ 1])]
+    x, y = noisy_copies(sources, 4, 0.0, np.random.default_rng(0))
+    assert y.tolist() == [0, 1, 2] * 4
+    expected = [sources[k][i % len(sources[k])] for i in range(4) for k in range(3)]
+    np.testing.assert_array_equal(x, expected)
+    one_each = noisy_copies(clean_glyphs(), 50, 0.2, np.random.default_rng(1))  # the same stream either way
+    as_lists = noisy_copies([g[None] for g in clean_glyphs()], 50, 0.2, np.random.default_rng(1))
+    np.testing.assert_array_equal(one_each[0], as_lists[0])

@@ -48,6 +48,7 @@ SPEC = {
     ("dataset", "noise"): _number(lambda v: 0 <= v <= 1),
     ("dataset", "train_per_class"): _count(0),
     ("dataset", "test_per_class"): _count(1),
+    ("dataset", "shift"): lambda v: type(v) is int and 0 <= v <= 5,
     ("train", "hidden"): _count(1),
     ("train", "lr"): _number(lambda v: v > 0),
     ("train", "epochs"): _count(0),

@@ -60,9 +60,7 @@ def project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reference(project: Path) -> dict[str, str]:
     """What this machine writes with every NumPy loop on and the bundled OpenBLAS."""
-    digests = outputs(project, [sys.executable], {})
-    assert len(digests) == 24 + 16, sorted(digests)  # 24 configurations; 4 .npy, the model, 5 JSON/TSV, 6 PNGs
-    return digests
+    return outputs(project, [sys.executable], {})
 
 
 def differences(got: dict[str, str], want: dict[str, str]) -> list[str]:

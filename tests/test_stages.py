@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.glyphs import clean_glyphs
+from pipeline.glyphs import clean_glyphs, parse_glyph, render
 from tests.conftest import copy_project, run_module
 
 STAGES = ["make_dataset", "train", "evaluate", "predict"]
 IMAGES = ["metrics/images/predictions.png", "metrics/images/misclassified.png", "metrics/images/hidden_weights.png",
-          "metrics/images/curves.png", "metrics/images/confusion.png", "metrics/images/samples.png"]
+          "metrics/images/curves.png", "metrics/images/confusion.png", "metrics/images/samples.png",
+          "metrics/images/moved.png"]
 OUTPUTS = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy", "models/model.npz",
            "metrics/history.tsv", "metrics/metrics.json", "metrics/confusion.json", "metrics/robustness.json",
            "metrics/predictions.json", *IMAGES]
@@ -82,7 +83,7 @@ def test_the_model_file_describes_itself(built):
 
 def test_metrics_are_argmax_accuracy_and_the_training_loss(built):
     metrics = json.loads((built / "metrics/metrics.json").read_text())
-    assert set(metrics) == {"train", "test", "robustness"} and set(metrics["train"]) == {"accuracy", "loss"}
+    assert set(metrics) == {"train", "test", "robustness", "moved"} and set(metrics["train"]) == {"accuracy", "loss"}
     assert set(metrics["test"]) == {"accuracy", "loss", "precision", "recall"}
     with np.load(built / "models/model.npz") as model:
         w1, w2 = model["w1"], model["w2"]
@@ -224,9 +225,13 @@ def test_the_predict_stage_writes_every_sample(built):
     assert [row["file"] for row in rows] == samples
     by_file = {row["file"]: row for row in rows}
     assert [by_file[f"data/samples/{c}.txt"]["letter"] for c in "abc"] == ["A", "B", "C"]
+    x_train, y_train = np.load(built / "data/x_train.npy"), np.load(built / "data/y_train.npy")
     for row in rows:
-        assert set(row) == {"file", "letter", "score", "A", "B", "C"}
+        assert set(row) == {"file", "letter", "score", "A", "B", "C", "nearest", "distance"}
         assert row["score"] == row[row["letter"]] == max(row["A"], row["B"], row["C"])
+        glyph = parse_glyph((built / row["file"]).read_text(), row["file"])
+        distances = (x_train != glyph).sum(axis=1)
+        assert row["distance"] == distances.min() and row["nearest"] == "ABC"[y_train[np.argmin(distances)]]
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--model"]])
@@ -303,3 +308,72 @@ def test_a_zero_epoch_model_is_evaluated_without_warnings(built, tmp_path):
     run_stages(project, ["train", "evaluate"])
     proc = run_module("pipeline.evaluate", cwd=project)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_shift_adds_every_moved_placement_before_the_noisy_copies(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "dataset", shift=1, train_per_class=4, noise=0.0)
+    run_stages(project, ["make_dataset"])
+    x, y = np.load(project / "data/x_train.npy"), np.load(project / "data/y_train.npy")
+    grid = clean_glyphs().reshape(3, 5, 6)
+    # The tutorial's A touches every edge; its B and C have an empty first and last column.
+    moved = [np.roll(grid[c], right, axis=1).reshape(30) for c in (1, 2) for right in (-1, 1)]
+    np.testing.assert_array_equal(x[:7], np.vstack([clean_glyphs(), moved]))
+    assert y[:7].tolist() == [0, 1, 2, 1, 1, 2, 2]
+    # Noise 0: the copies are each letter's placements in turn (A, B, C interleaved).
+    placements = {0: [clean_glyphs()[0]], 1: [clean_glyphs()[1], *moved[:2]], 2: [clean_glyphs()[2], *moved[2:]]}
+    expected = [placements[c][i % len(placements[c])] for i in range(4) for c in range(3)]
+    np.testing.assert_array_equal(x[7:], expected)
+    assert y[7:].tolist() == [0, 1, 2] * 4
+
+
+def test_moved_accuracy_is_measured_on_the_glyphs_moved_by_one_column(built):
+    moved = json.loads((built / "metrics/metrics.json").read_text())["moved"]
+    grid = clean_glyphs().reshape(3, 5, 6)
+    files = []
+    for c in (1, 2):
+        for right in (-1, 1):
+            path = built / f"moved_{c}_{right}.txt"
+            path.write_text("\n".join(render(np.roll(grid[c], right, axis=1).reshape(30))) + "\n")
+            files.append((path.name, "ABC"[c]))
+    proc = run_module("pipeline.predict", *[name for name, _ in files], cwd=built)
+    read = [line.split(": ")[1][0] for line in proc.stdout.splitlines()]
+    assert moved["clean"] == np.mean([r == letter for r, (_, letter) in zip(read, files)])
+    assert 0 <= moved["noisy"] <= 1
+
+
+def write_glyph(path: Path, glyph: np.ndarray) -> Path:
+    path.write_text("\n".join(render(glyph)) + "\n")
+    return path
+
+
+def test_predict_notes_a_glyph_four_pixels_from_every_training_glyph_and_only_then(built, tmp_path):
+    a = clean_glyphs()[0].copy()
+    near, far = a.copy(), a.copy()
+    near[[0, 1, 5]] = 1        # 3 pixels from A: blank corners inked
+    far[[0, 1, 5, 26]] = 1     # 4 pixels from A, and further from B and C
+    files = [str(write_glyph(tmp_path / "near.txt", near)), str(write_glyph(tmp_path / "far.txt", far))]
+    proc = run_module("pipeline.predict", "--show", *files, cwd=built)
+    assert proc.returncode == 0, proc.stderr
+    assert "nearest training glyph: A, 3 pixels away\n" in proc.stdout
+    assert "nearest training glyph: A, 4 pixels away (far)" in proc.stdout
+    assert proc.stderr.splitlines() == [f"note: {files[1]}: 4 pixels from the nearest training glyph (A); "
+                                        "the model has not seen anything like it"]
+    plain = run_module("pipeline.predict", *files, cwd=built)  # the parsed lines stay FILE: LETTER (SCORE)
+    assert [line.split(": ")[0] for line in plain.stdout.splitlines()] == files and plain.stderr == proc.stderr
+
+
+def test_predict_knows_when_the_training_data_is_not_the_models(built, tmp_path):
+    project = copy_of(built, tmp_path)
+    edit_params(project, "dataset", train_per_class=5)
+    run_stages(project, ["make_dataset"])  # new training data; the model is still the old one
+    assert_one_line_error(run_module("pipeline.predict", cwd=project),
+                          "data/x_train.npy: not the training set of this model; rerun `dvc repro train`")
+    adhoc = run_module("pipeline.predict", "--show", "data/samples/a.txt", cwd=project)
+    assert adhoc.returncode == 0 and "nearest training glyph: unknown" in adhoc.stdout
+    assert adhoc.stderr == ("note: data/x_train.npy: not the training set of this model; rerun `dvc repro train`; "
+                            "no nearest training glyphs\n")
+    (project / "data/x_train.npy").unlink()  # a model fetched alone, with no data: predictions still come
+    adhoc = run_module("pipeline.predict", "data/samples/a.txt", cwd=project)
+    assert adhoc.returncode == 0 and adhoc.stdout.startswith("data/samples/a.txt: A (")
+    assert "data/x_train.npy: missing" in adhoc.stderr and len(adhoc.stderr.splitlines()) == 1
