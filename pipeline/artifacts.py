@@ -29,6 +29,7 @@ from pipeline.glyphs import CLASSES, PIXELS
 
 DATA_DIR = Path("data")
 HISTORY_PATH = Path("metrics/history.tsv")  # written by train: step, loss, accuracy per epoch
+TRACE_PATH = Path("models/trace.npz")       # written by train: the weights after each epoch
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os.umask can only read it by setting it)
 DECIMALS = 6  # enough to see any real change in a metric, few enough to hide last-bit noise

@@ -114,8 +114,9 @@ def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.
     draw_moved(net, moved)
     maps, limit = pictures.weight_cells(net.w1)
     pictures.grid(IMAGES / "hidden_weights.png", maps, [f"unit {j + 1}" for j in range(len(maps))],
-                  [pictures.TEXT] * len(maps), columns=len(maps),
-                  heading=f"Incoming weights of each hidden unit: red +, blue -, full colour |w| = {limit:.2f}")
+                  [pictures.TEXT] * len(maps), columns=min(len(maps), 8), scale=pictures.MAP_SCALE,
+                  heading=["Incoming weights of each hidden unit, one square per pixel:",
+                           f"red +, blue -, white 0, full colour at |w| = {limit:.2f}"])
     figures.confusion(IMAGES / "confusion.png", counts, net.classes)
     history = load_history()
     figures.curves(IMAGES / "curves.png", history["step"], history["loss"], history["accuracy"], net.loss)
@@ -143,8 +144,9 @@ def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) ->
     captions = [f"{net.classes[y[i]]}->{net.classes[predicted[i]]} {sigmoid(Z2[i].max()):.2f}" for i in shown]
     pictures.grid(IMAGES / "misclassified.png", pictures.glyph_cells(X[shown]), captions,
                   pictures.colors_for([True] * len(shown)), columns=10,
-                  heading=f"Misclassified test glyphs: {len(wrong)} of {len(y)}"
-                          + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""))
+                  heading=[f"Misclassified test glyphs: {len(wrong)} of {len(y)}"
+                           + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""),
+                           "Caption: actual letter->letter read, and the read letter's score (0 to 1)"])
 
 
 def draw_moved(net: Network, moved: Moved) -> None:

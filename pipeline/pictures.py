@@ -16,6 +16,7 @@ from pipeline.artifacts import write_atomic
 from pipeline.glyphs import COLS, ROWS
 
 SCALE = 10        # screen pixels per glyph pixel
+MAP_SCALE = 28    # for weight maps, whose shades must be told apart
 PAD = 8           # space between cells
 LINE = 14         # height of one caption line
 INK, PAPER, GRID = (20, 20, 20), (255, 255, 255), (200, 200, 200)
@@ -41,24 +42,28 @@ def weight_cells(w1: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def grid(path: Path, cells: np.ndarray, captions: Sequence[str], colors: Sequence[tuple[int, int, int]],
-         columns: int, heading: str) -> None:
-    """Draw cells : (n, ROWS, COLS, 3) in rows of `columns`, each with a caption (lines split on '\\n')."""
-    n, lines = len(cells), max([c.count("\n") + 1 for c in captions] or [1])
-    rows, cell_w, cell_h = max(1, -(-n // columns)), COLS * SCALE, ROWS * SCALE
-    step_x, step_y, top = cell_w + PAD, cell_h + lines * LINE + PAD, PAD + LINE + 4
+         columns: int, heading: str | Sequence[str], scale: int = SCALE) -> None:
+    """Draw cells : (n, ROWS, COLS, 3) in rows of `columns`, each with a caption (lines split on '\\n')
+    shown whole: a column is as wide as its longest caption line. `heading` may have several lines."""
+    headings = [heading] if isinstance(heading, str) else list(heading)
     font = ImageFont.load_default(size=11)
-    width = max(PAD + max(1, min(n, columns)) * step_x + 60, 2 * PAD + int(font.getlength(heading)))
+    n, lines = len(cells), max([c.count("\n") + 1 for c in captions] or [1])
+    rows, cell_w, cell_h = max(1, -(-n // columns)), COLS * scale, ROWS * scale
+    widest = max([font.getlength(line) for c in captions for line in c.split("\n")] or [0])
+    step_x, step_y, top = max(cell_w, int(widest) + 2) + PAD, cell_h + lines * LINE + PAD, PAD + LINE * len(headings) + 4
+    width = max(PAD + max(1, min(n, columns)) * step_x, 2 * PAD + int(max(font.getlength(h) for h in headings)))
     image = Image.new("RGB", (width, top + rows * step_y), PAPER)
     draw = ImageDraw.Draw(image)
-    draw.text((PAD, PAD // 2), heading, fill=TEXT, font=font)
+    for k, line in enumerate(headings):
+        draw.text((PAD, PAD // 2 + k * LINE), line, fill=TEXT, font=font)
     for i, (cell, caption, color) in enumerate(zip(cells, captions, colors)):
         x, y = PAD + (i % columns) * step_x, top + (i // columns) * step_y
-        big = np.kron(cell, np.ones((SCALE, SCALE, 1), dtype=np.uint8))
+        big = np.kron(cell, np.ones((scale, scale, 1), dtype=np.uint8))
         image.paste(Image.fromarray(big, "RGB"), (x, y))
         for k in range(1, COLS):
-            draw.line((x + k * SCALE, y, x + k * SCALE, y + cell_h - 1), fill=GRID)
+            draw.line((x + k * scale, y, x + k * scale, y + cell_h - 1), fill=GRID)
         for k in range(1, ROWS):
-            draw.line((x, y + k * SCALE, x + cell_w - 1, y + k * SCALE), fill=GRID)
+            draw.line((x, y + k * scale, x + cell_w - 1, y + k * scale), fill=GRID)
         draw.rectangle((x - 1, y - 1, x + cell_w, y + cell_h), outline=GRID)
         draw.multiline_text((x, y + cell_h + 2), caption, fill=color, font=font, spacing=2)
     save_png(path, image)

@@ -5,8 +5,9 @@
 DVC's default page loads vega, vega-lite and vega-embed from a CDN, so with no network it stays blank.
 `.dvc/config` sets `plots.html_template = plots/offline.html` (DVC reads that path relative to .dvc/);
 this module writes that file from the installed vl-convert-python, which bundles the three libraries.
-The file is generated, not committed (900 kB of minified JavaScript): run this once after installing,
-and again after upgrading vl-convert-python. Without the file, DVC fails with "HTML template has to
+The file is committed (900 kB of minified JavaScript), so `dvc plots show` works in any clone with no
+extra step; run this again after upgrading vl-convert-python (tests/test_offline_plots.py checks that
+the committed file is what this writes). Without the file, DVC would fail with "HTML template has to
 contain '{plot_divs}'", because it takes the missing path itself for the template text.
 """
 from __future__ import annotations

@@ -90,6 +90,18 @@ def _constants(x: np.ndarray) -> _Constants:
         raise TypeError(f"expected a float64 or float32 array, found {x.dtype}") from None
 
 
+def float64_constants() -> dict[str, object]:
+    """Every constant of the float64 exp and log1p, for a re-implementation in another language
+    (the explorer page's JavaScript): with the same operations in the same order, it gets the same bits."""
+    c = _CONSTANTS[np.dtype(np.float64)]
+    powers, centers, log_centers = _TABLES
+    return {"table_bits": _TABLE_BITS, "powers": powers.tolist(), "centers": centers[:_N + 1].tolist(),
+            "log_centers": log_centers[:_N + 1].tolist(), "inv_step": float(c.inv_step), "step_hi": float(c.step_hi),
+            "step_lo": float(c.step_lo), "round_shift": float(c.round_shift), "lowest": float(c.lowest),
+            "highest": float(c.highest), "exp_poly": [float(v) for v in c.exp_poly],
+            "log_poly": [float(v) for v in c.log_poly]}
+
+
 def exp_limit(dtype: np.dtype | type) -> float:
     """The largest |x| for which exp(x) and exp(-x) are computed, not clipped: 707 (86 in float32)."""
     c = _CONSTANTS[np.dtype(dtype)]
@@ -240,11 +252,15 @@ def _round_to_grid(W: np.ndarray, top: int) -> np.ndarray:
 def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """A @ B for A : (n, k), B : (k, m) with k small (hidden units, classes), summed over k in order.
 
-    The k products A[:, j] B[j] are laid out as (k, m, n) and added one slice after another, with
-    the n examples along the contiguous axis, so each addition is one long elementwise loop.
+    The k products A[:, j] B[j] are laid out as (k, m, n) and added one slice after another,
+    ((t0 + t1) + t2) + ..., each addition one long elementwise loop over the n examples. (np.add.reduce
+    would do the same for most shapes, but adds pairwise when the result has one entry.)
     """
     terms = np.multiply(B[:, :, None], A.T[:, None, :], order="C")   # (k, m, 1) * (k, 1, n) -> (k, m, n)
-    return np.add.reduce(terms, axis=0).T                             # (m, n) -> (n, m)
+    result = terms[0]
+    for term in terms[1:]:
+        result += term
+    return result.T                                                   # (m, n) -> (n, m)
 
 
 def outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -98,12 +98,14 @@ def run_stage(net: Network) -> None:
     rows = [{"file": path.as_posix(), "letter": letter, "score": scores[letter], **scores,
              "nearest": n.letter, "distance": n.distance} for path, (letter, scores), n in zip(good, results, near)]
     save_json(PREDICTIONS, rows)  # records: DVC plots them as bars of `score` per `file`
-    captions = [f"{path.stem[:10]}\n{letter} {scores[letter]:.2f}\n{n.distance} px from {n.letter}"
+    captions = [f"{path.stem}\nread {letter} {scores[letter]:.2f}\n{n.distance} px from {n.letter}"
                 for path, (letter, scores), n in zip(good, results, near)]
     from pipeline import pictures  # Pillow: only the stage draws, not the ad-hoc CLI
 
     pictures.grid(SAMPLES_PNG, pictures.glyph_cells(glyphs), captions, [pictures.TEXT] * len(good),
-                  columns=min(8, len(good)), heading=f"The glyphs of {SAMPLES}/ and what the model reads")
+                  columns=min(6, len(good)),
+                  heading=[f"The glyphs of {SAMPLES}/, the letter the model reads and its score (0 to 1),",
+                           "and how many pixels they are from the nearest training glyph"])
 
 
 def run_adhoc(net: Network, paths: list[Path], show: bool) -> int:

@@ -3,8 +3,9 @@
     python -m pipeline.train
 
 Reads `train.*` from params.yaml and data/{x,y}_train.npy; writes models/model.npz (weights plus
-layer sizes, class names, loss, whether biases are on, and a digest of the training set) and
-metrics/history.tsv (per epoch: step, loss, accuracy).
+layer sizes, class names, loss, whether biases are on, and a digest of the training set),
+models/trace.npz (the weights before training and after each epoch, for the explorer page; at most
+TRACE_POINTS of them, evenly spaced) and metrics/history.tsv (per epoch: step, loss, accuracy).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.artifacts import HISTORY_PATH, digest, load_split, save_tsv
+from pipeline.artifacts import HISTORY_PATH, TRACE_PATH, digest, load_split, save_npz, save_tsv
 from pipeline.checkpoint import MODEL_PATH, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.model import Network, init_network
@@ -23,27 +24,48 @@ from pipeline.sgd import Diverged, History, fit
 
 
 
-def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History]:
-    """A network trained on X : (N, 30) uint8, y : (N,) labels, and its per-epoch history."""
+TRACE_POINTS = 300  # weight snapshots kept at most: every epoch of the default run, about 400 kB
+
+
+def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History, dict[str, np.ndarray]]:
+    """A network trained on X : (N, 30) uint8, y : (N,) labels, its per-epoch history, and its trace:
+    {'epoch': (E,), 'w1': (E, 30, H), 'w2': (E, H, K)[, 'b1', 'b2']}, epoch 0 the initial weights."""
     rng = np.random.default_rng(p.seed)  # one stream: initial weights first, then the shuffles
     net = init_network(rng, p.hidden, p.loss, p.bias, np.dtype(p.dtype))
+    stride = -(-p.epochs // TRACE_POINTS) or 1
+    snapshots = {0: weights(net)}
     progress = Progress(p.epochs)
+
+    def after_epoch(epoch: int, loss: float, accuracy: float) -> None:
+        progress(epoch, loss, accuracy)
+        if epoch % stride == 0 or epoch == p.epochs:
+            snapshots[epoch] = weights(net)
+
     try:
         history = fit(net, X, y, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, shuffle=p.shuffle, rng=rng,
-                      on_epoch=progress)
+                      on_epoch=after_epoch)
     except Diverged as err:
         raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None
     finally:
         progress.close()
-    return dataclasses.replace(net, trained_on=digest(X, y)), history
+    trace = {"epoch": np.array(list(snapshots), dtype=np.int64)}
+    trace |= {name: np.stack([s[name] for s in snapshots.values()]) for name in snapshots[0]}
+    return dataclasses.replace(net, trained_on=digest(X, y)), history, trace
+
+
+def weights(net: Network) -> dict[str, np.ndarray]:
+    """Copies of the network's weights, by name."""
+    named = {"w1": net.w1, "w2": net.w2, "b1": net.b1, "b2": net.b2}
+    return {name: array.copy() for name, array in named.items() if array is not None}
 
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
     X, y = load_split("train")
-    net, history = train(params.train, X, y)
+    net, history, trace = train(params.train, X, y)
     save_network(MODEL_PATH, net)
+    save_npz(TRACE_PATH, trace)
     save_tsv(HISTORY_PATH, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
 
 

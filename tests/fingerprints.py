@@ -45,7 +45,7 @@ def digest(params: TrainParams, data: tuple[np.ndarray, ...], scratch: Path) -> 
     x_train, y_train, x_test, y_test = data
     if params.batch_size == 1:  # per-sample steps on a tenth of the data: an emulator is slow
         x_train, y_train = x_train[::10], y_train[::10]
-    net, history = train(params, x_train, y_train)
+    net, history, _ = train(params, x_train, y_train)
     save_npz(scratch / "model.npz", to_arrays(net))
     save_tsv(scratch / "history.tsv", {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
     z = logits(net, x_test)

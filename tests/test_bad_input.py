@@ -23,7 +23,7 @@ from pipeline import glyphs
 from pipeline.errors import PipelineError, exit_on_error
 from tests.conftest import ROOT, copy_project, run_module
 
-STAGES = ["make_dataset", "train", "evaluate", "predict"]
+STAGES = ["make_dataset", "train", "evaluate", "predict", "explore"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""`dvc plots show` with the generated template renders every plot in headless Chromium with the network off.
+"""`dvc plots show` with the committed template renders every plot in headless Chromium with the network off.
 
-A fresh copy of the project runs `python -m pipeline.plots_page`, `dvc repro` and `dvc plots show`; a copy
+A fresh copy of the project (as a clone has it: the template is committed) runs `dvc repro` and
+`dvc plots show`, with no other step; a copy
 of the page with a checking script appended reports, from inside the browser, whether each vega plot drew
 its marks (SVG elements, or coloured canvas pixels) and each image loaded. The real page's screenshot goes to test-artifacts/plots.png.
 """
@@ -96,10 +97,10 @@ def vega_ids(page: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def plots_page(tmp_path_factory) -> Path:
-    """The index.html of `dvc plots show` in a fresh copy, after `python -m pipeline.plots_page` and a repro."""
+    """The index.html of `dvc plots show` in a fresh copy of the tracked files, after a repro."""
     project = copy_project(tmp_path_factory.mktemp("offline") / "project")
+    assert (project / ".dvc/plots/offline.html").is_file(), "the page template is not tracked by git"
     run(["git", "init", "-q"], cwd=project)
-    run_module("pipeline.plots_page", cwd=project, check=True)
     run(["dvc", "repro"], cwd=project)
     run(["dvc", "plots", "show", "-o", "plots-out"], cwd=project)
     return project / "plots-out" / "index.html"
@@ -126,3 +127,12 @@ def test_every_plot_renders_and_every_image_loads_offline(plots_page, tmp_path):
     SCREENSHOT.unlink(missing_ok=True)
     browse(plots_page, f"--screenshot={SCREENSHOT}", "--window-size=1280,4000", tmp_path=tmp_path)
     assert SCREENSHOT.stat().st_size > 0
+
+
+def test_the_committed_template_is_what_plots_page_writes(tmp_path):
+    project = copy_project(tmp_path / "project")
+    committed = (project / ".dvc/plots/offline.html").read_bytes()
+    (project / ".dvc/plots/offline.html").unlink()
+    run_module("pipeline.plots_page", cwd=project, check=True)
+    assert (project / ".dvc/plots/offline.html").read_bytes() == committed, \
+        "run `python -m pipeline.plots_page` and commit .dvc/plots/offline.html"

@@ -95,7 +95,8 @@ def test_pixel_products_are_the_correctly_rounded_exact_sums(k):
     assert np.array_equal(portable.pixels_matmul(P, W32), fsum_matmul(P, W32.astype(np.float64)).astype(np.float32))
 
 
-@pytest.mark.parametrize("n,k,m", [(1, 1, 1), (1, 5, 3), (7, 1, 4), (64, 5, 3), (3, 9, 1), (1, 3, 5), (300, 12, 2)])
+@pytest.mark.parametrize("n,k,m", [(1, 1, 1), (1, 5, 3), (7, 1, 4), (64, 5, 3), (3, 9, 1), (1, 3, 5), (300, 12, 2),
+                                   (1, 9, 1), (1, 3, 1)])
 def test_matmul_adds_the_terms_in_order(n, k, m):
     rng = np.random.default_rng(n * k * m)
     A, B = rng.standard_normal((n, k)), rng.standard_normal((k, m))

@@ -21,5 +21,5 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
 
 def test_every_stage_in_the_readme_exists_in_dvc_yaml():
     text = (ROOT / "dvc.yaml").read_text()
-    for stage in ("make_dataset", "train", "evaluate", "predict"):
+    for stage in ("make_dataset", "train", "evaluate", "predict", "explore"):
         assert f"  {stage}:\n    cmd: python -m pipeline.{stage}\n" in text

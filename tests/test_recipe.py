@@ -51,7 +51,7 @@ def robust() -> tuple[Params, object, dict, object]:
     params = dataclasses.replace(committed, **{section: dataclasses.replace(getattr(committed, section), **values)
                                                for section, values in overrides.items()})
     data = make_dataset(params.dataset)
-    net, _ = train(params.train, *data["train"])
+    net, _, _ = train(params.train, *data["train"])
     return params, net, data, overrides
 
 

@@ -13,13 +13,13 @@ import yaml
 from pipeline.glyphs import clean_glyphs, parse_glyph, render
 from tests.conftest import copy_project, run_module
 
-STAGES = ["make_dataset", "train", "evaluate", "predict"]
+STAGES = ["make_dataset", "train", "evaluate", "predict", "explore"]
 IMAGES = ["metrics/images/predictions.png", "metrics/images/misclassified.png", "metrics/images/hidden_weights.png",
           "metrics/images/curves.png", "metrics/images/confusion.png", "metrics/images/samples.png",
           "metrics/images/moved.png"]
 OUTPUTS = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy", "models/model.npz",
            "metrics/history.tsv", "metrics/metrics.json", "metrics/confusion.json", "metrics/robustness.json",
-           "metrics/predictions.json", *IMAGES]
+           "metrics/predictions.json", "models/trace.npz", "metrics/explorer.html", *IMAGES]
 
 
 def run_stages(project: Path, stages=STAGES) -> None:
@@ -41,7 +41,7 @@ def edit_params(project: Path, section: str, **values) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """The project after all four stages ran once with the committed params (shared, read-only)."""
+    """The project after all five stages ran once with the committed params (shared, read-only)."""
     dest = copy_project(tmp_path_factory.mktemp("built") / "project")
     for name in OUTPUTS:  # start from nothing, as a clean clone without a DVC cache
         (dest / name).unlink(missing_ok=True)

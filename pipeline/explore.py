@@ -1,0 +1,117 @@
+"""Stage explore: metrics/explorer.html, a page to draw a glyph, watch the network read it and teach it one step.
+
+    python -m pipeline.explore
+
+Reads models/model.npz, models/trace.npz, metrics/history.tsv, data/{x,y}_train.npy, data/samples/*.txt
+and `train.lr` (plus `train.batch_size` and `train.shuffle`, to know whether training can be replayed).
+The page is self-contained: its JavaScript (pipeline/explorer.html) and every number it needs are
+inline, so it opens from disk in any browser, with no network. Its JavaScript computes with the same
+float64 operations, in the same order, as pipeline/portable.py and model.py, so its scores and its
+"learn" step are the Python model's to the last bit (tests/test_explorer.py checks that in Chromium).
+
+For each epoch the page needs the weights. When training visited the examples one at a time in
+their stored order (batch 1, no shuffling), the page rebuilds them by running the training again from
+the initial weights, which takes a few kilobytes (the default run). Otherwise the weights after each
+recorded epoch are inline, 8 bytes each.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import pictures, portable
+from pipeline.artifacts import TRACE_PATH, load_history, load_npz, load_split, save_text, stale
+from pipeline.checkpoint import MODEL_PATH, load_network, to_arrays
+from pipeline.errors import PipelineError, exit_on_error
+from pipeline.glyphs import clean_glyphs, read_glyph
+from pipeline.model import Network
+from pipeline.params import TrainParams, load_params
+from pipeline.predict import FAR, SAMPLES
+
+PAGE = Path("metrics/explorer.html")
+TEMPLATE = Path(__file__).with_name("explorer.html")
+REPLAY_STEPS = 20_000   # training steps the page may replay on load (about 0.1 s); more: inline weights
+NEAREST_GLYPHS = 5_000  # distinct training glyphs the page compares a drawing with, at most (35 kB)
+
+
+def float64s(array: np.ndarray) -> str:
+    """Little-endian float64 bytes in base64: exact, and 11 characters a number."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii")
+
+
+def bits(glyphs: np.ndarray) -> list[str]:
+    return ["".join(map(str, row)) for row in glyphs.tolist()]
+
+
+def packed(glyphs: np.ndarray, labels: np.ndarray) -> dict[str, str]:
+    """Glyphs as little-endian uint32 (pixel i is bit i) and labels as uint8, in base64: 7 characters a glyph."""
+    codes = np.packbits(glyphs, axis=1, bitorder="little").view("<u4")[:, 0]
+    return {"codes": base64.b64encode(codes.tobytes()).decode("ascii"),
+            "labels": base64.b64encode(labels.astype(np.uint8).tobytes()).decode("ascii")}
+
+
+def trace_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_train: np.ndarray,
+               y_train: np.ndarray) -> dict:
+    """The weights of every recorded epoch: how to rebuild them, or the weights themselves."""
+    epochs = trace["epoch"].tolist()
+    weights = {name: trace[name] for name in ("w1", "w2", "b1", "b2") if name in trace}
+    replayable = (p.batch_size == 1 and not p.shuffle and net.w1.dtype == np.float64
+                  and epochs == list(range(len(epochs))) and len(x_train) * epochs[-1] <= REPLAY_STEPS)
+    if replayable:
+        return {"epochs": epochs, "replay": {"initial": {k: float64s(v[0]) for k, v in weights.items()}}}
+    return {"epochs": epochs, "weights": {k: float64s(v) for k, v in weights.items()}}
+
+
+def page_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], history: dict[str, np.ndarray],
+              x_train: np.ndarray, y_train: np.ndarray, samples: list[tuple[str, np.ndarray]]) -> dict:
+    arrays = to_arrays(net)
+    trace = trace_data(p, net, trace, x_train, y_train)
+    order = np.sort(np.unique(x_train, axis=0, return_index=True)[1])[:NEAREST_GLYPHS]  # distinct, in training order
+    return {
+        "classes": list(net.classes), "sizes": list(net.sizes), "loss": net.loss, "lr": p.lr,
+        "model": {name: float64s(arrays[name]) for name in ("w1", "w2", "b1", "b2") if name in arrays},
+        "trace": trace,
+        "history": {"loss": history["loss"].tolist(), "accuracy": history["accuracy"].tolist()},
+        "glyphs": bits(clean_glyphs()),
+        "samples": [{"name": name, "pixels": bits(glyph[None])[0]} for name, glyph in samples],
+        "training": packed(x_train, y_train) if "replay" in trace else packed(x_train[order], y_train[order]),
+        "far": FAR,
+        "portable": portable.float64_constants(),
+        "colors": {"paper": list(pictures.PAPER), "positive": pictures.POSITIVE.tolist(),
+                   "negative": pictures.NEGATIVE.tolist()},
+    }
+
+
+def render_page(data: dict) -> str:
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")  # floats: shortest exact form
+    return TEMPLATE.read_text(encoding="utf-8").replace("/*DATA*/", payload)
+
+
+def load_trace(net: Network) -> dict[str, np.ndarray]:
+    trace = load_npz(TRACE_PATH, "train")
+    if "epoch" not in trace or "w1" not in trace or trace["w1"].shape[1:] != net.w1.shape:
+        raise stale(TRACE_PATH, f"expected the weights of {MODEL_PATH} per epoch", "train")
+    if not np.array_equal(trace["w1"][-1], net.w1):
+        raise stale(TRACE_PATH, f"its last weights are not those of {MODEL_PATH}", "train")
+    return trace
+
+
+def main() -> None:
+    argparse.ArgumentParser(prog="python -m pipeline.explore", description=__doc__.splitlines()[0]).parse_args()
+    params = load_params().train
+    net = load_network(MODEL_PATH)
+    x_train, y_train = load_split("train")
+    paths = sorted(SAMPLES.glob("*.txt"))
+    if not paths:
+        raise PipelineError(f"{SAMPLES}: expected glyph files *.txt, found none")
+    samples = [(path.name, read_glyph(path)) for path in paths]
+    data = page_data(params, net, load_trace(net), load_history(), x_train, y_train, samples)
+    save_text(PAGE, render_page(data))
+
+
+if __name__ == "__main__":
+    raise SystemExit(exit_on_error(main))
