@@ -94,7 +94,10 @@ def run_stage(net: Network) -> None:
     results = predict(net, glyphs)
     x_train, y_train = training_set(net)
     near = nearest_training_glyphs(glyphs, x_train, y_train, net.classes)
-    note_far(good, near)
+    far = [f"{path.name} ({n.distance})" for path, n in zip(good, near) if n.far]
+    if far:  # one line for the stage, which dvc prints with its own output
+        print(f"note: {len(far)} of {len(good)} samples are {FAR} or more pixels from every training glyph: "
+              f"{', '.join(far)}", file=sys.stderr)
     rows = [{"file": path.as_posix(), "letter": letter, "score": scores[letter], **scores,
              "nearest": n.letter, "distance": n.distance} for path, (letter, scores), n in zip(good, results, near)]
     save_json(PREDICTIONS, rows)  # records: DVC plots them as bars of `score` per `file`
