@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import init_network
 from pipeline.sgd import fit
 
@@ -41,7 +41,7 @@ def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ours(X: np.ndarray, y: np.ndarray, batch_size: int, dtype: str = "float64") -> float:
-    net = init_network(np.random.default_rng(0), 5, "bce", False, np.dtype(dtype))
+    net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, np.dtype(dtype))
     start = time.perf_counter()
     fit(net, X, y, lr=LR, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
     return time.perf_counter() - start
@@ -98,7 +98,10 @@ from pipeline.model import init_network
 from pipeline.sgd import fit
 samples, batch_size = int(sys.argv[2]), int(sys.argv[3])
 X, y = noisy_copies(clean_glyphs(), samples // 3, 0.1, np.random.default_rng(0))
-net = init_network(np.random.default_rng(0), 5, "bce", False)
+try:  # revisions since the math takes its sizes as arguments
+    net = init_network(np.random.default_rng(0), 30, 5, ("A", "B", "C"), "bce", False)
+except TypeError:  # earlier ones
+    net = init_network(np.random.default_rng(0), 5, "bce", False)
 start = time.perf_counter()
 fit(net, X, y, lr=0.1, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
 print(time.perf_counter() - start)
@@ -144,12 +147,12 @@ def speed(samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str
 
 MEMORY_CHILD = """
 import resource, sys, numpy as np
-from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import init_network
 from pipeline.sgd import fit
 X, y = noisy_copies(clean_glyphs(), int(sys.argv[1]) // 3, 0.1, np.random.default_rng(0))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-net = init_network(np.random.default_rng(0), 5, "bce", False)
+net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False)
 fit(net, X, y, lr=0.1, epochs=1, batch_size=int(sys.argv[2]), shuffle=True, rng=np.random.default_rng(0))
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, X.nbytes + y.nbytes)
 """

@@ -16,12 +16,13 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline import portable
+from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import backward, forward, init_network, one_hot, output_delta, sgd_step
 
 
 def pieces(m: int, dtype: str, loss: str) -> dict[str, Callable[[], object]]:
     rng = np.random.default_rng(0)
-    net = init_network(rng, 5, loss, False, np.dtype(dtype))
+    net = init_network(rng, PIXELS, 5, CLASSES, loss, False, np.dtype(dtype))
     X = rng.integers(0, 2, (m, 30)).astype(np.float64)
     y = rng.integers(0, 3, m).astype(np.uint8)
     A1, Z2, A2 = activations = forward(net, X)

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.glyphs import clean_glyphs
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs
 from pipeline.model import accuracy, init_network, logits
 from pipeline.params import load_params
 from pipeline.sgd import fit
@@ -21,7 +21,7 @@ def reached(p, seed: int, checkpoints: list[int]) -> list[bool]:
     """For one seed, whether the network classifies all three glyphs after each checkpoint's epochs."""
     X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
     rng = np.random.default_rng(seed)
-    net = init_network(rng, p.hidden, p.loss, p.bias)
+    net = init_network(rng, PIXELS, p.hidden, CLASSES, p.loss, p.bias)
     done, out = 0, []
     for epochs in checkpoints:
         fit(net, X, y, lr=p.lr, epochs=epochs - done, batch_size=p.batch_size, shuffle=p.shuffle, rng=rng)

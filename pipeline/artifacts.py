@@ -24,12 +24,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS
-
-DATA_DIR = Path("data")
-HISTORY_PATH = Path("metrics/history.tsv")  # written by train: step, loss, accuracy per epoch
-TRACE_PATH = Path("models/trace.npz")       # written by train: the weights after each epoch
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os.umask can only read it by setting it)
 DECIMALS = 6  # enough to see any real change in a metric, few enough to hide last-bit noise
@@ -183,14 +180,9 @@ def digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def split_paths(split: str) -> tuple[Path, Path]:
-    """The (pixels, labels) files that make_dataset writes for `split` ('train' or 'test')."""
-    return DATA_DIR / f"x_{split}.npy", DATA_DIR / f"y_{split}.npy"
-
-
 def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """X : (N, 30) uint8 of 0/1 and y : (N,) uint8 labels of `split`, checked."""
-    x_path, y_path = split_paths(split)
+    x_path, y_path = paths.split(split)
     X = load_npy(x_path, np.uint8, (None, PIXELS), "make_dataset")
     y = load_npy(y_path, np.uint8, (len(X),), "make_dataset")
     if len(X) and X.max() > 1:
@@ -200,7 +192,7 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def load_history(path: Path = HISTORY_PATH) -> dict[str, np.ndarray]:
+def load_history(path: Path = paths.HISTORY) -> dict[str, np.ndarray]:
     """The per-epoch history train wrote: columns step (int), loss and accuracy (float)."""
     columns = ["step", "loss", "accuracy"]
     try:

@@ -11,20 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import load_npz, save_npz, stale
-from pipeline.glyphs import PIXELS
 from pipeline.model import ACTIVATION, LOSSES, Network
-
-MODEL_PATH = Path("models/model.npz")
 
 
 def save_network(path: Path, net: Network) -> None:
     save_npz(path, to_arrays(net))
 
 
-def load_network(path: Path) -> Network:
-    """The network saved by the train stage at `path`."""
+def load_network(path: Path, inputs: int) -> Network:
+    """The network saved by the train stage at `path`, which must take `inputs` inputs."""
     try:
-        return from_arrays(load_npz(path, "train"))
+        return from_arrays(load_npz(path, "train"), inputs)
     except ValueError as err:
         raise stale(path, f"not a model file ({err})", "train") from None
 
@@ -39,17 +36,21 @@ def to_arrays(net: Network) -> dict[str, np.ndarray]:
     return arrays
 
 
-def from_arrays(arrays: dict[str, np.ndarray]) -> Network:
-    """Inverse of `to_arrays`; raises ValueError naming what is missing or inconsistent."""
+def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
+    """Inverse of `to_arrays`, for a network of `inputs` inputs; raises ValueError naming what is
+    missing or inconsistent."""
     missing = [key for key in ("w1", "w2", "sizes", "classes", "loss", "bias") if key not in arrays]
     if missing:
         raise ValueError(f"missing array {missing[0]!r}")
     w1, w2, sizes, classes = arrays["w1"], arrays["w2"], arrays["sizes"], arrays["classes"]
     if w1.dtype.kind != "f" or w2.dtype != w1.dtype or w1.ndim != 2 or w2.ndim != 2 or classes.ndim != 1:
         raise ValueError(f"expected 2-d float weights, found w1 {w1.dtype}{w1.shape}, w2 {w2.dtype}{w2.shape}")
-    expected = (PIXELS, w1.shape[1], len(classes))
-    if w1.shape[0] != PIXELS or w2.shape != expected[1:] or tuple(sizes.tolist()) != expected:
+    expected = (inputs, w1.shape[1], len(classes))
+    if w1.shape[0] != inputs or w2.shape != expected[1:] or tuple(sizes.tolist()) != expected:
         raise ValueError(f"inconsistent layer sizes: w1 {w1.shape}, w2 {w2.shape}, sizes {sizes.tolist()}")
+    activation = arrays.get("activation", np.array(ACTIVATION))
+    if activation.shape != () or str(activation) != ACTIVATION:
+        raise ValueError(f"expected the activation {ACTIVATION}, found {activation!s}")
     loss, bias = arrays["loss"], arrays["bias"]
     if loss.shape != () or str(loss) not in LOSSES or bias.dtype != np.bool_ or bias.shape != ():
         raise ValueError(f"expected loss in {LOSSES} and a boolean bias, found {loss!s}, {bias!s}")

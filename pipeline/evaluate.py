@@ -20,18 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import pictures
+from pipeline import paths, pictures
 from pipeline.artifacts import load_history, load_split, save_json
-from pipeline.checkpoint import MODEL_PATH, load_network
+from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
-from pipeline.glyphs import clean_glyphs, noisy_copies, placements
+from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
 from pipeline.params import EvaluateParams, load_params
 
-METRICS = Path("metrics/metrics.json")
-CONFUSION = Path("metrics/confusion.json")
-ROBUSTNESS = Path("metrics/robustness.json")
-IMAGES = Path("metrics/images")
 SHOWN_PER_CLASS = 8      # test glyphs drawn per class, beside the clean one
 SHOWN_MISTAKES = 30      # misclassified test glyphs drawn at most
 SHIFT_STREAM = 2_000_000  # seeds the noisy moved glyphs apart from every noise level's stream (level * 10^6)
@@ -86,7 +82,7 @@ def moved_glyphs(net: Network, p: EvaluateParams, noise: float) -> Moved:
     accuracy on it, clean and on `p.per_class` copies with `noise` of the pixels flipped."""
     found = [(c, describe_move(down, right), g) for c, glyph in enumerate(clean_glyphs())
              for down, right, g in placements(glyph, 1)]
-    X = np.array([g for _, _, g in found], dtype=np.uint8).reshape(-1, 30)
+    X = np.array([g for _, _, g in found], dtype=np.uint8).reshape(-1, PIXELS)
     y = np.array([c for c, _, _ in found], dtype=np.uint8)
     copies, which = noisy_copies(X, p.per_class, noise, np.random.default_rng([p.seed, SHIFT_STREAM]))
     right = np.argmax(logits(net, copies), axis=1) == y[which]
@@ -113,13 +109,13 @@ def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.
     draw_mistakes(net, X, y, Z2)
     draw_moved(net, moved)
     maps, limit = pictures.weight_cells(net.w1)
-    pictures.grid(IMAGES / "hidden_weights.png", maps, [f"unit {j + 1}" for j in range(len(maps))],
+    pictures.grid(paths.HIDDEN_WEIGHTS_PNG, maps, [f"unit {j + 1}" for j in range(len(maps))],
                   [pictures.TEXT] * len(maps), columns=min(len(maps), 8), scale=pictures.MAP_SCALE,
                   heading=["Incoming weights of each hidden unit, one square per pixel:",
                            f"red +, blue -, white 0, full colour at |w| = {limit:.2f}"])
-    figures.confusion(IMAGES / "confusion.png", counts, net.classes)
+    figures.confusion(paths.CONFUSION_PNG, counts, net.classes)
     history = load_history()
-    figures.curves(IMAGES / "curves.png", history["step"], history["loss"], history["accuracy"], net.loss)
+    figures.curves(paths.CURVES_PNG, history["step"], history["loss"], history["accuracy"], net.loss)
 
 
 def draw_predictions(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
@@ -130,7 +126,7 @@ def draw_predictions(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray)
     z = np.concatenate([np.vstack([logits(net, clean[c:c + 1]), Z2[picks[c]]]) for c in range(k)])
     actual = np.concatenate([np.full(len(picks[c]) + 1, c) for c in range(k)])
     predicted, top = np.argmax(z, axis=1), sigmoid(np.max(z, axis=1))
-    pictures.grid(IMAGES / "predictions.png", pictures.glyph_cells(glyphs),
+    pictures.grid(paths.PREDICTIONS_PNG, pictures.glyph_cells(glyphs),
                   [f"{net.classes[p]} {s:.2f}" for p, s in zip(predicted, top)],
                   pictures.colors_for(predicted != actual), columns=SHOWN_PER_CLASS + 1,
                   heading="First column: the training glyph; then noisy test glyphs. Red: misclassified.")
@@ -142,7 +138,7 @@ def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) ->
     wrong = np.flatnonzero(predicted != y)
     shown = wrong[:SHOWN_MISTAKES]
     captions = [f"{net.classes[y[i]]}->{net.classes[predicted[i]]} {sigmoid(Z2[i].max()):.2f}" for i in shown]
-    pictures.grid(IMAGES / "misclassified.png", pictures.glyph_cells(X[shown]), captions,
+    pictures.grid(paths.MISCLASSIFIED_PNG, pictures.glyph_cells(X[shown]), captions,
                   pictures.colors_for([True] * len(shown)), columns=10,
                   heading=[f"Misclassified test glyphs: {len(wrong)} of {len(y)}"
                            + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""),
@@ -154,7 +150,7 @@ def draw_moved(net: Network, moved: Moved) -> None:
     predicted, top = np.argmax(moved.Z2, axis=1), sigmoid(np.max(moved.Z2, axis=1))
     captions = [f"{net.classes[c]} {move}\nread {net.classes[p]} {s:.2f}\nnoisy {a:.0%}"
                 for c, move, p, s, a in zip(moved.y, moved.moves, predicted, top, moved.noisy)]
-    pictures.grid(IMAGES / "moved.png", pictures.glyph_cells(moved.X), captions,
+    pictures.grid(paths.MOVED_PNG, pictures.glyph_cells(moved.X), captions,
                   pictures.colors_for(predicted != moved.y), columns=len(moved.X),
                   heading="Training glyphs moved by a row or column (where the ink fits). Red: misread.")
 
@@ -163,7 +159,7 @@ def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]).parse_args()
     all_params = load_params()
     params = all_params.evaluate
-    net = load_network(MODEL_PATH)
+    net = load_network(paths.MODEL, PIXELS)
     (x_train, y_train), (x_test, y_test) = load_split("train"), load_split("test")
     train_scores, _ = scores(net, x_train, y_train)
     test_scores, z_test = scores(net, x_test, y_test)
@@ -171,11 +167,11 @@ def main() -> None:
     counts = confusion_counts(y_test, predicted, len(net.classes))
     curve = robustness(net, params)
     moved = moved_glyphs(net, params, all_params.dataset.noise)
-    save_json(METRICS, {"train": train_scores, "test": test_scores | precision_recall(counts, net.classes),
+    save_json(paths.METRICS, {"train": train_scores, "test": test_scores | precision_recall(counts, net.classes),
                         "robustness": {level_key(level): acc for level, acc in curve},
                         "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))}})
-    save_json(CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)])
-    save_json(ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
+    save_json(paths.CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)])
+    save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
     draw(net, x_test, y_test, z_test, counts, moved)
 
 

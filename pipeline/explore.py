@@ -23,16 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import pictures, portable
-from pipeline.artifacts import TRACE_PATH, load_history, load_npz, load_split, save_text, stale
-from pipeline.checkpoint import MODEL_PATH, load_network, to_arrays
+from pipeline import paths, pictures, portable
+from pipeline.artifacts import load_history, load_npz, load_split, save_text, stale
+from pipeline.checkpoint import load_network, to_arrays
 from pipeline.errors import PipelineError, exit_on_error
-from pipeline.glyphs import clean_glyphs, read_glyph
+from pipeline.glyph_files import read_glyph
+from pipeline.glyphs import FAR, PIXELS, clean_glyphs
 from pipeline.model import Network
 from pipeline.params import TrainParams, load_params
-from pipeline.predict import FAR, SAMPLES
 
-PAGE = Path("metrics/explorer.html")
 TEMPLATE = Path(__file__).with_name("explorer.html")
 REPLAY_STEPS = 20_000   # training steps the page may replay on load (about 0.1 s); more: inline weights
 NEAREST_GLYPHS = 5_000  # distinct training glyphs the page compares a drawing with, at most (35 kB)
@@ -92,25 +91,25 @@ def render_page(data: dict) -> str:
 
 
 def load_trace(net: Network) -> dict[str, np.ndarray]:
-    trace = load_npz(TRACE_PATH, "train")
+    trace = load_npz(paths.TRACE, "train")
     if "epoch" not in trace or "w1" not in trace or trace["w1"].shape[1:] != net.w1.shape:
-        raise stale(TRACE_PATH, f"expected the weights of {MODEL_PATH} per epoch", "train")
+        raise stale(paths.TRACE, f"expected the weights of {paths.MODEL} per epoch", "train")
     if not np.array_equal(trace["w1"][-1], net.w1):
-        raise stale(TRACE_PATH, f"its last weights are not those of {MODEL_PATH}", "train")
+        raise stale(paths.TRACE, f"its last weights are not those of {paths.MODEL}", "train")
     return trace
 
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.explore", description=__doc__.splitlines()[0]).parse_args()
     params = load_params().train
-    net = load_network(MODEL_PATH)
+    net = load_network(paths.MODEL, PIXELS)
     x_train, y_train = load_split("train")
-    paths = sorted(SAMPLES.glob("*.txt"))
-    if not paths:
-        raise PipelineError(f"{SAMPLES}: expected glyph files *.txt, found none")
-    samples = [(path.name, read_glyph(path)) for path in paths]
+    files = sorted(paths.SAMPLES.glob("*.txt"))
+    if not files:
+        raise PipelineError(f"{paths.SAMPLES}: expected glyph files *.txt, found none")
+    samples = [(path.name, read_glyph(path)) for path in files]
     data = page_data(params, net, load_trace(net), load_history(), x_train, y_train, samples)
-    save_text(PAGE, render_page(data))
+    save_text(paths.EXPLORER, render_page(data))
 
 
 if __name__ == "__main__":

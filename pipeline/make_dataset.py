@@ -14,7 +14,8 @@ import argparse
 
 import numpy as np
 
-from pipeline.artifacts import save_npy, split_paths
+from pipeline import paths
+from pipeline.artifacts import save_npy
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs, noisy_copies, shifted_copies
 from pipeline.params import DatasetParams, load_params
@@ -38,7 +39,7 @@ def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.make_dataset", description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
     for split, arrays in make_dataset(params.dataset).items():
-        for path, array in zip(split_paths(split), arrays):
+        for path, array in zip(paths.split(split), arrays):
             save_npy(path, array)
 
 

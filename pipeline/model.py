@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.portable import column_sum, matmul, outer_sum, pixels_matmul, sigmoid, softplus, total
 
 LOSSES = ("bce", "mse")
@@ -31,7 +30,7 @@ class Network:
     b1: np.ndarray | None        # (H,) or None when biases are off
     b2: np.ndarray | None        # (K,) or None
     loss: str
-    classes: tuple[str, ...] = CLASSES
+    classes: tuple[str, ...]     # (K,) the names of the outputs
     trained_on: str = ""         # digest of the training set (artifacts.digest), "" if unknown
 
     @property
@@ -43,14 +42,15 @@ class Network:
         return self.b1 is not None
 
 
-def init_network(rng: np.random.Generator, hidden: int, loss: str, bias: bool,
-                 dtype: np.dtype | type = np.float64) -> Network:
-    """Standard-normal weights, as in the tutorial; zero biases. Drawn in float64 so every dtype starts alike."""
-    k = len(CLASSES)
-    w1 = rng.standard_normal((PIXELS, hidden)).astype(dtype)
+def init_network(rng: np.random.Generator, inputs: int, hidden: int, classes: tuple[str, ...], loss: str,
+                 bias: bool, dtype: np.dtype | type = np.float64) -> Network:
+    """An inputs-hidden-K network for K = len(classes): standard-normal weights, as in the tutorial, and
+    zero biases. Drawn in float64 so every dtype starts alike."""
+    k = len(classes)
+    w1 = rng.standard_normal((inputs, hidden)).astype(dtype)
     w2 = rng.standard_normal((hidden, k)).astype(dtype)
     b1, b2 = (np.zeros(hidden, dtype), np.zeros(k, dtype)) if bias else (None, None)
-    return Network(w1, w2, b1, b2, loss)
+    return Network(w1, w2, b1, b2, loss, tuple(classes))
 
 
 def one_hot(y: np.ndarray, k: int, dtype: np.dtype | type = np.float64) -> np.ndarray:

@@ -15,9 +15,8 @@ from typing import Any
 
 import yaml
 
+from pipeline import paths
 from pipeline.errors import PipelineError
-
-PARAMS_FILE = Path("params.yaml")
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -81,7 +80,7 @@ class Params:
 _SECTION_TYPES = {"dataset": DatasetParams, "train": TrainParams, "evaluate": EvaluateParams}
 
 
-def load_params(path: Path = PARAMS_FILE) -> Params:
+def load_params(path: Path = paths.PARAMS) -> Params:
     """Read and validate `path`; raise PipelineError with a one-line message on any problem."""
     doc = _read_yaml(path)
     unknown = sorted(set(doc) - set(_SECTION_TYPES), key=str)
@@ -119,7 +118,7 @@ def _read_yaml(path: Path) -> dict:
     return doc
 
 
-def parse_section(cls: type, name: str, raw: Any, path: Path = PARAMS_FILE) -> Any:
+def parse_section(cls: type, name: str, raw: Any, path: Path = paths.PARAMS) -> Any:
     """Build dataclass `cls` from mapping `raw`, the section `name` of `path`."""
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: {name}: expected a mapping of keys, found {_describe(raw)}")

@@ -14,9 +14,11 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.artifacts import HISTORY_PATH, TRACE_PATH, digest, load_split, save_npz, save_tsv
-from pipeline.checkpoint import MODEL_PATH, save_network
+from pipeline import paths
+from pipeline.artifacts import digest, load_split, save_npz, save_tsv
+from pipeline.checkpoint import save_network
 from pipeline.errors import PipelineError, exit_on_error
+from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import Network, init_network
 from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
@@ -31,7 +33,7 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
     """A network trained on X : (N, 30) uint8, y : (N,) labels, its per-epoch history, and its trace:
     {'epoch': (E,), 'w1': (E, 30, H), 'w2': (E, H, K)[, 'b1', 'b2']}, epoch 0 the initial weights."""
     rng = np.random.default_rng(p.seed)  # one stream: initial weights first, then the shuffles
-    net = init_network(rng, p.hidden, p.loss, p.bias, np.dtype(p.dtype))
+    net = init_network(rng, PIXELS, p.hidden, CLASSES, p.loss, p.bias, np.dtype(p.dtype))
     stride = -(-p.epochs // TRACE_POINTS) or 1
     snapshots = {0: weights(net)}
     progress = Progress(p.epochs)
@@ -64,9 +66,9 @@ def main() -> None:
     params = load_params()
     X, y = load_split("train")
     net, history, trace = train(params.train, X, y)
-    save_network(MODEL_PATH, net)
-    save_npz(TRACE_PATH, trace)
-    save_tsv(HISTORY_PATH, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
+    save_network(paths.MODEL, net)
+    save_npz(paths.TRACE, trace)
+    save_tsv(paths.HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline import glyphs
+from pipeline import glyph_files
 from pipeline.errors import PipelineError, exit_on_error
 from tests.conftest import ROOT, copy_project, run_module
 
@@ -219,9 +219,9 @@ def test_a_huge_glyph_file_is_refused_after_reading_only_what_a_glyph_needs(tmp_
 
         readall = None  # reading "everything" must not be how it reads
 
-    monkeypatch.setattr(glyphs, "open", lambda p, mode="rb", *a, **k: Counting(p, "r"), raising=False)
+    monkeypatch.setattr(glyph_files, "open", lambda p, mode="rb", *a, **k: Counting(p, "r"), raising=False)
     with pytest.raises(PipelineError, match="found more than 4096 bytes"):
-        glyphs.read_glyph(path)
+        glyph_files.read_glyph(path)
     assert read and sum(read) <= 64 * 1024, f"read {sum(read)} bytes of a 1 GiB file"
 
 

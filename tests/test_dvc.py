@@ -117,3 +117,21 @@ def test_an_experiment_with_a_set_param_appears_in_exp_show(repo):
     data = found[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.3
     assert 0 <= data["metrics"]["metrics/metrics.json"]["data"]["test"]["accuracy"] <= 1
+
+
+def test_every_path_has_one_home_in_paths_py_and_dvc_yaml_agrees():
+    """Renaming a file is an edit in pipeline/paths.py and one in dvc.yaml; this keeps the two in step."""
+    from pipeline import paths
+
+    named = {value.as_posix() for value in vars(paths).values() if isinstance(value, Path)}
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = set()
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots", "deps"):
+            declared |= {next(iter(e)) if isinstance(e, dict) else e for e in stage.get(kind, [])}
+    files = {name for name in declared if not name.startswith("pipeline/")}
+    assert files <= named, f"in dvc.yaml, not in pipeline/paths.py: {sorted(files - named)}"
+    assert named - files == {"params.yaml", ".dvc/plots/offline.html"}, sorted(named - files)
+    for module in sorted((ROOT / "pipeline").glob("*.py")):  # no other module spells a path out
+        if module.name != "paths.py":
+            assert not re.search(r'Path\("(data|models|metrics|params)', module.read_text()), module.name

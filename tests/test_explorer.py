@@ -17,7 +17,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from pipeline.checkpoint import load_network
-from pipeline.glyphs import clean_glyphs, read_glyph
+from pipeline.glyph_files import read_glyph
+from pipeline.glyphs import PIXELS, clean_glyphs
 from pipeline.model import Network, logits, sgd_step, sigmoid
 from tests.conftest import ROOT, copy_project, run_module
 from tests.test_stages import edit_params
@@ -92,7 +93,7 @@ def shown_pixels(page) -> np.ndarray:
 
 def test_every_sample_reads_as_in_python(default, browser):
     page, problems = open_page(browser, default)
-    net = load_network(default / "models/model.npz")
+    net = load_network(default / "models/model.npz", PIXELS)
     samples = sorted((default / "data/samples").glob("*.txt"))
     for path in samples:
         page.click(f'button[data-load="{path.name}"]')
@@ -108,7 +109,7 @@ def test_every_sample_reads_as_in_python(default, browser):
 
 def test_clicks_drags_and_keys_change_the_glyph_and_the_scores_as_the_model_says(default, browser):
     page, problems = open_page(browser, default)
-    net = load_network(default / "models/model.npz")
+    net = load_network(default / "models/model.npz", PIXELS)
     page.click('button[data-load="clear"]')
     expected = np.zeros(30, np.uint8)
     cells = page.query_selector_all("#grid button")
@@ -141,7 +142,7 @@ def learn(page, sample: str, letter: str) -> None:
 
 
 def check_learn_step(project: Path, page, sample: str, letter: str) -> None:
-    net = load_network(project / "models/model.npz")
+    net = load_network(project / "models/model.npz", PIXELS)
     lr = float(json.loads(page.text_content("#data"))["lr"])
     glyph = read_glyph(project / "data/samples" / sample)
     learn(page, sample, letter)

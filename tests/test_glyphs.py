@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.glyphs import (clean_glyphs, noisy_copies, parse_glyph, placements, read_glyph, render, shift_glyph,
-                             shifted_copies)
+from pipeline.glyph_files import read_glyph
+from pipeline.glyphs import clean_glyphs, noisy_copies, parse_glyph, placements, render, shift_glyph, shifted_copies
 
 # Copied from the tutorial's lists, row-major, independent of how glyphs.py draws them.
 TUTORIAL = [

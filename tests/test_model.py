@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import backward, forward, init_network, loss_value, sgd_step, sigmoid
 from pipeline import sgd
 from pipeline.sgd import Diverged, fit
@@ -35,7 +35,7 @@ def numeric_gradient(net, X, y, weight: np.ndarray, eps: float = 1e-6) -> np.nda
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("n", [1, 3])
 def test_backward_matches_finite_differences_of_the_reported_loss(loss, bias, n):
-    net = init_network(np.random.default_rng(7), hidden=4, loss=loss, bias=bias)
+    net = init_network(np.random.default_rng(7), PIXELS, hidden=4, classes=CLASSES, loss=loss, bias=bias)
     if bias:  # non-zero biases, so their gradients are exercised away from the trivial point
         net.b1[:] = np.linspace(-0.5, 0.5, 4)
         net.b2[:] = [0.3, -0.2, 0.1]
@@ -49,7 +49,7 @@ def test_backward_matches_finite_differences_of_the_reported_loss(loss, bias, n)
 
 
 def test_bce_update_is_the_tutorials_a2_minus_y_at_batch_size_1():
-    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=False)
+    net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=False)
     X, y = clean_glyphs()[1:2].astype(float), np.array([1])
     A1, _, A2 = forward(net, X)
     d2 = A2 - np.array([[0.0, 1.0, 0.0]])
@@ -85,11 +85,11 @@ def test_the_training_loop_is_sgd_step_batch_by_batch_to_the_last_bit(loss, bias
     rng_data = np.random.default_rng(3)
     X = rng_data.integers(0, 2, (10, 30)).astype(np.uint8)
     y = rng_data.integers(0, 3, 10).astype(np.uint8)
-    fast = init_network(np.random.default_rng(5), hidden=5, loss=loss, bias=bias)
+    fast = init_network(np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss=loss, bias=bias)
     history = fit(fast, X, y, lr=0.3, epochs=4, batch_size=batch_size, shuffle=shuffle,
                   rng=np.random.default_rng(9))
 
-    ref = init_network(np.random.default_rng(5), hidden=5, loss=loss, bias=bias)
+    ref = init_network(np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss=loss, bias=bias)
     order_rng, losses = np.random.default_rng(9), []
     for _ in range(4):
         order = order_rng.permutation(10) if shuffle else np.arange(10)
@@ -106,7 +106,7 @@ def test_the_training_loop_is_sgd_step_batch_by_batch_to_the_last_bit(loss, bias
 
 
 def test_training_learns_the_three_glyphs():
-    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=False)
+    net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=False)
     X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
     history = fit(net, X, y, lr=0.1, epochs=300, batch_size=1, shuffle=False, rng=np.random.default_rng(0))
     assert history.accuracy[-1] == 1.0
@@ -114,7 +114,7 @@ def test_training_learns_the_three_glyphs():
 
 
 def test_a_diverging_loss_stops_training_naming_the_epoch():
-    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=True)
+    net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=True)
     X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
     net.w1[0, 0] = np.inf  # what a runaway learning rate produces; inf - inf then gives NaN
     with pytest.raises(Diverged) as err:
@@ -127,8 +127,8 @@ def test_a_diverging_loss_stops_training_naming_the_epoch():
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("n", [1, 3])
 def test_float32_gradients_match_the_checked_float64_ones(loss, bias, n):
-    net64 = init_network(np.random.default_rng(7), hidden=4, loss=loss, bias=bias)
-    net32 = init_network(np.random.default_rng(7), hidden=4, loss=loss, bias=bias, dtype=np.float32)
+    net64 = init_network(np.random.default_rng(7), PIXELS, hidden=4, classes=CLASSES, loss=loss, bias=bias)
+    net32 = init_network(np.random.default_rng(7), PIXELS, hidden=4, classes=CLASSES, loss=loss, bias=bias, dtype=np.float32)
     X, y = batch(n)
     g64, g32 = backward(net64, X, y), backward(net32, X.astype(np.float32), y)
     for name in g64:
@@ -143,7 +143,7 @@ def test_float32_training_follows_float64_and_repeats_exactly(batch_size):
     y = rng_data.integers(0, 3, 200).astype(np.uint8)
     nets = []
     for dtype in (np.float64, np.float32, np.float32):
-        net = init_network(np.random.default_rng(5), hidden=5, loss="bce", bias=True, dtype=dtype)
+        net = init_network(np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=True, dtype=dtype)
         fit(net, X, y, lr=0.1, epochs=3, batch_size=batch_size, shuffle=True, rng=np.random.default_rng(1))
         nets.append(net)
     assert nets[1].w1.dtype == np.float32
@@ -152,7 +152,7 @@ def test_float32_training_follows_float64_and_repeats_exactly(batch_size):
 
 
 def test_training_with_huge_logits_is_silent_and_finite():
-    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=True)
+    net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=True)
     np.multiply(net.w1, 20, out=net.w1)  # pre-activations in the hundreds: every sigmoid saturated
     np.multiply(net.w2, 20, out=net.w2)
     X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
@@ -165,7 +165,7 @@ def test_training_with_huge_logits_is_silent_and_finite():
 def test_training_memory_stays_near_the_uint8_data():
     import tracemalloc
     X, y = noisy_copies(clean_glyphs(), 100_000, 0.1, np.random.default_rng(0))  # 300,000 samples
-    net = init_network(np.random.default_rng(0), hidden=5, loss="bce", bias=False)
+    net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=False)
     tracemalloc.start()
     try:
         fit(net, X, y, lr=0.1, epochs=1, batch_size=1024, shuffle=True, rng=np.random.default_rng(0))

@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,6 @@ def test_the_committed_template_is_what_plots_page_writes(tmp_path):
     project = copy_project(tmp_path / "project")
     committed = (project / ".dvc/plots/offline.html").read_bytes()
     (project / ".dvc/plots/offline.html").unlink()
-    run_module("pipeline.plots_page", cwd=project, check=True)
+    run([sys.executable, "scripts/plots_page.py"], cwd=project)
     assert (project / ".dvc/plots/offline.html").read_bytes() == committed, \
-        "run `python -m pipeline.plots_page` and commit .dvc/plots/offline.html"
+        "run `python scripts/plots_page.py` and commit .dvc/plots/offline.html"

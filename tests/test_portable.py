@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import portable
-from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import init_network, logits
 from tests.conftest import ROOT
 
@@ -123,7 +123,7 @@ def test_no_kernel_depends_on_how_its_inputs_are_laid_out_in_memory():
 
 
 def test_a_glyphs_logits_do_not_depend_on_the_rest_of_its_batch():
-    net = init_network(np.random.default_rng(0), hidden=7, loss="bce", bias=True)
+    net = init_network(np.random.default_rng(0), PIXELS, hidden=7, classes=CLASSES, loss="bce", bias=True)
     net.b1[:], net.b2[:] = np.linspace(-1, 1, 7), [0.5, -0.5, 0.1]
     X, _ = noisy_copies(clean_glyphs(), 20, 0.2, np.random.default_rng(1))
     together = logits(net, X)

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from pipeline.artifacts import load_npy, load_npz
 from pipeline.errors import PipelineError
-from pipeline.glyphs import parse_glyph, read_glyph
+from pipeline.glyph_files import read_glyph
+from pipeline.glyphs import parse_glyph
 from pipeline.params import DatasetParams, EvaluateParams, TrainParams, load_params, parse_section
 from tests.conftest import ROOT
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from pipeline.evaluate import moved_glyphs, scores
-from pipeline.glyphs import read_glyph
+from pipeline.glyph_files import read_glyph
 from pipeline.make_dataset import make_dataset
 from pipeline.model import logits, sigmoid
 from pipeline.params import Params, load_params

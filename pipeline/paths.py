@@ -1,0 +1,46 @@
+"""Every file the pipeline reads or writes, relative to the project root: the one place that names them.
+
+dvc.yaml names them again, as each stage's deps and outs; tests/test_dvc.py checks that the two agree,
+so renaming a file is an edit here and one in dvc.yaml.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+# make_dataset
+X_TRAIN, Y_TRAIN = Path("data/x_train.npy"), Path("data/y_train.npy")
+X_TEST, Y_TEST = Path("data/x_test.npy"), Path("data/y_test.npy")
+SAMPLES = Path("data/samples")                     # hand-drawn glyph files (git), read by predict and explore
+
+# train
+MODEL = Path("models/model.npz")
+TRACE = Path("models/trace.npz")                   # the weights after each epoch, for the explorer
+HISTORY = Path("metrics/history.tsv")              # step, loss, accuracy per epoch
+
+# evaluate
+METRICS = Path("metrics/metrics.json")
+CONFUSION = Path("metrics/confusion.json")
+ROBUSTNESS = Path("metrics/robustness.json")
+PREDICTIONS_PNG = Path("metrics/images/predictions.png")
+MISCLASSIFIED_PNG = Path("metrics/images/misclassified.png")
+MOVED_PNG = Path("metrics/images/moved.png")
+HIDDEN_WEIGHTS_PNG = Path("metrics/images/hidden_weights.png")
+CURVES_PNG = Path("metrics/images/curves.png")
+CONFUSION_PNG = Path("metrics/images/confusion.png")
+
+# predict
+PREDICTIONS = Path("metrics/predictions.json")
+SAMPLES_PNG = Path("metrics/images/samples.png")
+
+# explore
+EXPLORER = Path("metrics/explorer.html")
+
+# not a stage's: the page template `dvc plots show` uses (scripts/plots_page.py writes it)
+PLOTS_TEMPLATE = Path(".dvc/plots/offline.html")
+
+
+def split(name: str) -> tuple[Path, Path]:
+    """The (pixels, labels) files of split `name`, 'train' or 'test'."""
+    return {"train": (X_TRAIN, Y_TRAIN), "test": (X_TEST, Y_TEST)}[name]
