@@ -27,6 +27,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (os.umask can only read it by setting it)
 DECIMALS = 6  # enough to see any real change in a metric, few enough to hide last-bit noise

@@ -24,8 +24,6 @@ from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
 from pipeline.sgd import Diverged, History, fit
 
-
-
 TRACE_POINTS = 300  # weight snapshots kept at most: every epoch of the default run, about 400 kB
 
 

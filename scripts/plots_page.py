@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import re
 from importlib import metadata
-from pathlib import Path
 from types import ModuleType
 
 from pipeline import paths

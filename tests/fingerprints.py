@@ -1,7 +1,10 @@
 """Digests of what training and evaluation write, for many configurations: run it on two machines
 (or under two NumPy dispatch levels, two BLAS kernels, an aarch64 emulator) and compare the output.
 
-    python tests/fingerprints.py      # from the project root; prints one JSON object
+    python tests/fingerprints.py [--stages]   # from the project root; prints one JSON object
+
+--stages first runs the pipeline's five stages in this process, as `python -m pipeline.STAGE` would
+(an emulator then starts Python and imports NumPy and Matplotlib once, not six times).
 
 Each configuration trains on noisy glyphs from make_dataset's generator, then computes what the
 evaluate and predict stages would store: test logits, loss, accuracy and sigmoid scores. Its digest
@@ -12,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import io
 import itertools
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import numpy as np
 
 from pipeline.artifacts import save_npz, save_tsv
 from pipeline.checkpoint import to_arrays
+from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs, noisy_copies
 from pipeline.model import accuracy, logits, loss_value, sigmoid
 from pipeline.params import TrainParams
@@ -59,8 +65,20 @@ def digest(params: TrainParams, data: tuple[np.ndarray, ...], scratch: Path) -> 
     return h.hexdigest()[:16]
 
 
+def run_stages() -> None:
+    """Each stage's main(), as its `python -m` entry point runs it; a failure ends this process."""
+    for stage in ("make_dataset", "train", "evaluate", "predict", "explore"):
+        sys.argv = [f"python -m pipeline.{stage}"]
+        status = exit_on_error(importlib.import_module(f"pipeline.{stage}").main)
+        if status:
+            raise SystemExit(f"fingerprints.py: {stage} exited {status}")
+
+
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", action="store_true", help="first run the five stages, in this process")
+    if parser.parse_args().stages:
+        run_stages()
     train_rng, test_rng = np.random.default_rng(11).spawn(2)
     data = (*noisy_copies(clean_glyphs(), SAMPLES_PER_CLASS, 0.1, train_rng),
             *noisy_copies(clean_glyphs(), 200, 0.2, test_rng))

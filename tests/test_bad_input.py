@@ -11,7 +11,6 @@ import hashlib
 import importlib
 import io
 import re
-import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,25 +20,13 @@ import pytest
 
 from pipeline import glyph_files
 from pipeline.errors import PipelineError, exit_on_error
-from tests.conftest import ROOT, copy_project, run_module
-
-STAGES = ["make_dataset", "train", "evaluate", "predict", "explore"]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """A project copy with data, a model and predictions (no evaluate: nothing here needs its outputs)."""
-    dest = copy_project(tmp_path_factory.mktemp("bad-input") / "project")
-    for stage in ("make_dataset", "train", "predict"):
-        proc = run_module(f"pipeline.{stage}", cwd=dest)
-        assert proc.returncode == 0, proc.stderr
-    return dest
+from tests.conftest import ROOT, STAGES, copy_of, one_error_line, run_module
 
 
 @pytest.fixture
 def copy(built, tmp_path) -> Path:
-    """A fresh copy of `built` for a test that edits it."""
-    return Path(shutil.copytree(built, tmp_path / "copy"))
+    """A fresh copy of the session's built project, for a test that edits it."""
+    return copy_of(built, tmp_path / "copy")
 
 
 def snapshot(project: Path) -> dict[str, str]:
@@ -64,14 +51,6 @@ def stage_runner(monkeypatch, capsys):
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=status, stdout=out, stderr=err)
     return run_stage
-
-
-def one_error_line(proc) -> str:
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
 
 
 # --- params.yaml, edited by hand ----------------------------------------------------------------
@@ -262,8 +241,21 @@ def _with_integer_weights(path: Path) -> bytes:
     return _npz(**arrays | {"w1": arrays["w1"].astype(np.int64)})
 
 
+MISSING = object()  # the file deleted
+
 # (file, its new content or a function of the project giving it, stage run, fragment of the one error line)
 BAD_FILES = {
+    "npy-missing": ("data/x_train.npy", MISSING, "train", "data/x_train.npy: missing; rerun `dvc repro make_dataset`"),
+    "npy-labels-int64": ("data/y_train.npy", _npy(np.zeros(3, np.int64)), "train",
+                         "data/y_train.npy: expected dtype uint8, found int64"),
+    "npy-labels-too-many": ("data/y_train.npy", _npy(np.zeros(4, np.uint8)), "train",
+                            "data/y_train.npy: expected shape (3,), found (4,)"),
+    "npy-29-pixels": ("data/x_test.npy", _npy(np.zeros((4, 29), np.uint8)), "evaluate",
+                      "data/x_test.npy: expected shape (N, 30), found (4, 29)"),
+    "npy-pixel-7": ("data/x_test.npy", _npy(np.full((300, 30), 7, np.uint8)), "evaluate",
+                    "data/x_test.npy: expected pixels 0 or 1, found 7"),
+    "npz-no-w2": ("models/model.npz", _npz(w1=np.zeros((30, 5))), "predict",
+                  "models/model.npz: not a model file (missing array 'w2')"),
     "npy-truncated": ("data/x_test.npy", lambda p: _truncated(p, "data/x_test.npy"), "evaluate",
                       "data/x_test.npy: unreadable (Failed to read all data for array"),
     "npy-empty": ("data/x_train.npy", b"", "train", "data/x_train.npy: unreadable (No data left in file)"),
@@ -294,7 +286,7 @@ def test_a_damaged_file_between_stages_names_the_file_and_the_stage_to_rerun(cop
     path.unlink()
     if content is None:
         path.mkdir()
-    else:
+    elif content is not MISSING:
         path.write_bytes(content)
     before = snapshot(copy)
     proc = stage_runner(stage, cwd=copy, subprocess=case in IN_A_SUBPROCESS)

@@ -20,8 +20,7 @@ from pipeline.checkpoint import load_network
 from pipeline.glyph_files import read_glyph
 from pipeline.glyphs import PIXELS, clean_glyphs
 from pipeline.model import Network, logits, sgd_step, sigmoid
-from tests.conftest import ROOT, copy_project, run_module
-from tests.test_stages import edit_params
+from tests.conftest import ROOT, copy_project, edit_params, run_module
 
 ARTIFACTS = ROOT / "test-artifacts"
 TOLERANCE = 1e-12
@@ -37,9 +36,9 @@ def build(project: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def default(tmp_path_factory) -> Path:
-    """A project copy after make_dataset, train and explore with the committed params."""
-    return build(copy_project(tmp_path_factory.mktemp("explorer") / "project"))
+def default(built) -> Path:
+    """The session's built project: every stage ran with the committed params."""
+    return built
 
 
 @pytest.fixture(scope="module")

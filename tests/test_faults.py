@@ -22,7 +22,7 @@ import yaml
 
 from pipeline.artifacts import save_npy, write_atomic
 from pipeline.glyphs import clean_glyphs
-from tests.conftest import copy_project, env, run, run_module
+from tests.conftest import copy_of, dvc, env, run, run_module
 
 DATA = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy"]
 
@@ -137,10 +137,6 @@ def test_killing_make_dataset_while_it_writes_leaves_no_truncated_array(project)
 
 
 # dvc checkout after failures, in a git repository made from the tracked files.
-def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], cwd=project, check=check)
-
-
 CACHED = DATA + ["models/model.npz"]  # DVC-cached outputs; the rest (metrics/) live in git
 
 
@@ -159,17 +155,9 @@ def _outputs(project: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git repo of the tracked files after `dvc repro` and a commit of its results: the last good run."""
-    project = copy_project(tmp_path_factory.mktemp("faults") / "project")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    run(["git", "init", "-q"], cwd=project)
-    run(["git", "add", "-A"], cwd=project)
-    run(git + ["commit", "-qm", "start"], cwd=project)
-    dvc(project, "repro")
-    run(["git", "add", "-A"], cwd=project)
-    run(git + ["commit", "-qm", "good run", "--allow-empty"], cwd=project)  # empty when dvc.lock was current
-    return project
+def repo(dvc_repo, tmp_path_factory) -> Path:
+    """A copy of the session's repository: the tracked files after `dvc repro` and a commit of its results."""
+    return copy_of(dvc_repo, tmp_path_factory.mktemp("faults") / "project")
 
 
 def assert_all_good(repo: Path, good: dict[str, str | None]) -> None:

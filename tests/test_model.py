@@ -6,9 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
+from pipeline import sgd
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import backward, forward, init_network, loss_value, sgd_step, sigmoid
-from pipeline import sgd
 from pipeline.sgd import Diverged, fit
 
 

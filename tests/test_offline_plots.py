@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, copy_project, run, run_module
+from tests.conftest import ROOT, copy_project, dvc, run
 
 SCREENSHOT = ROOT / "test-artifacts" / "plots.png"
 STATUS_ID = "offline-plots-status"
@@ -97,14 +97,13 @@ def vega_ids(page: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def plots_page(tmp_path_factory) -> Path:
-    """The index.html of `dvc plots show` in a fresh copy of the tracked files, after a repro."""
-    project = copy_project(tmp_path_factory.mktemp("offline") / "project")
-    assert (project / ".dvc/plots/offline.html").is_file(), "the page template is not tracked by git"
-    run(["git", "init", "-q"], cwd=project)
-    run(["dvc", "repro"], cwd=project)
-    run(["dvc", "plots", "show", "-o", "plots-out"], cwd=project)
-    return project / "plots-out" / "index.html"
+def plots_page(dvc_repo, tmp_path_factory) -> Path:
+    """The index.html of `dvc plots show` in the session's repository: the tracked files (the template
+    among them) after a `dvc repro`, with no other step."""
+    assert (dvc_repo / ".dvc/plots/offline.html").is_file(), "the page template is not tracked by git"
+    out = tmp_path_factory.mktemp("plots") / "plots-out"
+    dvc(dvc_repo, "plots", "show", "-o", str(out))
+    return out / "index.html"
 
 
 def test_the_page_loads_nothing_from_the_network(plots_page):
