@@ -13,6 +13,7 @@ resident set of a child process that trains on --memory-samples samples. The DVC
 on the same data), in the same rounds: before and after a change, side by side.
 Timings on a shared machine are noisy: compare the ratios, each measured side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,18 @@ def sklearn(X: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(5,), activation="logistic", solver="sgd", momentum=0,
-                        batch_size=batch_size, learning_rate_init=LR, shuffle=False, max_iter=1, alpha=0.0,
-                        random_state=0)
+    clf = MLPClassifier(
+        hidden_layer_sizes=(5,),
+        activation="logistic",
+        solver="sgd",
+        momentum=0,
+        batch_size=batch_size,
+        learning_rate_init=LR,
+        shuffle=False,
+        max_iter=1,
+        alpha=0.0,
+        random_state=0,
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch is all we ask for
@@ -63,6 +73,7 @@ def sklearn(X: np.ndarray, y: np.ndarray, batch_size: int) -> float:
 
 def tutorial(X: np.ndarray, y: np.ndarray) -> float:
     """The tutorial's per-sample loop, bugs fixed: explicit arguments, argmax accuracy, BCE's own update."""
+
     def sigmoid(z):
         return 1 / (1 + np.exp(-z))
 
@@ -116,20 +127,29 @@ def checkout(rev: str, dest: Path) -> Path:
 
 
 def baseline(tree: Path, samples: int, batch_size: int) -> float:
-    out = subprocess.run([sys.executable, "-c", BASELINE_CHILD, str(tree), str(samples), str(batch_size)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", BASELINE_CHILD, str(tree), str(samples), str(batch_size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(out)
 
 
 def speed(samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str, Path] | None = None) -> None:
     """Samples/s of each trainer and ours/theirs, each the median over rounds that run them back to back."""
     X, y = data(samples)
-    print(f"training speed, one epoch on {len(X):,} noisy glyphs (30-5-3, lr {LR}, no shuffle), "
-          f"median of {rounds} rounds; ratios are per round, then the median")
+    print(
+        f"training speed, one epoch on {len(X):,} noisy glyphs (30-5-3, lr {LR}, no shuffle), "
+        f"median of {rounds} rounds; ratios are per round, then the median"
+    )
     for bs in (1, 64, 1024):
         n_sk = len(X) if bs > 1 else min(len(X), sklearn_bs1_samples)
-        trainers = {"ours": lambda: len(X) / ours(X, y, bs), "ours float32": lambda: len(X) / ours(X, y, bs, "float32"),
-                    "scikit-learn": lambda: n_sk / sklearn(X[:n_sk], y[:n_sk], bs)}
+        trainers = {
+            "ours": lambda: len(X) / ours(X, y, bs),
+            "ours float32": lambda: len(X) / ours(X, y, bs, "float32"),
+            "scikit-learn": lambda: n_sk / sklearn(X[:n_sk], y[:n_sk], bs),
+        }
         if bs == 1:
             trainers["tutorial loop"] = lambda: len(X) / tutorial(X, y)
         if before is not None:
@@ -139,8 +159,12 @@ def speed(samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str
             for name, measure in trainers.items():
                 rates[name].append(measure())
         cells = [f"{name} {np.median(r):,.0f}/s" for name, r in rates.items()]
-        ratios = [f"{mine}/{theirs} {np.median(np.array(rates[mine]) / np.array(rates[theirs])):.1f}x"
-                  for mine in ("ours", "ours float32") for theirs in rates if not theirs.startswith("ours")]
+        ratios = [
+            f"{mine}/{theirs} {np.median(np.array(rates[mine]) / np.array(rates[theirs])):.1f}x"
+            for mine in ("ours", "ours float32")
+            for theirs in rates
+            if not theirs.startswith("ours")
+        ]
         note = f" (scikit-learn on the first {n_sk:,})" if n_sk < len(X) else ""
         print(f"  batch {bs:>4}: " + " | ".join(cells) + " || " + " | ".join(ratios) + note, flush=True)
 
@@ -159,12 +183,19 @@ print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, X.nbytes + y.nby
 
 
 def memory(samples: int, batch_size: int) -> None:
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(samples), str(batch_size)], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(samples), str(batch_size)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     data_kib, peak_kib, nbytes = int(out[0]), int(out[1]), int(out[2])
-    print(f"peak memory, training one shuffled epoch on {samples:,} samples at batch {batch_size}: "
-          f"{peak_kib / 1024:.0f} MiB resident (after making the data: {data_kib / 1024:.0f} MiB; "
-          f"the uint8 data itself: {nbytes / 2**20:.0f} MiB)")
+    print(
+        f"peak memory, training one shuffled epoch on {samples:,} samples at batch {batch_size}: "
+        f"{peak_kib / 1024:.0f} MiB resident (after making the data: {data_kib / 1024:.0f} MiB; "
+        f"the uint8 data itself: {nbytes / 2**20:.0f} MiB)"
+    )
 
 
 def dvc_floor(rounds: int) -> None:
@@ -172,8 +203,13 @@ def dvc_floor(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         real, floor = Path(tmp) / "real", Path(tmp) / "floor"
         for dest in (real, floor):
-            files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                                   capture_output=True, text=True, check=True).stdout.split()
+            files = subprocess.run(
+                ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             for name in filter(lambda f: (ROOT / f).is_file(), files):
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, dest / name)
@@ -189,19 +225,29 @@ def dvc_floor(rounds: int) -> None:
         for _ in range(rounds):
             for dest in (real, floor):  # alternate, so both see the same machine load
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "-q"], cwd=dest, check=True,
-                               env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+                subprocess.run(
+                    [sys.executable, "-m", "dvc", "repro", "-f", "-q"],
+                    cwd=dest,
+                    check=True,
+                    env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+                )
                 times[dest].append(time.perf_counter() - start)
         t_real, t_floor = np.median(times[real]), np.median(times[floor])
-        print(f"dvc repro -f, median of {rounds}: pipeline {t_real:.2f} s, same DAG doing nothing {t_floor:.2f} s, "
-              f"ratio {t_real / t_floor:.2f}x")
+        print(
+            f"dvc repro -f, median of {rounds}: pipeline {t_real:.2f} s, same DAG doing nothing {t_floor:.2f} s, "
+            f"ratio {t_real / t_floor:.2f}x"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300_000)
-    parser.add_argument("--sklearn-bs1-samples", type=int, default=30_000,
-                        help="scikit-learn at batch 1 takes minutes on the full set; its rate is measured on a prefix")
+    parser.add_argument(
+        "--sklearn-bs1-samples",
+        type=int,
+        default=30_000,
+        help="scikit-learn at batch 1 takes minutes on the full set; its rate is measured on a prefix",
+    )
     parser.add_argument("--memory-samples", type=int, default=3_000_000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (medians are reported)")
     parser.add_argument("--skip-dvc", action="store_true")

@@ -7,6 +7,7 @@ it, as medians of 5 repeats, and NumPy's own exp beside the portable one. Use it
 the trainer: at batch 1 the number of NumPy calls (each costs about half a microsecond however small
 its array), at large batches the passes over the arrays.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,15 @@ def main() -> None:
     parser.add_argument("--loss", default="bce", choices=["bce", "mse"])
     args = parser.parse_args()
     number = max(20, 100_000 // args.batch)
-    times = {label: np.median(timeit.repeat(call, number=number, repeat=5)) / number
-             for label, call in pieces(args.batch, args.dtype, args.loss).items()}
+    times = {
+        label: np.median(timeit.repeat(call, number=number, repeat=5)) / number
+        for label, call in pieces(args.batch, args.dtype, args.loss).items()
+    }
     step = times["sgd_step (all of it)"]
-    print(f"one {args.loss} step at batch {args.batch}, {args.dtype}: {step * 1e6:.1f} us, "
-          f"{args.batch / step:,.0f} samples/s")
+    print(
+        f"one {args.loss} step at batch {args.batch}, {args.dtype}: {step * 1e6:.1f} us, "
+        f"{args.batch / step:,.0f} samples/s"
+    )
     for label, t in times.items():
         print(f"  {label:40s} {t * 1e6:9.2f} us  {100 * t / step:5.1f}% of the step")
 

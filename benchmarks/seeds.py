@@ -4,6 +4,7 @@
 
 The default `train.epochs` was chosen with this script: its comment in params.yaml quotes the figure.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ git worktree of REV, then in this working tree, and prints both wall times and t
 sits beside this one, so that tests which look for the workplace's tools at ../shared find them in
 both. Timings on a shared machine are noisy: compare the ratio of times measured side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def suite(cwd: Path) -> tuple[float, str]:
     """Wall seconds of `python -m pytest -q` in `cwd`, and its last line (the counts)."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=cwd,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - start
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-200:]
     return seconds, last
@@ -34,14 +40,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     before = ROOT.parent / f".suite-before-{args.before}"
-    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(before), args.before], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "-f", str(before), args.before],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     try:
         for round_ in range(1, args.rounds + 1):
             old, old_counts = suite(before)
             new, new_counts = suite(ROOT)
-            print(f"round {round_}: {args.before} {old:.0f} s ({old_counts}) | working tree {new:.0f} s "
-                  f"({new_counts}) | ratio {new / old:.2f}", flush=True)
+            print(
+                f"round {round_}: {args.before} {old:.0f} s ({old_counts}) | working tree {new:.0f} s "
+                f"({new_counts}) | ratio {new / old:.2f}",
+                flush=True,
+            )
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=True)
 

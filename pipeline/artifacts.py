@@ -7,6 +7,7 @@ order the code gives them, so identical results are identical bytes.
 Readers check shape and dtype and turn any problem into a one-line PipelineError that names the
 file and the stage to rerun.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,20 @@ DECIMALS = 6  # enough to see any real change in a metric, few enough to hide la
 # (MemoryError), a broken header string (TokenError, SyntaxError, or a Warning that _np_load makes an
 # error), and a zip entry claiming an unsupported version or method (NotImplementedError), encryption
 # (RuntimeError) or compression (zlib.error).
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, tokenize.TokenError,
-               SyntaxError, Warning, NotImplementedError, RuntimeError, zlib.error)
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    MemoryError,
+    zipfile.BadZipFile,
+    tokenize.TokenError,
+    SyntaxError,
+    Warning,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -67,6 +80,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     releases (3.11.2 and 3.11.7 write different headers for the same arrays) and depends on the OS.
     Here every header field is fixed: stored (not compressed), dated 1980-01-01, made on Unix, mode 0644.
     """
+
     def write(f: IO[bytes]) -> None:
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
             for name, array in arrays.items():
@@ -75,6 +89,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 buffer = io.BytesIO()
                 np.lib.format.write_array(buffer, np.asanyarray(array), allow_pickle=False)
                 archive.writestr(entry, buffer.getvalue())
+
     write_atomic(path, write)
 
 
@@ -153,8 +168,9 @@ def load_npz(path: Path, stage: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def check_array(path: Path, array: np.ndarray, dtype: np.dtype | type, shape: tuple[int | None, ...],
-                stage: str) -> None:
+def check_array(
+    path: Path, array: np.ndarray, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str
+) -> None:
     """Raise a PipelineError naming `path` unless `array` has `dtype` and `shape`."""
     if array.dtype != np.dtype(dtype):
         raise stale(path, f"expected dtype {np.dtype(dtype)}, found {array.dtype}", stage)

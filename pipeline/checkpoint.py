@@ -4,6 +4,7 @@ models/model.npz holds plain arrays (no pickles): w1, w2, b1/b2 when biases are 
 sizes, the class names, the loss it was trained with, the activation, whether biases are on, and a
 digest of the training set (so predict can tell whether data/x_train.npy is the set it learned from).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +29,16 @@ def load_network(path: Path, inputs: int) -> Network:
 
 def to_arrays(net: Network) -> dict[str, np.ndarray]:
     """Everything needed to rebuild `net`, as arrays for np.savez (no pickled objects)."""
-    arrays = {"w1": net.w1, "w2": net.w2, "sizes": np.array(net.sizes, dtype=np.int64),
-              "classes": np.array(net.classes), "loss": np.array(net.loss),
-              "activation": np.array(ACTIVATION), "bias": np.array(net.bias), "trained_on": np.array(net.trained_on)}
+    arrays = {
+        "w1": net.w1,
+        "w2": net.w2,
+        "sizes": np.array(net.sizes, dtype=np.int64),
+        "classes": np.array(net.classes),
+        "loss": np.array(net.loss),
+        "activation": np.array(ACTIVATION),
+        "bias": np.array(net.bias),
+        "trained_on": np.array(net.trained_on),
+    }
     if net.bias:
         arrays |= {"b1": net.b1, "b2": net.b2}
     return arrays

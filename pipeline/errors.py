@@ -4,6 +4,7 @@ A `PipelineError` is a person's mistake or a missing/corrupt file: its message i
 that names the file and the key or line, what was expected and what was found. Stage entry
 points wrap `main` with `exit_on_error`, so such errors never print a traceback.
 """
+
 from __future__ import annotations
 
 import sys

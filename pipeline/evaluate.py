@@ -12,6 +12,7 @@ Reads models/model.npz, data/*.npy, metrics/history.tsv and `evaluate.*` from pa
   with their predictions, each hidden unit's incoming weights as a 5x6 map (Pillow), and the
   training curves and confusion matrix (matplotlib).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
 from pipeline.params import EvaluateParams, load_params
 
-SHOWN_PER_CLASS = 8      # test glyphs drawn per class, beside the clean one
-SHOWN_MISTAKES = 30      # misclassified test glyphs drawn at most
+SHOWN_PER_CLASS = 8  # test glyphs drawn per class, beside the clean one
+SHOWN_MISTAKES = 30  # misclassified test glyphs drawn at most
 SHIFT_STREAM = 2_000_000  # seeds the noisy moved glyphs apart from every noise level's stream (level * 10^6)
 
 
@@ -69,18 +70,22 @@ def robustness(net: Network, p: EvaluateParams) -> list[tuple[float, float]]:
 @dataclass
 class Moved:
     """The clean glyphs moved by one row and/or column (wherever their ink stays in the frame)."""
-    X: np.ndarray            # (m, 30) uint8
-    y: np.ndarray            # (m,) labels
-    moves: list[str]         # "1 left", "1 up 1 right", ...
-    Z2: np.ndarray           # (m, K) logits of the clean moved glyphs
-    noisy: np.ndarray        # (m,) accuracy on noisy copies of each
+
+    X: np.ndarray  # (m, 30) uint8
+    y: np.ndarray  # (m,) labels
+    moves: list[str]  # "1 left", "1 up 1 right", ...
+    Z2: np.ndarray  # (m, K) logits of the clean moved glyphs
+    noisy: np.ndarray  # (m,) accuracy on noisy copies of each
 
 
 def moved_glyphs(net: Network, p: EvaluateParams, noise: float) -> Moved:
     """Every placement of each clean letter within one row and column of its own, and the model's
     accuracy on it, clean and on `p.per_class` copies with `noise` of the pixels flipped."""
-    found = [(c, describe_move(down, right), g) for c, glyph in enumerate(clean_glyphs())
-             for down, right, g in placements(glyph, 1)]
+    found = [
+        (c, describe_move(down, right), g)
+        for c, glyph in enumerate(clean_glyphs())
+        for down, right, g in placements(glyph, 1)
+    ]
     X = np.array([g for _, _, g in found], dtype=np.uint8).reshape(-1, PIXELS)
     y = np.array([c for c, _, _ in found], dtype=np.uint8)
     copies, which = noisy_copies(X, p.per_class, noise, np.random.default_rng([p.seed, SHIFT_STREAM]))
@@ -108,10 +113,18 @@ def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.
     draw_mistakes(net, X, y, Z2)
     draw_moved(net, moved)
     maps, limit = pictures.weight_cells(net.w1)
-    pictures.grid(paths.HIDDEN_WEIGHTS_PNG, maps, [f"unit {j + 1}" for j in range(len(maps))],
-                  [pictures.TEXT] * len(maps), columns=min(len(maps), 8), scale=pictures.MAP_SCALE,
-                  heading=["Incoming weights of each hidden unit, one square per pixel:",
-                           f"red +, blue -, white 0, full colour at |w| = {limit:.2f}"])
+    pictures.grid(
+        paths.HIDDEN_WEIGHTS_PNG,
+        maps,
+        [f"unit {j + 1}" for j in range(len(maps))],
+        [pictures.TEXT] * len(maps),
+        columns=min(len(maps), 8),
+        scale=pictures.MAP_SCALE,
+        heading=[
+            "Incoming weights of each hidden unit, one square per pixel:",
+            f"red +, blue -, white 0, full colour at |w| = {limit:.2f}",
+        ],
+    )
     figures.confusion(paths.CONFUSION_PNG, counts, net.classes)
     history = load_history()
     figures.curves(paths.CURVES_PNG, history["step"], history["loss"], history["accuracy"], net.loss)
@@ -122,13 +135,17 @@ def draw_predictions(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray)
     clean, k = clean_glyphs(), len(net.classes)
     picks = [np.flatnonzero(y == c)[:SHOWN_PER_CLASS] for c in range(k)]
     glyphs = np.concatenate([np.vstack([clean[c], X[picks[c]]]) for c in range(k)])
-    z = np.concatenate([np.vstack([logits(net, clean[c:c + 1]), Z2[picks[c]]]) for c in range(k)])
+    z = np.concatenate([np.vstack([logits(net, clean[c : c + 1]), Z2[picks[c]]]) for c in range(k)])
     actual = np.concatenate([np.full(len(picks[c]) + 1, c) for c in range(k)])
     predicted, top = np.argmax(z, axis=1), sigmoid(np.max(z, axis=1))
-    pictures.grid(paths.PREDICTIONS_PNG, pictures.glyph_cells(glyphs),
-                  [f"{net.classes[p]} {s:.2f}" for p, s in zip(predicted, top)],
-                  pictures.colors_for(predicted != actual), columns=SHOWN_PER_CLASS + 1,
-                  heading="First column: the training glyph; then noisy test glyphs. Red: misclassified.")
+    pictures.grid(
+        paths.PREDICTIONS_PNG,
+        pictures.glyph_cells(glyphs),
+        [f"{net.classes[p]} {s:.2f}" for p, s in zip(predicted, top)],
+        pictures.colors_for(predicted != actual),
+        columns=SHOWN_PER_CLASS + 1,
+        heading="First column: the training glyph; then noisy test glyphs. Red: misclassified.",
+    )
 
 
 def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
@@ -137,21 +154,35 @@ def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) ->
     wrong = np.flatnonzero(predicted != y)
     shown = wrong[:SHOWN_MISTAKES]
     captions = [f"{net.classes[y[i]]}->{net.classes[predicted[i]]} {sigmoid(Z2[i].max()):.2f}" for i in shown]
-    pictures.grid(paths.MISCLASSIFIED_PNG, pictures.glyph_cells(X[shown]), captions,
-                  pictures.colors_for([True] * len(shown)), columns=10,
-                  heading=[f"Misclassified test glyphs: {len(wrong)} of {len(y)}"
-                           + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""),
-                           "Caption: actual letter->letter read, and the read letter's score (0 to 1)"])
+    pictures.grid(
+        paths.MISCLASSIFIED_PNG,
+        pictures.glyph_cells(X[shown]),
+        captions,
+        pictures.colors_for([True] * len(shown)),
+        columns=10,
+        heading=[
+            f"Misclassified test glyphs: {len(wrong)} of {len(y)}"
+            + (f", the first {len(shown)} shown" if len(wrong) > len(shown) else ""),
+            "Caption: actual letter->letter read, and the read letter's score (0 to 1)",
+        ],
+    )
 
 
 def draw_moved(net: Network, moved: Moved) -> None:
     """Each moved glyph, captioned with the move, what the model read, and its accuracy on noisy copies."""
     predicted, top = np.argmax(moved.Z2, axis=1), sigmoid(np.max(moved.Z2, axis=1))
-    captions = [f"{net.classes[c]} {move}\nread {net.classes[p]} {s:.2f}\nnoisy {a:.0%}"
-                for c, move, p, s, a in zip(moved.y, moved.moves, predicted, top, moved.noisy)]
-    pictures.grid(paths.MOVED_PNG, pictures.glyph_cells(moved.X), captions,
-                  pictures.colors_for(predicted != moved.y), columns=len(moved.X),
-                  heading="Training glyphs moved by a row or column (where the ink fits). Red: misread.")
+    captions = [
+        f"{net.classes[c]} {move}\nread {net.classes[p]} {s:.2f}\nnoisy {a:.0%}"
+        for c, move, p, s, a in zip(moved.y, moved.moves, predicted, top, moved.noisy)
+    ]
+    pictures.grid(
+        paths.MOVED_PNG,
+        pictures.glyph_cells(moved.X),
+        captions,
+        pictures.colors_for(predicted != moved.y),
+        columns=len(moved.X),
+        heading="Training glyphs moved by a row or column (where the ink fits). Red: misread.",
+    )
 
 
 def main() -> None:
@@ -166,10 +197,18 @@ def main() -> None:
     counts = confusion_counts(y_test, predicted, len(net.classes))
     curve = robustness(net, params)
     moved = moved_glyphs(net, params, all_params.dataset.noise)
-    save_json(paths.METRICS, {"train": train_scores, "test": test_scores | precision_recall(counts, net.classes),
-                        "robustness": {level_key(level): acc for level, acc in curve},
-                        "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))}})
-    save_json(paths.CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)])
+    save_json(
+        paths.METRICS,
+        {
+            "train": train_scores,
+            "test": test_scores | precision_recall(counts, net.classes),
+            "robustness": {level_key(level): acc for level, acc in curve},
+            "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))},
+        },
+    )
+    save_json(
+        paths.CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)]
+    )
     save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
     draw(net, x_test, y_test, z_test, counts, moved)
 

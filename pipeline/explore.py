@@ -14,6 +14,7 @@ their stored order (batch 1, no shuffling), the page rebuilds them by running th
 the initial weights, which takes a few kilobytes (the default run). Otherwise the weights after each
 recorded epoch are inline, 8 bytes each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ from pipeline.model import Network
 from pipeline.params import TrainParams, load_params
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
-REPLAY_STEPS = 20_000   # training steps the page may replay on load (about 0.1 s); more: inline weights
+REPLAY_STEPS = 20_000  # training steps the page may replay on load (about 0.1 s); more: inline weights
 NEAREST_GLYPHS = 5_000  # distinct training glyphs the page compares a drawing with, at most (35 kB)
 
 
@@ -49,29 +50,47 @@ def bits(glyphs: np.ndarray) -> list[str]:
 def packed(glyphs: np.ndarray, labels: np.ndarray) -> dict[str, str]:
     """Glyphs as little-endian uint32 (pixel i is bit i) and labels as uint8, in base64: 7 characters a glyph."""
     codes = np.packbits(glyphs, axis=1, bitorder="little").view("<u4")[:, 0]
-    return {"codes": base64.b64encode(codes.tobytes()).decode("ascii"),
-            "labels": base64.b64encode(labels.astype(np.uint8).tobytes()).decode("ascii")}
+    return {
+        "codes": base64.b64encode(codes.tobytes()).decode("ascii"),
+        "labels": base64.b64encode(labels.astype(np.uint8).tobytes()).decode("ascii"),
+    }
 
 
-def trace_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_train: np.ndarray,
-               y_train: np.ndarray) -> dict:
+def trace_data(
+    p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_train: np.ndarray, y_train: np.ndarray
+) -> dict:
     """The weights of every recorded epoch: how to rebuild them, or the weights themselves."""
     epochs = trace["epoch"].tolist()
     weights = {name: trace[name] for name in ("w1", "w2", "b1", "b2") if name in trace}
-    replayable = (p.batch_size == 1 and not p.shuffle and net.w1.dtype == np.float64
-                  and epochs == list(range(len(epochs))) and len(x_train) * epochs[-1] <= REPLAY_STEPS)
+    replayable = (
+        p.batch_size == 1
+        and not p.shuffle
+        and net.w1.dtype == np.float64
+        and epochs == list(range(len(epochs)))
+        and len(x_train) * epochs[-1] <= REPLAY_STEPS
+    )
     if replayable:
         return {"epochs": epochs, "replay": {"initial": {k: float64s(v[0]) for k, v in weights.items()}}}
     return {"epochs": epochs, "weights": {k: float64s(v) for k, v in weights.items()}}
 
 
-def page_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], history: dict[str, np.ndarray],
-              x_train: np.ndarray, y_train: np.ndarray, samples: list[tuple[str, np.ndarray]]) -> dict:
+def page_data(
+    p: TrainParams,
+    net: Network,
+    trace: dict[str, np.ndarray],
+    history: dict[str, np.ndarray],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    samples: list[tuple[str, np.ndarray]],
+) -> dict:
     arrays = to_arrays(net)
     trace = trace_data(p, net, trace, x_train, y_train)
     order = np.sort(np.unique(x_train, axis=0, return_index=True)[1])[:NEAREST_GLYPHS]  # distinct, in training order
     return {
-        "classes": list(net.classes), "sizes": list(net.sizes), "loss": net.loss, "lr": p.lr,
+        "classes": list(net.classes),
+        "sizes": list(net.sizes),
+        "loss": net.loss,
+        "lr": p.lr,
         "model": {name: float64s(arrays[name]) for name in ("w1", "w2", "b1", "b2") if name in arrays},
         "trace": trace,
         "history": {"loss": history["loss"].tolist(), "accuracy": history["accuracy"].tolist()},
@@ -80,8 +99,11 @@ def page_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], histor
         "training": packed(x_train, y_train) if "replay" in trace else packed(x_train[order], y_train[order]),
         "far": FAR,
         "portable": portable.float64_constants(),
-        "colors": {"paper": list(pictures.PAPER), "positive": pictures.POSITIVE.tolist(),
-                   "negative": pictures.NEGATIVE.tolist()},
+        "colors": {
+            "paper": list(pictures.PAPER),
+            "positive": pictures.POSITIVE.tolist(),
+            "negative": pictures.NEGATIVE.tolist(),
+        },
     }
 
 

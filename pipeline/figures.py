@@ -3,6 +3,7 @@
 matplotlib costs about a second to import, so only the one stage that needs it does, and it uses
 `Figure` with the Agg canvas directly rather than pyplot. PNGs carry no software version.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,8 +44,15 @@ def confusion(path: Path, counts: np.ndarray, classes: tuple[str, ...]) -> None:
     ax = fig.subplots()
     ax.imshow(counts, cmap="Blues", vmin=0)
     ticks = np.arange(len(classes))
-    ax.set(xticks=ticks, yticks=ticks, xticklabels=classes, yticklabels=classes,
-           xlabel="predicted", ylabel="actual", title="Test confusion")
+    ax.set(
+        xticks=ticks,
+        yticks=ticks,
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="actual",
+        title="Test confusion",
+    )
     threshold = counts.max() / 2
     for (i, j), n in np.ndenumerate(counts):
         ax.text(j, i, str(n), ha="center", va="center", color="white" if n > threshold else "black")

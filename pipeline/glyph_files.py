@@ -3,6 +3,7 @@
 Apart from glyphs.py so that an edit to the reader reruns only the stages that read files (predict,
 explore), not make_dataset and train.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,5 +32,7 @@ def read_glyph(path: Path) -> np.ndarray:
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not a pixel
     except UnicodeDecodeError as err:
-        raise PipelineError(f"{path}: expected ASCII text, found byte 0x{raw[err.start]:02x} at offset {err.start}") from None
+        raise PipelineError(
+            f"{path}: expected ASCII text, found byte 0x{raw[err.start]:02x} at offset {err.start}"
+        ) from None
     return parse_glyph(text, str(path))

@@ -3,6 +3,7 @@
 A glyph is 5 rows of 6 pixels, stored as a flat row-major vector of 30 uint8 values (1 = ink).
 Everything here is pure: arrays and strings in, arrays and strings out.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,21 +19,9 @@ CLASSES = ("A", "B", "C")
 
 # The tutorial's three bitmaps, drawn as they look.
 _DRAWN = {
-    "A": ("..##..",
-          ".#..#.",
-          "######",
-          "#....#",
-          "#....#"),
-    "B": (".####.",
-          ".#..#.",
-          ".####.",
-          ".#..#.",
-          ".####."),
-    "C": (".####.",
-          ".#....",
-          ".#....",
-          ".#....",
-          ".####."),
+    "A": ("..##..", ".#..#.", "######", "#....#", "#....#"),
+    "B": (".####.", ".#..#.", ".####.", ".#..#.", ".####."),
+    "C": (".####.", ".#....", ".#....", ".#....", ".####."),
 }
 
 INK, BLANK = frozenset("#1"), frozenset(".0")
@@ -86,11 +75,11 @@ def shift_glyph(glyph: np.ndarray, down: int, right: int) -> np.ndarray | None:
     grid = np.asarray(glyph).reshape(ROWS, COLS)
     if abs(down) >= ROWS or abs(right) >= COLS:
         return None
-    kept = grid[max(0, -down):ROWS - max(0, down), max(0, -right):COLS - max(0, right)]
+    kept = grid[max(0, -down) : ROWS - max(0, down), max(0, -right) : COLS - max(0, right)]
     if kept.sum() != grid.sum():
         return None
     moved = np.zeros_like(grid)
-    moved[max(0, down):ROWS - max(0, -down), max(0, right):COLS - max(0, -right)] = kept
+    moved[max(0, down) : ROWS - max(0, -down), max(0, right) : COLS - max(0, -right)] = kept
     return moved.reshape(PIXELS)
 
 
@@ -112,8 +101,13 @@ def shifted_copies(glyphs: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarr
     return x, np.array([c for c, _ in rows], dtype=np.uint8)
 
 
-def noisy_copies(sources: np.ndarray | Sequence[np.ndarray], copies: int, noise: float, rng: np.random.Generator,
-                 block: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+def noisy_copies(
+    sources: np.ndarray | Sequence[np.ndarray],
+    copies: int,
+    noise: float,
+    rng: np.random.Generator,
+    block: int = 1 << 16,
+) -> tuple[np.ndarray, np.ndarray]:
     """`copies` noisy variants per class, interleaved A, B, C, A, B, C, ...
 
     sources : (k, 30) uint8, one glyph per class, or a list of k (n_c, 30) arrays, several per class:
@@ -138,8 +132,8 @@ def noisy_copies(sources: np.ndarray | Sequence[np.ndarray], copies: int, noise:
 
 @dataclass(frozen=True)
 class Nearest:
-    label: int      # the label of the nearest training glyph (the first, in training order, on a tie)
-    distance: int   # pixels that differ
+    label: int  # the label of the nearest training glyph (the first, in training order, on a tie)
+    distance: int  # pixels that differ
 
     @property
     def far(self) -> bool:

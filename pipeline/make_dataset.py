@@ -8,6 +8,7 @@ to that many rows and columns that keeps the ink inside the frame; then `dataset
 noisy copies per letter, cycling through the letter's placements. With the defaults (0 and 0) it is
 exactly the tutorial's three glyphs.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@ Losses, each trained with its own gradient:
 - mse : squared error averaged over the n * K outputs (the tutorial's reported "loss"). Its
         gradient with respect to Z2 is 2 (A2 - Y) A2 (1 - A2) / (n K).
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,13 +26,14 @@ ACTIVATION = "sigmoid"
 @dataclass(frozen=True)
 class Network:
     """Weights (trained in place) and what is needed to use them without params.yaml."""
-    w1: np.ndarray               # (30, H)
-    w2: np.ndarray               # (H, K)
-    b1: np.ndarray | None        # (H,) or None when biases are off
-    b2: np.ndarray | None        # (K,) or None
+
+    w1: np.ndarray  # (30, H)
+    w2: np.ndarray  # (H, K)
+    b1: np.ndarray | None  # (H,) or None when biases are off
+    b2: np.ndarray | None  # (K,) or None
     loss: str
-    classes: tuple[str, ...]     # (K,) the names of the outputs
-    trained_on: str = ""         # digest of the training set (artifacts.digest), "" if unknown
+    classes: tuple[str, ...]  # (K,) the names of the outputs
+    trained_on: str = ""  # digest of the training set (artifacts.digest), "" if unknown
 
     @property
     def sizes(self) -> tuple[int, int, int]:
@@ -42,8 +44,15 @@ class Network:
         return self.b1 is not None
 
 
-def init_network(rng: np.random.Generator, inputs: int, hidden: int, classes: tuple[str, ...], loss: str,
-                 bias: bool, dtype: np.dtype | type = np.float64) -> Network:
+def init_network(
+    rng: np.random.Generator,
+    inputs: int,
+    hidden: int,
+    classes: tuple[str, ...],
+    loss: str,
+    bias: bool,
+    dtype: np.dtype | type = np.float64,
+) -> Network:
     """An inputs-hidden-K network for K = len(classes): standard-normal weights, as in the tutorial, and
     zero biases. Drawn in float64 so every dtype starts alike."""
     k = len(classes)
@@ -67,11 +76,11 @@ def _identity(k: int, dtype: np.dtype) -> np.ndarray:
 
 def forward(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (A1, Z2, A2) for X : (n, 30) of 0/1 pixels; Z2 are the output logits."""
-    Z1 = pixels_matmul(X, net.w1)        # (n, 30) @ (30, H) -> (n, H), exact
+    Z1 = pixels_matmul(X, net.w1)  # (n, 30) @ (30, H) -> (n, H), exact
     if net.b1 is not None:
         Z1 += net.b1
     A1 = sigmoid(Z1)
-    Z2 = matmul(A1, net.w2)              # (n, H) @ (H, K) -> (n, K), summed over H in order
+    Z2 = matmul(A1, net.w2)  # (n, H) @ (H, K) -> (n, K), summed over H in order
     if net.b2 is not None:
         Z2 += net.b2
     return A1, Z2, sigmoid(Z2)
@@ -100,7 +109,7 @@ def example_losses(loss: str, Z2: np.ndarray, y: np.ndarray) -> np.ndarray:
         per_output = np.square(sigmoid(Z2) - Y)
     else:
         raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
-    return sum(per_output.T)             # the K outputs' columns, added in order
+    return sum(per_output.T)  # the K outputs' columns, added in order
 
 
 def output_delta(loss: str, A2: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -113,18 +122,21 @@ def output_delta(loss: str, A2: np.ndarray, Y: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
 
-def backward(net: Network, X: np.ndarray, y: np.ndarray,
-             activations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def backward(
+    net: Network, X: np.ndarray, y: np.ndarray, activations: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """Gradients of `loss_value(net.loss, ...)` with respect to every weight, keyed dW1, dW2, db1, db2.
 
     `activations` are forward(net, X)'s outputs, when the caller has them already.
     """
     A1, _, A2 = forward(net, X) if activations is None else activations
     dZ2 = output_delta(net.loss, A2, one_hot(y, A2.shape[1], A2.dtype))  # (n, K)
-    dA1 = matmul(dZ2, net.w2.T)          # (n, K) @ (K, H) -> (n, H)
-    dZ1 = dA1 * A1 * (1 - A1)            # (n, H)
-    grads = {"dW1": pixels_matmul(X.T, dZ1),  # (30, n) @ (n, H) -> (30, H), exact
-             "dW2": outer_sum(A1, dZ2)}       # A1^T dZ2 : (H, n) @ (n, K) -> (H, K)
+    dA1 = matmul(dZ2, net.w2.T)  # (n, K) @ (K, H) -> (n, H)
+    dZ1 = dA1 * A1 * (1 - A1)  # (n, H)
+    grads = {
+        "dW1": pixels_matmul(X.T, dZ1),  # (30, n) @ (n, H) -> (30, H), exact
+        "dW2": outer_sum(A1, dZ2),
+    }  # A1^T dZ2 : (H, n) @ (n, K) -> (H, K)
     if net.bias:
         grads["db1"], grads["db2"] = column_sum(dZ1), column_sum(dZ2)
     return grads
@@ -136,8 +148,7 @@ def sgd_step(net: Network, X: np.ndarray, y: np.ndarray, lr: float) -> np.ndarra
     activations = forward(net, X)
     weights = {"dW1": net.w1, "dW2": net.w2, "db1": net.b1, "db2": net.b2}
     for name, grad in backward(net, X, y, activations).items():
-        grad *= lr
-        weights[name] -= grad            # in place: the arrays are shared with `net`
+        weights[name] -= lr * grad  # in place: the arrays are shared with `net`
     return activations[1]
 
 

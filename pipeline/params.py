@@ -4,6 +4,7 @@ Every key is required and every unknown key is refused by name, so a typo such a
 fails loudly instead of silently training with a default. Errors are one line naming the file,
 the key, what is allowed and what was found.
 """
+
 from __future__ import annotations
 
 import math
@@ -135,8 +136,13 @@ def parse_section(cls: type, name: str, raw: Any, path: Path = paths.PARAMS) -> 
     return cls(**values)
 
 
-_KINDS = {"int": (int, "an integer"), "float": (float, "a number"), "bool": (bool, "true or false"),
-          "str": (str, "a string"), "tuple[float, ...]": (float, "a non-empty list of numbers")}  # annotations are strings
+_KINDS = {
+    "int": (int, "an integer"),
+    "float": (float, "a number"),
+    "bool": (bool, "true or false"),
+    "str": (str, "a string"),
+    "tuple[float, ...]": (float, "a non-empty list of numbers"),
+}  # annotations are strings
 
 
 def _expected(f: Any) -> str:

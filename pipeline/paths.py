@@ -3,6 +3,7 @@
 dvc.yaml names them again, as each stage's deps and outs; tests/test_dvc.py checks that the two agree,
 so renaming a file is an edit here and one in dvc.yaml.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,12 +13,12 @@ PARAMS = Path("params.yaml")
 # make_dataset
 X_TRAIN, Y_TRAIN = Path("data/x_train.npy"), Path("data/y_train.npy")
 X_TEST, Y_TEST = Path("data/x_test.npy"), Path("data/y_test.npy")
-SAMPLES = Path("data/samples")                     # hand-drawn glyph files (git), read by predict and explore
+SAMPLES = Path("data/samples")  # hand-drawn glyph files (git), read by predict and explore
 
 # train
 MODEL = Path("models/model.npz")
-TRACE = Path("models/trace.npz")                   # the weights after each epoch, for the explorer
-HISTORY = Path("metrics/history.tsv")              # step, loss, accuracy per epoch
+TRACE = Path("models/trace.npz")  # the weights after each epoch, for the explorer
+HISTORY = Path("metrics/history.tsv")  # step, loss, accuracy per epoch
 
 # evaluate
 METRICS = Path("metrics/metrics.json")

@@ -3,6 +3,7 @@
 Used by evaluate and predict. The PNG bytes depend only on the pixels and captions: no timestamps
 or software versions are written.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,10 +16,10 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.artifacts import write_atomic
 from pipeline.glyphs import COLS, ROWS
 
-SCALE = 10        # screen pixels per glyph pixel
-MAP_SCALE = 28    # for weight maps, whose shades must be told apart
-PAD = 8           # space between cells
-LINE = 14         # height of one caption line
+SCALE = 10  # screen pixels per glyph pixel
+MAP_SCALE = 28  # for weight maps, whose shades must be told apart
+PAD = 8  # space between cells
+LINE = 14  # height of one caption line
 INK, PAPER, GRID = (20, 20, 20), (255, 255, 255), (200, 200, 200)
 RIGHT, WRONG, TEXT = (26, 127, 55), (207, 34, 46), (40, 40, 40)
 NEGATIVE, POSITIVE = np.array([33, 102, 172]), np.array([178, 24, 43])  # blue and red ends of the weight maps
@@ -35,14 +36,21 @@ def weight_cells(w1: np.ndarray) -> tuple[np.ndarray, float]:
     All maps share one scale, the largest |weight|, which is returned for the caption.
     """
     limit = float(np.max(np.abs(w1))) or 1.0
-    t = (w1.T / limit).reshape(-1, ROWS, COLS, 1)            # (H, 5, 6, 1) in [-1, 1]
+    t = (w1.T / limit).reshape(-1, ROWS, COLS, 1)  # (H, 5, 6, 1) in [-1, 1]
     white = np.array(PAPER, dtype=float)
     rgb = np.where(t >= 0, white + t * (POSITIVE - white), white - t * (NEGATIVE - white))
     return np.rint(rgb).astype(np.uint8), limit
 
 
-def grid(path: Path, cells: np.ndarray, captions: Sequence[str], colors: Sequence[tuple[int, int, int]],
-         columns: int, heading: str | Sequence[str], scale: int = SCALE) -> None:
+def grid(
+    path: Path,
+    cells: np.ndarray,
+    captions: Sequence[str],
+    colors: Sequence[tuple[int, int, int]],
+    columns: int,
+    heading: str | Sequence[str],
+    scale: int = SCALE,
+) -> None:
     """Draw cells : (n, ROWS, COLS, 3) in rows of `columns`, each with a caption (lines split on '\\n')
     shown whole: a column is as wide as its longest caption line. `heading` may have several lines."""
     headings = [heading] if isinstance(heading, str) else list(heading)
@@ -50,7 +58,11 @@ def grid(path: Path, cells: np.ndarray, captions: Sequence[str], colors: Sequenc
     n, lines = len(cells), max([c.count("\n") + 1 for c in captions] or [1])
     rows, cell_w, cell_h = max(1, -(-n // columns)), COLS * scale, ROWS * scale
     widest = max([font.getlength(line) for c in captions for line in c.split("\n")] or [0])
-    step_x, step_y, top = max(cell_w, int(widest) + 2) + PAD, cell_h + lines * LINE + PAD, PAD + LINE * len(headings) + 4
+    step_x, step_y, top = (
+        max(cell_w, int(widest) + 2) + PAD,
+        cell_h + lines * LINE + PAD,
+        PAD + LINE * len(headings) + 4,
+    )
     width = max(PAD + max(1, min(n, columns)) * step_x, 2 * PAD + int(max(font.getlength(h) for h in headings)))
     image = Image.new("RGB", (width, top + rows * step_y), PAPER)
     draw = ImageDraw.Draw(image)

@@ -18,6 +18,7 @@ order (`matmul`); sums over a batch of examples are pairwise (`outer_sum`, `colu
 float32 arrays get float32 arithmetic, with constants rounded to float32; the pixel products are
 computed in float64 and rounded once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,7 +38,7 @@ class _Constants:
     """exp's and log1p's constants for one float type, every one rounded to that type."""
 
     def __init__(self, dtype: type, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        bits = np.finfo(dtype).nmant + 1                   # 53 or 24 significant bits
+        bits = np.finfo(dtype).nmant + 1  # 53 or 24 significant bits
         self.dtype, self.itype, self.field = np.dtype(dtype), (np.int64 if bits == 53 else np.int32), bits - 1
         ln2 = Decimal(2).ln(_CONTEXT)
         # exp: x = k ln2/N + r. k * step_hi is exact for |k| < 2^19 (2^15 in float32): |x| < 728 (85).
@@ -95,11 +96,20 @@ def float64_constants() -> dict[str, object]:
     (the explorer page's JavaScript): with the same operations in the same order, it gets the same bits."""
     c = _CONSTANTS[np.dtype(np.float64)]
     powers, centers, log_centers = _TABLES
-    return {"table_bits": _TABLE_BITS, "powers": powers.tolist(), "centers": centers[:_N + 1].tolist(),
-            "log_centers": log_centers[:_N + 1].tolist(), "inv_step": float(c.inv_step), "step_hi": float(c.step_hi),
-            "step_lo": float(c.step_lo), "round_shift": float(c.round_shift), "lowest": float(c.lowest),
-            "highest": float(c.highest), "exp_poly": [float(v) for v in c.exp_poly],
-            "log_poly": [float(v) for v in c.log_poly]}
+    return {
+        "table_bits": _TABLE_BITS,
+        "powers": powers.tolist(),
+        "centers": centers[: _N + 1].tolist(),
+        "log_centers": log_centers[: _N + 1].tolist(),
+        "inv_step": float(c.inv_step),
+        "step_hi": float(c.step_hi),
+        "step_lo": float(c.step_lo),
+        "round_shift": float(c.round_shift),
+        "lowest": float(c.lowest),
+        "highest": float(c.highest),
+        "exp_poly": [float(v) for v in c.exp_poly],
+        "log_poly": [float(v) for v in c.log_poly],
+    }
 
 
 def exp_limit(dtype: np.dtype | type) -> float:
@@ -111,6 +121,7 @@ def exp_limit(dtype: np.dtype | type) -> float:
 def _elementwise(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[ArrayLike], np.ndarray]:
     """Let `f`, written for float arrays of at least one dimension, take any array-like: integers
     become float64, and a 0-d input gives a 0-d result."""
+
     @functools.wraps(f)
     def wrapper(x: ArrayLike) -> np.ndarray:
         if type(x) is np.ndarray and x.ndim and x.dtype in _CONSTANTS:  # the common case, first
@@ -119,6 +130,7 @@ def _elementwise(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[ArrayLike],
         if x.dtype not in _CONSTANTS:
             x = x.astype(np.float64)
         return f(x) if x.ndim else f(x.reshape(1)).reshape(())
+
     return wrapper
 
 
@@ -138,27 +150,27 @@ def _exp(x: np.ndarray, sign: int) -> np.ndarray:
     x = np.maximum(x, c.lowest if sign > 0 else -c.highest)
     np.minimum(x, c.highest if sign > 0 else -c.lowest, out=x)
     shifted = x * (sign * c.inv_step)
-    shifted += c.round_shift                        # rounds sign x N / ln2 to the integer k, in the low bits
+    shifted += c.round_shift  # rounds sign x N / ln2 to the integer k, in the low bits
     k = shifted - c.round_shift
-    r = k * c.step_hi                               # exact: step_hi has spare bits
-    if sign > 0:                                    # exact: k step_hi is within a factor 2 of sign x
+    r = k * c.step_hi  # exact: step_hi has spare bits
+    if sign > 0:  # exact: k step_hi is within a factor 2 of sign x
         r -= x
     else:
         r += x
-    r += k * c.step_lo                              # r = k ln2/N - sign x: minus the reduced argument
+    r += k * c.step_lo  # r = k ln2/N - sign x: minus the reduced argument
     e0, e1, e2 = c.exp_poly
-    p = r * -e0                                     # e^-r - 1 = -r + r^2 (1/2 - r (1/6 - r/24))
+    p = r * -e0  # e^-r - 1 = -r + r^2 (1/2 - r (1/6 - r/24))
     p += e1
     p *= r
     np.subtract(e2, p, out=p)
     p *= r * r
     p -= r
     bits = shifted.view(c.itype)
-    scale = c.table[bits & (_N - 1)]                # 2^(j/N) with j = k mod N, less j << (field - TABLE_BITS) ...
-    scale += bits << (c.field - _TABLE_BITS)        # ... plus k << (field - TABLE_BITS): 2^(k // N) 2^(j/N)
+    scale = c.table[bits & (_N - 1)]  # 2^(j/N) with j = k mod N, less j << (field - TABLE_BITS) ...
+    scale += bits << (c.field - _TABLE_BITS)  # ... plus k << (field - TABLE_BITS): 2^(k // N) 2^(j/N)
     t = scale.view(c.dtype)
     p *= t
-    p += t                                          # t (1 + p)
+    p += t  # t (1 + p)
     return p
 
 
@@ -172,16 +184,16 @@ def log1p(u: np.ndarray) -> np.ndarray:
     """
     c = _constants(u)
     w = u + c.one
-    lost = w - c.one                                # exact: w is in [1, 2]
+    lost = w - c.one  # exact: w is in [1, 2]
     shifted = lost * _N
-    shifted += c.round_shift                        # rounds (w - 1) N to the nearest centre's index j
-    j = shifted.view(c.itype) & (2 * _N - 1)        # 0 .. N; the mask only matters for NaN
+    shifted += c.round_shift  # rounds (w - 1) N to the nearest centre's index j
+    j = shifted.view(c.itype) & (2 * _N - 1)  # 0 .. N; the mask only matters for NaN
     np.subtract(u, lost, out=lost)
-    lost /= w                                       # what rounding 1 + u lost, as a share of w
+    lost /= w  # what rounding 1 + u lost, as a share of w
     center = c.centers[j]
-    r = w - center                                  # exact: w and center are within a factor of 2
+    r = w - center  # exact: w and center are within a factor of 2
     r /= center
-    p = r * c.log_poly[0]                           # ln(1 + r) = r + r^2 (-1/2 + r (1/3 + r (-1/4 + r (1/5 - r/6))))
+    p = r * c.log_poly[0]  # ln(1 + r) = r + r^2 (-1/2 + r (1/3 + r (-1/4 + r (1/5 - r/6))))
     for coef in c.log_poly[1:]:
         p += coef
         p *= r
@@ -219,22 +231,22 @@ def pixels_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
     rounded once, so the result is within about half a unit in the last place of the true product.
     """
     k = P.shape[1]
-    if k == 1:                                  # nothing to sum: each entry is one exact product
+    if k == 1:  # nothing to sum: each entry is one exact product
         return (P[:, 0, None] * W[0]).astype(W.dtype, copy=False)
     S1, S2 = _slices(W.astype(np.float64, copy=False), k)
     P = P.astype(np.float64, copy=False)
-    out = np.dot(P, S1)                         # (n, k) @ (k, m), exact
-    out += np.dot(P, S2)                        # exact, then rounded once
+    out = np.dot(P, S1)  # (n, k) @ (k, m), exact
+    out += np.dot(P, S2)  # exact, then rounded once
     return out.astype(W.dtype, copy=False)
 
 
 def _slices(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """W : float64 -> (S1, S2), each on a power-of-two grid on which sums of k entries are exact."""
-    spare = max(2, k.bit_length())             # k < 2^spare: bits a sum of k entries may grow by
+    spare = max(2, k.bit_length())  # k < 2^spare: bits a sum of k entries may grow by
     largest = float(np.maximum.reduce(np.abs(W), axis=None))
-    exponent = math.frexp(largest)[1]          # every |w| < 2^exponent
+    exponent = math.frexp(largest)[1]  # every |w| < 2^exponent
     S1 = _round_to_grid(W, exponent + spare)
-    R = W - S1                                 # exact; |R| <= half S1's grid step
+    R = W - S1  # exact; |R| <= half S1's grid step
     S2 = _round_to_grid(R, exponent + spare - 54 + spare)
     return S1, S2
 
@@ -244,8 +256,8 @@ def _round_to_grid(W: np.ndarray, top: int) -> np.ndarray:
     lands every entry in [2^(top - 1), 2^top), whose numbers are exactly those multiples."""
     try:
         big = math.ldexp(1.5, top - 1)
-    except OverflowError:                      # weights near the float64 limit: training has already
-        big = math.inf                         # diverged, and NaN here makes that loud
+    except OverflowError:  # weights near the float64 limit: training has already
+        big = math.inf  # diverged, and NaN here makes that loud
     return (W + big) - big
 
 
@@ -256,11 +268,11 @@ def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     ((t0 + t1) + t2) + ..., each addition one long elementwise loop over the n examples. (np.add.reduce
     would do the same for most shapes, but adds pairwise when the result has one entry.)
     """
-    terms = np.multiply(B[:, :, None], A.T[:, None, :], order="C")   # (k, m, 1) * (k, 1, n) -> (k, m, n)
+    terms = np.multiply(B[:, :, None], A.T[:, None, :], order="C")  # (k, m, 1) * (k, 1, n) -> (k, m, n)
     result = terms[0]
     for term in terms[1:]:
         result += term
-    return result.T                                                   # (m, n) -> (n, m)
+    return result.T  # (m, n) -> (n, m)
 
 
 def outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ A bad file gets one line on stderr naming it (and the line); the other files are
 and the exit status is 2 if any file was bad. Scores are the network's independent sigmoid outputs,
 one per letter; they need not sum to 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,20 +63,40 @@ def run_stage(net: Network) -> None:
     near = nearest(glyphs, *training_set(net))
     far = [f"{path.name} ({n.distance})" for path, n in zip(good, near) if n.far]
     if far:  # one line for the stage, which dvc prints with its own output
-        print(f"note: {len(far)} of {len(good)} samples are {FAR} or more pixels from every training glyph: "
-              f"{', '.join(far)}", file=sys.stderr)
-    rows = [{"file": path.as_posix(), "letter": letter, "score": scores[letter], **scores,
-             "nearest": net.classes[n.label], "distance": n.distance}
-            for path, (letter, scores), n in zip(good, results, near)]
+        print(
+            f"note: {len(far)} of {len(good)} samples are {FAR} or more pixels from every training glyph: "
+            f"{', '.join(far)}",
+            file=sys.stderr,
+        )
+    rows = [
+        {
+            "file": path.as_posix(),
+            "letter": letter,
+            "score": scores[letter],
+            **scores,
+            "nearest": net.classes[n.label],
+            "distance": n.distance,
+        }
+        for path, (letter, scores), n in zip(good, results, near)
+    ]
     save_json(paths.PREDICTIONS, rows)  # records: DVC plots them as bars of `score` per `file`
-    captions = [f"{path.stem}\nread {letter} {scores[letter]:.2f}\n{n.distance} px from {net.classes[n.label]}"
-                for path, (letter, scores), n in zip(good, results, near)]
+    captions = [
+        f"{path.stem}\nread {letter} {scores[letter]:.2f}\n{n.distance} px from {net.classes[n.label]}"
+        for path, (letter, scores), n in zip(good, results, near)
+    ]
     from pipeline import pictures  # Pillow: only the stage draws, not the ad-hoc CLI
 
-    pictures.grid(paths.SAMPLES_PNG, pictures.glyph_cells(glyphs), captions, [pictures.TEXT] * len(good),
-                  columns=min(6, len(good)),
-                  heading=[f"The glyphs of {paths.SAMPLES}/, the letter the model reads and its score (0 to 1),",
-                           "and how many pixels they are from the nearest training glyph"])
+    pictures.grid(
+        paths.SAMPLES_PNG,
+        pictures.glyph_cells(glyphs),
+        captions,
+        [pictures.TEXT] * len(good),
+        columns=min(6, len(good)),
+        heading=[
+            f"The glyphs of {paths.SAMPLES}/, the letter the model reads and its score (0 to 1),",
+            "and how many pixels they are from the nearest training glyph",
+        ],
+    )
 
 
 def run_adhoc(net: Network, files: list[Path], show: bool) -> int:
@@ -93,8 +114,11 @@ def run_adhoc(net: Network, files: list[Path], show: bool) -> int:
             print("\n".join(side_by_side(glyph, s, letter, n, net.classes)))
     for path, n in zip(good, near):
         if n is not None and n.far:
-            print(f"note: {path}: {n.distance} pixels from the nearest training glyph ({net.classes[n.label]}); "
-                  f"the model has not seen anything like it", file=sys.stderr)
+            print(
+                f"note: {path}: {n.distance} pixels from the nearest training glyph ({net.classes[n.label]}); "
+                f"the model has not seen anything like it",
+                file=sys.stderr,
+            )
     return BAD_INPUT if errors else 0
 
 
@@ -106,26 +130,35 @@ def training_set(net: Network) -> tuple[np.ndarray, np.ndarray]:
     return x_train, y_train
 
 
-def side_by_side(glyph: np.ndarray, scores: dict[str, float], letter: str, near: Nearest | None,
-                 classes: tuple[str, ...]) -> list[str]:
+def side_by_side(
+    glyph: np.ndarray, scores: dict[str, float], letter: str, near: Nearest | None, classes: tuple[str, ...]
+) -> list[str]:
     """The glyph as ASCII art; beside its first rows each letter's score with a bar, then the nearest
     training glyph."""
     lines = [f"{c} {v:.2f} {'#' * round(v * BAR):<{BAR}}{'  <' if c == letter else ''}" for c, v in scores.items()]
     if near is None:
         lines.append("nearest training glyph: unknown")
     else:
-        lines.append(f"nearest training glyph: {classes[near.label]}, {near.distance} pixel"
-                     f"{'s' * (near.distance != 1)} away" + (" (far)" if near.far else ""))
+        lines.append(
+            f"nearest training glyph: {classes[near.label]}, {near.distance} pixel"
+            f"{'s' * (near.distance != 1)} away" + (" (far)" if near.far else "")
+        )
     return [f"  {row}   {lines[i] if i < len(lines) else ''}".rstrip() for i, row in enumerate(render(glyph))]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=paths.MODEL, metavar="PATH",
-                        help=f"trained model (default {paths.MODEL})")
+    parser.add_argument(
+        "--model", type=Path, default=paths.MODEL, metavar="PATH", help=f"trained model (default {paths.MODEL})"
+    )
     parser.add_argument("--show", action="store_true", help="also print each glyph as read, beside every score")
-    parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
-                        help=f"glyph files; none: predict {paths.SAMPLES}/*.txt and write {paths.PREDICTIONS}")
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help=f"glyph files; none: predict {paths.SAMPLES}/*.txt and write {paths.PREDICTIONS}",
+    )
     args = parser.parse_args(argv)
     if args.show and not args.files:
         parser.error("--show needs at least one FILE")

@@ -1,4 +1,5 @@
 """A one-line progress display on stderr for long training, and nothing at all when stderr is not a terminal."""
+
 from __future__ import annotations
 
 import sys

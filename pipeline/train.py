@@ -7,6 +7,7 @@ layer sizes, class names, loss, whether biases are on, and a digest of the train
 models/trace.npz (the weights before training and after each epoch, for the explorer page; at most
 TRACE_POINTS of them, evenly spaced) and metrics/history.tsv (per epoch: step, loss, accuracy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,17 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
             snapshots[epoch] = weights(net)
 
     try:
-        history = fit(net, X, y, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, shuffle=p.shuffle, rng=rng,
-                      on_epoch=after_epoch)
+        history = fit(
+            net,
+            X,
+            y,
+            lr=p.lr,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            shuffle=p.shuffle,
+            rng=rng,
+            on_epoch=after_epoch,
+        )
     except Diverged as err:
         raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None
     finally:

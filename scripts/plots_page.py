@@ -10,6 +10,7 @@ extra step; run this again after upgrading vl-convert-python (tests/test_offline
 the committed file is what this writes). Without the file, DVC would fail with "HTML template has to
 contain '{plot_divs}'", because it takes the missing path itself for the template text.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,9 @@ def load_vl_convert() -> ModuleType:
     try:
         import vl_convert
     except ImportError:
-        raise PipelineError("vl_convert: not installed; run `pip install -c constraints.txt -e .` "
-                            "(it needs vl-convert-python)") from None
+        raise PipelineError(
+            "vl_convert: not installed; run `pip install -c constraints.txt -e .` (it needs vl-convert-python)"
+        ) from None
     return vl_convert
 
 
@@ -96,8 +98,7 @@ def page(script: str, versions: str, bundler: str) -> str:
 def render() -> str:
     """The template built from the installed vl-convert-python; the same version gives the same bytes."""
     vlc = load_vl_convert()
-    versions = (f"vega {vlc.get_vega_version()}, vega-lite {VEGA_LITE}, "
-                f"vega-embed {vlc.get_vega_embed_version()}")
+    versions = f"vega {vlc.get_vega_version()}, vega-lite {VEGA_LITE}, vega-embed {vlc.get_vega_embed_version()}"
     script = inline_script(vlc.javascript_bundle(vl_version=VEGA_LITE))
     return page(script, versions, metadata.version("vl-convert-python"))
 

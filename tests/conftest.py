@@ -1,5 +1,6 @@
 """Shared helpers and fixtures: copies of the project, built once per session and copied where a test
 changes them, and running its modules and DVC as a user would."""
+
 from __future__ import annotations
 
 import os
@@ -20,19 +21,28 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 def tracked_files() -> list[str]:
     """The files git tracks (what a clean clone has), plus new files not yet ignored."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return [line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
 def env() -> dict[str, str]:
     """The environment for child processes: this interpreter's bin first, so `python` and `dvc` are ours."""
-    return {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
-            "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
+    return {
+        **os.environ,
+        "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONHASHSEED": "0",
+    }
 
 
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=600, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -51,11 +61,19 @@ def copy_project(dest: Path, skip: Callable[[str], bool] = lambda name: False) -
     return dest
 
 
-def dvc(cwd: Path, *args: str, check: bool = True, extra_env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def dvc(
+    cwd: Path, *args: str, check: bool = True, extra_env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run dvc in `cwd`; a hang (DVC's experiment queue has hung once in a while) fails after `timeout` s."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env() | (extra_env or {}),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        env=env() | (extra_env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -135,8 +153,9 @@ def built(tmp_path_factory) -> Path:
 def dvc_repo(tmp_path_factory) -> Path:
     """A git repository of the tracked files, without dvc.lock or metrics/, after its first `dvc repro`
     (whose output is in first-repro.log) and a commit of the results. Shared: clone it, or copy_of it."""
-    project = copy_project(tmp_path_factory.mktemp("dvc") / "project",
-                           skip=lambda name: name == "dvc.lock" or name.startswith("metrics/"))
+    project = copy_project(
+        tmp_path_factory.mktemp("dvc") / "project", skip=lambda name: name == "dvc.lock" or name.startswith("metrics/")
+    )
     run(["git", "init", "-q", "-b", "main"], cwd=project)
     git_commit(project, "the project")
     (project / ".git" / "first-repro.log").write_text(dvc(project, "repro").stdout)
@@ -156,17 +175,23 @@ def s3_server():
     pytest.importorskip("dvc_s3", reason="the s3 extra is not installed: pip install -c constraints.txt -e '.[s3]'")
     boto3 = pytest.importorskip("boto3", reason="the s3 extra is not installed (boto3)")
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                boto3.client("s3", endpoint_url=url, **{k.lower(): v for k, v in creds.items()
-                                                        if k != "AWS_DEFAULT_REGION"},
-                             region_name="us-east-1").create_bucket(Bucket="abc")
+                boto3.client(
+                    "s3",
+                    endpoint_url=url,
+                    **{k.lower(): v for k, v in creds.items() if k != "AWS_DEFAULT_REGION"},
+                    region_name="us-east-1",
+                ).create_bucket(Bucket="abc")
                 break
             except Exception:
                 if time.monotonic() > deadline or server.poll() is not None:

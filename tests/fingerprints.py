@@ -11,6 +11,7 @@ evaluate and predict stages would store: test logits, loss, accuracy and sigmoid
 covers the model file's bytes, the history as train writes it, and those arrays' bytes. The 24
 configurations take about half a second here, and 12 s under qemu's aarch64 emulation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,21 @@ SAMPLES_PER_CLASS = 700  # 2,100 training glyphs: two whole batches of 1024 and 
 def configurations() -> dict[str, TrainParams]:
     """Both dtypes, both losses, biases on and off, batch sizes 1, 64 and 1024 with shuffling."""
     configs = {}
-    for dtype, loss, bias, batch in itertools.product(("float64", "float32"), ("bce", "mse"), (False, True),
-                                                      (1, 64, 1024)):
+    for dtype, loss, bias, batch in itertools.product(
+        ("float64", "float32"), ("bce", "mse"), (False, True), (1, 64, 1024)
+    ):
         name = f"{dtype}-{loss}-{'bias' if bias else 'nobias'}-bs{batch}"
-        configs[name] = TrainParams(hidden=5, lr=0.5, epochs=2 if batch > 1 else 1, batch_size=batch, loss=loss,
-                                    bias=bias, seed=3, shuffle=True, dtype=dtype)
+        configs[name] = TrainParams(
+            hidden=5,
+            lr=0.5,
+            epochs=2 if batch > 1 else 1,
+            batch_size=batch,
+            loss=loss,
+            bias=bias,
+            seed=3,
+            shuffle=True,
+            dtype=dtype,
+        )
     return configs
 
 
@@ -80,11 +91,14 @@ def main() -> None:
     if parser.parse_args().stages:
         run_stages()
     train_rng, test_rng = np.random.default_rng(11).spawn(2)
-    data = (*noisy_copies(clean_glyphs(), SAMPLES_PER_CLASS, 0.1, train_rng),
-            *noisy_copies(clean_glyphs(), 200, 0.2, test_rng))
+    data = (
+        *noisy_copies(clean_glyphs(), SAMPLES_PER_CLASS, 0.1, train_rng),
+        *noisy_copies(clean_glyphs(), 200, 0.2, test_rng),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps({name: digest(params, data, Path(tmp)) for name, params in configurations().items()},
-                         indent=1))
+        print(
+            json.dumps({name: digest(params, data, Path(tmp)) for name, params in configurations().items()}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Covers what tests/test_params.py, tests/test_glyphs.py and tests/test_stages.py 
 of bad params.yaml through a real stage, every kind of bad glyph file in one predict call, damaged
 files between stages of the kinds a crash, a disk or a person makes, and the CLI's usage errors.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,14 +32,18 @@ def copy(built, tmp_path) -> Path:
 
 def snapshot(project: Path) -> dict[str, str]:
     """Every file under the project and a digest of its bytes: no output may appear, vanish or change."""
-    return {p.relative_to(project).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(project.rglob("*")) if p.is_file() and p.name != "params.yaml"}
+    return {
+        p.relative_to(project).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(project.rglob("*"))
+        if p.is_file() and p.name != "params.yaml"
+    }
 
 
 @pytest.fixture
 def stage_runner(monkeypatch, capsys):
     """Run a stage as `python -m` would, but in this process (a subprocess costs 0.3 s); a few cases
     of each kind below also run in a real subprocess, which proves the same for the real entry point."""
+
     def run_stage(stage: str, *args: str, cwd: Path, subprocess: bool = False):
         if subprocess:
             return run_module(f"pipeline.{stage}", *args, cwd=cwd)
@@ -50,6 +55,7 @@ def stage_runner(monkeypatch, capsys):
             status = exit_on_error(main)
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=status, stdout=out, stderr=err)
+
     return run_stage
 
 
@@ -76,36 +82,60 @@ BAD_PARAMS = {
     "yaml-syntax": (retype("lr", "[0.1"), ["params.yaml: line ", "invalid YAML"]),
     "yaml-bad-date": (retype("lr", "2023-13-01"), ["params.yaml: invalid YAML: month must be in 1..12"]),
     "missing-section": (without_section("train"), ["params.yaml: missing section 'train'"]),
-    "unknown-key": (COMMITTED.replace("  lr: ", "  lrr: ", 1),
-                    ["params.yaml: train.lrr: unknown key; allowed: hidden, lr, epochs,"]),
-    "missing-key": (re.sub(r"^  epochs: .*\n", "", COMMITTED, flags=re.M),
-                    ["params.yaml: train.epochs: missing; expected an integer >= 0"]),
+    "unknown-key": (
+        COMMITTED.replace("  lr: ", "  lrr: ", 1),
+        ["params.yaml: train.lrr: unknown key; allowed: hidden, lr, epochs,"],
+    ),
+    "missing-key": (
+        re.sub(r"^  epochs: .*\n", "", COMMITTED, flags=re.M),
+        ["params.yaml: train.epochs: missing; expected an integer >= 0"],
+    ),
     "lr-fast": (retype("lr", "fast"), ["params.yaml: train.lr: expected a number > 0.0", "found 'fast' (str)"]),
     "lr-zero": (retype("lr", "0"), ["params.yaml: train.lr: expected a number > 0.0", "found 0 (int)"]),
     "lr-negative": (retype("lr", "-0.5"), ["params.yaml: train.lr: expected a number > 0.0", "found -0.5 (float)"]),
     "lr-huge-integer": (retype("lr", "9" * 400), ["params.yaml: train.lr: expected a number > 0.0", "(int)"]),
-    "epochs-negative": (retype("epochs", "-1"), ["params.yaml: train.epochs: expected an integer >= 0",
-                                                 "found -1 (int)"]),
-    "epochs-fraction": (retype("epochs", "2.5"), ["params.yaml: train.epochs: expected an integer >= 0",
-                                                  "found 2.5 (float)"]),
+    "epochs-negative": (
+        retype("epochs", "-1"),
+        ["params.yaml: train.epochs: expected an integer >= 0", "found -1 (int)"],
+    ),
+    "epochs-fraction": (
+        retype("epochs", "2.5"),
+        ["params.yaml: train.epochs: expected an integer >= 0", "found 2.5 (float)"],
+    ),
     "hidden-zero": (retype("hidden", "0"), ["params.yaml: train.hidden: expected an integer >= 1", "found 0 (int)"]),
-    "hidden-boolean": (retype("hidden", "true"), ["params.yaml: train.hidden: expected an integer >= 1",
-                                                  "found True (bool)"]),
-    "batch-size-zero": (retype("batch_size", "0"), ["params.yaml: train.batch_size: expected an integer >= 1",
-                                                    "found 0 (int)"]),
-    "noise-above-one": (retype("noise", "1.5"), ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]",
-                                                 "found 1.5 (float)"]),
-    "noise-negative": (retype("noise", "-0.1"), ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]",
-                                                 "found -0.1 (float)"]),
-    "noise-boolean": (retype("noise", "yes"), ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]",
-                                               "found True (bool)"]),
+    "hidden-boolean": (
+        retype("hidden", "true"),
+        ["params.yaml: train.hidden: expected an integer >= 1", "found True (bool)"],
+    ),
+    "batch-size-zero": (
+        retype("batch_size", "0"),
+        ["params.yaml: train.batch_size: expected an integer >= 1", "found 0 (int)"],
+    ),
+    "noise-above-one": (
+        retype("noise", "1.5"),
+        ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found 1.5 (float)"],
+    ),
+    "noise-negative": (
+        retype("noise", "-0.1"),
+        ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found -0.1 (float)"],
+    ),
+    "noise-boolean": (
+        retype("noise", "yes"),
+        ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found True (bool)"],
+    ),
     "loss-unknown": (retype("loss", "mae"), ["params.yaml: train.loss: expected one of bce, mse", "found 'mae' (str)"]),
-    "count-negative": (retype("train_per_class", "-5"), ["params.yaml: dataset.train_per_class: expected an integer"
-                                                         " >= 0", "found -5 (int)"]),
-    "count-fraction": (retype("test_per_class", "2.5"), ["params.yaml: dataset.test_per_class: expected an integer"
-                                                         " >= 1", "found 2.5 (float)"]),
-    "shift-beyond-the-frame": (retype("shift", "9"), ["params.yaml: dataset.shift: expected an integer in [0, 5]",
-                                                      "found 9 (int)"]),
+    "count-negative": (
+        retype("train_per_class", "-5"),
+        ["params.yaml: dataset.train_per_class: expected an integer >= 0", "found -5 (int)"],
+    ),
+    "count-fraction": (
+        retype("test_per_class", "2.5"),
+        ["params.yaml: dataset.test_per_class: expected an integer >= 1", "found 2.5 (float)"],
+    ),
+    "shift-beyond-the-frame": (
+        retype("shift", "9"),
+        ["params.yaml: dataset.shift: expected an integer in [0, 5]", "found 9 (int)"],
+    ),
 }
 
 
@@ -145,8 +175,10 @@ def test_predict_names_every_bad_glyph_file_and_its_line_and_still_predicts_the_
     files = {
         "rows.txt": (b"......\n" * 4, "expected 5 rows of 6 pixels, found 4 rows"),
         "columns.txt": (b"......\n.....\n" + b"......\n" * 3, "line 2: expected 6 pixels, found 5 characters"),
-        "letters.txt": (b"......\n......\n..x...\n......\n......\n",
-                        "line 3: expected only '#', '1', '.' or '0', found 'x'"),
+        "letters.txt": (
+            b"......\n......\n..x...\n......\n......\n",
+            "line 3: expected only '#', '1', '.' or '0', found 'x'",
+        ),
         "empty.txt": (b"", "expected 5 rows of 6 pixels, found 0 rows"),
         "binary.txt": (bytes(range(256)) * 4, "expected ASCII text, found byte 0x80 at offset 128"),
         "huge.txt": (GOOD_A * 200_000, "expected a glyph of about 40 bytes, found more than 4096 bytes"),
@@ -165,8 +197,10 @@ def test_predict_names_every_bad_glyph_file_and_its_line_and_still_predicts_the_
     assert len(errors) == len(expected), proc.stderr
     for line, (name, message) in zip(errors, expected.items()):
         assert line.startswith(f"error: {tmp_path / name}: {message}"), line
-    assert [line.split(" (")[0] for line in proc.stdout.splitlines()] == ["data/samples/a.txt: A",
-                                                                        "data/samples/c.txt: C"]
+    assert [line.split(" (")[0] for line in proc.stdout.splitlines()] == [
+        "data/samples/a.txt: A",
+        "data/samples/c.txt: C",
+    ]
 
 
 def test_a_bad_sample_stops_the_predict_stage_without_touching_its_outputs(copy):
@@ -174,8 +208,9 @@ def test_a_bad_sample_stops_the_predict_stage_without_touching_its_outputs(copy)
     before = snapshot(copy)
     proc = run_module("pipeline.predict", cwd=copy)
     assert proc.returncode == 2
-    assert one_error_line(proc) == ("error: data/samples/zz_bad.txt: line 4: expected only '#', '1', '.' or '0',"
-                                    " found '?'")
+    assert one_error_line(proc) == (
+        "error: data/samples/zz_bad.txt: line 4: expected only '#', '1', '.' or '0', found '?'"
+    )
     assert snapshot(copy) == before
 
 
@@ -205,6 +240,7 @@ def test_a_huge_glyph_file_is_refused_after_reading_only_what_a_glyph_needs(tmp_
 
 
 # --- files between stages --------------------------------------------------------------------------
+
 
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     buf = io.BytesIO()
@@ -246,35 +282,92 @@ MISSING = object()  # the file deleted
 # (file, its new content or a function of the project giving it, stage run, fragment of the one error line)
 BAD_FILES = {
     "npy-missing": ("data/x_train.npy", MISSING, "train", "data/x_train.npy: missing; rerun `dvc repro make_dataset`"),
-    "npy-labels-int64": ("data/y_train.npy", _npy(np.zeros(3, np.int64)), "train",
-                         "data/y_train.npy: expected dtype uint8, found int64"),
-    "npy-labels-too-many": ("data/y_train.npy", _npy(np.zeros(4, np.uint8)), "train",
-                            "data/y_train.npy: expected shape (3,), found (4,)"),
-    "npy-29-pixels": ("data/x_test.npy", _npy(np.zeros((4, 29), np.uint8)), "evaluate",
-                      "data/x_test.npy: expected shape (N, 30), found (4, 29)"),
-    "npy-pixel-7": ("data/x_test.npy", _npy(np.full((300, 30), 7, np.uint8)), "evaluate",
-                    "data/x_test.npy: expected pixels 0 or 1, found 7"),
-    "npz-no-w2": ("models/model.npz", _npz(w1=np.zeros((30, 5))), "predict",
-                  "models/model.npz: not a model file (missing array 'w2')"),
-    "npy-truncated": ("data/x_test.npy", lambda p: _truncated(p, "data/x_test.npy"), "evaluate",
-                      "data/x_test.npy: unreadable (Failed to read all data for array"),
+    "npy-labels-int64": (
+        "data/y_train.npy",
+        _npy(np.zeros(3, np.int64)),
+        "train",
+        "data/y_train.npy: expected dtype uint8, found int64",
+    ),
+    "npy-labels-too-many": (
+        "data/y_train.npy",
+        _npy(np.zeros(4, np.uint8)),
+        "train",
+        "data/y_train.npy: expected shape (3,), found (4,)",
+    ),
+    "npy-29-pixels": (
+        "data/x_test.npy",
+        _npy(np.zeros((4, 29), np.uint8)),
+        "evaluate",
+        "data/x_test.npy: expected shape (N, 30), found (4, 29)",
+    ),
+    "npy-pixel-7": (
+        "data/x_test.npy",
+        _npy(np.full((300, 30), 7, np.uint8)),
+        "evaluate",
+        "data/x_test.npy: expected pixels 0 or 1, found 7",
+    ),
+    "npz-no-w2": (
+        "models/model.npz",
+        _npz(w1=np.zeros((30, 5))),
+        "predict",
+        "models/model.npz: not a model file (missing array 'w2')",
+    ),
+    "npy-truncated": (
+        "data/x_test.npy",
+        lambda p: _truncated(p, "data/x_test.npy"),
+        "evaluate",
+        "data/x_test.npy: unreadable (Failed to read all data for array",
+    ),
     "npy-empty": ("data/x_train.npy", b"", "train", "data/x_train.npy: unreadable (No data left in file)"),
     "npy-is-a-directory": ("data/y_train.npy", None, "train", "data/y_train.npy: unreadable ("),
-    "npy-pickled-objects": ("data/x_train.npy", _npy(np.array([{"a": 1}], dtype=object), True), "train",
-                            "data/x_train.npy: unreadable ("),
-    "npy-huge-header": ("data/x_train.npy", _huge_header(), "train", "data/x_train.npy: unreadable (Unable to allocate"),
-    "npy-is-an-npz": ("data/x_train.npy", _npz(x=np.zeros((3, 30), np.uint8)), "train",
-                      "data/x_train.npy: expected a .npy array, found an .npz archive"),
-    "npy-wrong-dtype": ("data/x_train.npy", _npy(np.zeros((3, 30), np.float64)), "train",
-                        "data/x_train.npy: expected dtype uint8, found float64"),
-    "npz-truncated": ("models/model.npz", lambda p: _truncated(p, "models/model.npz"), "predict",
-                      "models/model.npz: unreadable (File is not a zip file)"),
-    "npz-bit-flipped": ("models/model.npz", lambda p: _bit_flipped_entry(p, "models/model.npz"), "predict",
-                        "models/model.npz: unreadable (Bad CRC-32 for file "),
-    "npz-is-an-npy": ("models/model.npz", _npy(np.zeros((30, 5))), "predict",
-                      "models/model.npz: expected an .npz archive, found a .npy array"),
-    "npz-wrong-weights": ("models/model.npz", lambda p: _with_integer_weights(p / "models/model.npz"), "predict",
-                          "models/model.npz: not a model file (expected 2-d float weights"),
+    "npy-pickled-objects": (
+        "data/x_train.npy",
+        _npy(np.array([{"a": 1}], dtype=object), True),
+        "train",
+        "data/x_train.npy: unreadable (",
+    ),
+    "npy-huge-header": (
+        "data/x_train.npy",
+        _huge_header(),
+        "train",
+        "data/x_train.npy: unreadable (Unable to allocate",
+    ),
+    "npy-is-an-npz": (
+        "data/x_train.npy",
+        _npz(x=np.zeros((3, 30), np.uint8)),
+        "train",
+        "data/x_train.npy: expected a .npy array, found an .npz archive",
+    ),
+    "npy-wrong-dtype": (
+        "data/x_train.npy",
+        _npy(np.zeros((3, 30), np.float64)),
+        "train",
+        "data/x_train.npy: expected dtype uint8, found float64",
+    ),
+    "npz-truncated": (
+        "models/model.npz",
+        lambda p: _truncated(p, "models/model.npz"),
+        "predict",
+        "models/model.npz: unreadable (File is not a zip file)",
+    ),
+    "npz-bit-flipped": (
+        "models/model.npz",
+        lambda p: _bit_flipped_entry(p, "models/model.npz"),
+        "predict",
+        "models/model.npz: unreadable (Bad CRC-32 for file ",
+    ),
+    "npz-is-an-npy": (
+        "models/model.npz",
+        _npy(np.zeros((30, 5))),
+        "predict",
+        "models/model.npz: expected an .npz archive, found a .npy array",
+    ),
+    "npz-wrong-weights": (
+        "models/model.npz",
+        lambda p: _with_integer_weights(p / "models/model.npz"),
+        "predict",
+        "models/model.npz: not a model file (expected 2-d float weights",
+    ),
 }
 
 
@@ -300,6 +393,7 @@ def test_a_damaged_file_between_stages_names_the_file_and_the_stage_to_rerun(cop
 
 # --- the command line ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_unknown_options_get_argparse_usage_and_name_the_option(built, stage):
     proc = run_module(f"pipeline.{stage}", "-x", "--bogus=1", cwd=built)
@@ -313,8 +407,9 @@ def test_unknown_options_get_argparse_usage_and_name_the_option(built, stage):
 def test_predict_model_option_errors(built, tmp_path):
     missing_value = run_module("pipeline.predict", "data/samples/a.txt", "--model", cwd=built)
     assert missing_value.returncode == 2
-    assert missing_value.stderr.splitlines()[-1] == ("python -m pipeline.predict: error: argument --model: "
-                                                     "expected one argument")
+    assert missing_value.stderr.splitlines()[-1] == (
+        "python -m pipeline.predict: error: argument --model: expected one argument"
+    )
     a_directory = run_module("pipeline.predict", "--model", str(tmp_path), "data/samples/a.txt", cwd=built)
     assert a_directory.returncode == 2
     assert one_error_line(a_directory).startswith(f"error: {tmp_path}: unreadable (")

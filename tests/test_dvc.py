@@ -1,4 +1,5 @@
 """The pipeline under real `dvc` commands, in a fresh git repository made from the tracked files."""
+
 from __future__ import annotations
 
 import ast
@@ -25,8 +26,9 @@ def repo(dvc_repo, tmp_path_factory) -> Path:
 
 def test_first_repro_runs_every_stage_and_reproduces_the_committed_lock(repo):
     assert ran((repo / ".git/first-repro.log").read_text()) == STAGES
-    assert (repo / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text(), \
+    assert (repo / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text(), (
         "dvc.lock differs from the committed one: run `dvc repro` and commit dvc.lock and metrics/"
+    )
     for path in sorted((ROOT / "metrics").rglob("*")):
         if path.is_file():
             assert (repo / path.relative_to(ROOT)).read_bytes() == path.read_bytes(), path
@@ -35,9 +37,11 @@ def test_first_repro_runs_every_stage_and_reproduces_the_committed_lock(repo):
 def test_stage_deps_are_exactly_the_modules_each_stage_imports(repo):
     """Editing a module reruns every stage that runs it and no other."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    probe = ("import runpy, sys, atexit\n"
-             "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith(('pipeline', 'matplotlib')))))\n"
-             "sys.argv = [sys.argv[1]]\nrunpy.run_module(sys.argv[0], run_name='__main__')\n")
+    probe = (
+        "import runpy, sys, atexit\n"
+        "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith(('pipeline', 'matplotlib')))))\n"
+        "sys.argv = [sys.argv[1]]\nrunpy.run_module(sys.argv[0], run_name='__main__')\n"
+    )
     for name, stage in stages.items():
         module = stage["cmd"].split()[-1]
         out = run([sys.executable, "-c", probe, module], cwd=repo).stdout.strip().splitlines()[-1]
@@ -83,14 +87,18 @@ def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
 def test_plots_show_writes_a_page_with_every_plot(repo):
     dvc(repo, "plots", "show", "-o", "plots-out")
     page = (repo / "plots-out" / "index.html").read_text()
-    titles = ["Training loss", "Training accuracy", "Test confusion", "Test accuracy against the share of flipped",
-              "Sample glyphs: the letter read"]
+    titles = [
+        "Training loss",
+        "Training accuracy",
+        "Test confusion",
+        "Test accuracy against the share of flipped",
+        "Sample glyphs: the letter read",
+    ]
     for title in titles:
         assert page.count(title) == 1, title
     assert sorted(titles, key=page.index) == titles  # loss before accuracy
     for image in ("predictions", "misclassified", "moved", "hidden_weights", "curves", "confusion", "samples"):
         assert f"metrics_images_{image}.png" in page, image
-
 
 
 def test_every_path_has_one_home_in_paths_py_and_dvc_yaml_agrees():

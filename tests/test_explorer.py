@@ -6,6 +6,7 @@ Python model's: the scores of every sample, the scores after clicking and draggi
 agree to the last bit; the test allows 1e-12 and writes the largest difference it saw, with
 screenshots, to test-artifacts/.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,19 @@ def browser():
     if chromium is None:
         pytest.fail("chromium not found: `.ci/run` installs Debian's chromium (or: apt-get install -y chromium)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9",
-            "--host-resolver-rules=MAP * ~NOTFOUND"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--proxy-server=127.0.0.1:9",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+            ],
+        )
         yield browser
         browser.close()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -63,8 +73,14 @@ def open_page(browser, project: Path):
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
-               else (problems.append(f"network: {route.request.url}"), route.abort()))
+    page.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith("file:")
+            else (problems.append(f"network: {route.request.url}"), route.abort())
+        ),
+    )
     page.goto((project / "metrics/explorer.html").as_uri())
     page.wait_for_function("window.explorer !== undefined")
     return page, problems
@@ -86,8 +102,15 @@ def python_scores(net: Network, glyph: np.ndarray) -> np.ndarray:
 
 
 def shown_pixels(page) -> np.ndarray:
-    return np.array([p == "true" for p in page.eval_on_selector_all(
-        "#grid button", "cells => cells.map(c => c.getAttribute('aria-pressed'))")], dtype=np.uint8)
+    return np.array(
+        [
+            p == "true"
+            for p in page.eval_on_selector_all(
+                "#grid button", "cells => cells.map(c => c.getAttribute('aria-pressed'))"
+            )
+        ],
+        dtype=np.uint8,
+    )
 
 
 def test_every_sample_reads_as_in_python(default, browser):
@@ -112,16 +135,16 @@ def test_clicks_drags_and_keys_change_the_glyph_and_the_scores_as_the_model_says
     page.click('button[data-load="clear"]')
     expected = np.zeros(30, np.uint8)
     cells = page.query_selector_all("#grid button")
-    cells[7].click()                                     # one click flips one pixel
+    cells[7].click()  # one click flips one pixel
     expected[7] = 1
     box = [cells[i].bounding_box() for i in (12, 13, 14)]
-    page.mouse.move(box[0]["x"] + 5, box[0]["y"] + 5)   # a drag paints every pixel it crosses
+    page.mouse.move(box[0]["x"] + 5, box[0]["y"] + 5)  # a drag paints every pixel it crosses
     page.mouse.down()
     for b in box[1:]:
         page.mouse.move(b["x"] + 5, b["y"] + 5, steps=4)
     page.mouse.up()
     expected[[12, 13, 14]] = 1
-    cells[14].focus()                                    # keys: right, down, Space flips pixel 21
+    cells[14].focus()  # keys: right, down, Space flips pixel 21
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Space")
@@ -185,8 +208,9 @@ def check_replay(project: Path, page) -> None:
 
 def set_epoch(page, index: int) -> None:
     """Move the slider as a drag does: its value, then an input event."""
-    page.eval_on_selector("#epoch", "(slider, i) => { slider.value = i; slider.dispatchEvent(new Event('input')); }",
-                          index)
+    page.eval_on_selector(
+        "#epoch", "(slider, i) => { slider.value = i; slider.dispatchEvent(new Event('input')); }", index
+    )
 
 
 def test_the_replay_slider_shows_each_epochs_weights(default, browser):

@@ -5,6 +5,7 @@ that fails, or a stage killed while it writes, leaves the old file (or none), ne
 After a run that failed or damaged its outputs, `dvc checkout` brings back the last good outputs from
 the cache; the git-tracked metrics (`cache: false`) come back with `git checkout`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,8 +78,9 @@ def _tree_state(folder: Path) -> dict[str, tuple[int, int]]:
     return state
 
 
-def _wait_for_a_write(proc: subprocess.Popen, folder: Path, old: dict[str, tuple[int, int]],
-                      timeout: float = 60.0) -> str:
+def _wait_for_a_write(
+    proc: subprocess.Popen, folder: Path, old: dict[str, tuple[int, int]], timeout: float = 60.0
+) -> str:
     """Poll until a file in `folder` is being written: a new file with some bytes, or an old one changed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,8 +104,13 @@ def test_killing_make_dataset_while_it_writes_leaves_no_truncated_array(project)
 
     data = project / "data"
     before = _tree_state(data)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.make_dataset"], cwd=project, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.make_dataset"],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         writing = _wait_for_a_write(proc, data, before)
         proc.send_signal(signal.SIGKILL)
@@ -137,12 +144,11 @@ def test_killing_make_dataset_while_it_writes_leaves_no_truncated_array(project)
 
 
 # dvc checkout after failures, in a git repository made from the tracked files.
-CACHED = DATA + ["models/model.npz"]  # DVC-cached outputs; the rest (metrics/) live in git
+CACHED = [*DATA, "models/model.npz"]  # DVC-cached outputs; the rest (metrics/) live in git
 
 
 def _digests(project: Path, names: list[str]) -> dict[str, str | None]:
-    return {n: hashlib.md5((project / n).read_bytes()).hexdigest() if (project / n).exists() else None
-            for n in names}
+    return {n: hashlib.md5((project / n).read_bytes()).hexdigest() if (project / n).exists() else None for n in names}
 
 
 def _outputs(project: Path) -> list[str]:
@@ -187,8 +193,9 @@ def test_after_a_failed_run_checkout_restores_the_last_good_outputs(repo):
     good = _digests(repo, outputs)
     params = repo / "params.yaml"
     text = params.read_text()
-    diverging = re.sub(r"^  bias: false", "  bias: true", re.sub(r"^  lr: [0-9.]+", "  lr: 1e300", text, flags=re.M),
-                       flags=re.M)
+    diverging = re.sub(
+        r"^  bias: false", "  bias: true", re.sub(r"^  lr: [0-9.]+", "  lr: 1e300", text, flags=re.M), flags=re.M
+    )
     assert diverging != text
     params.write_text(diverging)
     failed = dvc(repo, "repro", check=False)

@@ -1,4 +1,5 @@
 """Glyphs: the tutorial's bitmaps, the ASCII format and its errors, noisy variants."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,15 +33,18 @@ def test_render_is_the_inverse_of_parse():
         np.testing.assert_array_equal(parse_glyph("\n".join(render(glyph)), "x"), glyph)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("", "x: expected 5 rows of 6 pixels, found 0 rows"),
-    ("......\n" * 4, "x: expected 5 rows of 6 pixels, found 4 rows"),
-    ("......\n" * 6, "x: expected 5 rows of 6 pixels, found 6 rows"),
-    ("......\n" * 2 + "\n" + "......\n" * 2, "x: line 3: expected 6 pixels, found 0 characters"),
-    ("......\n.....\n" + "......\n" * 3, "x: line 2: expected 6 pixels, found 5 characters"),
-    ("......\n" * 3 + "...x..\n......", "x: line 4: expected only '#', '1', '.' or '0', found 'x'"),
-    ("\n\n" + "......\n" * 2 + "..2...\n" + "......\n" * 2, "x: line 5: expected only"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "x: expected 5 rows of 6 pixels, found 0 rows"),
+        ("......\n" * 4, "x: expected 5 rows of 6 pixels, found 4 rows"),
+        ("......\n" * 6, "x: expected 5 rows of 6 pixels, found 6 rows"),
+        ("......\n" * 2 + "\n" + "......\n" * 2, "x: line 3: expected 6 pixels, found 0 characters"),
+        ("......\n.....\n" + "......\n" * 3, "x: line 2: expected 6 pixels, found 5 characters"),
+        ("......\n" * 3 + "...x..\n......", "x: line 4: expected only '#', '1', '.' or '0', found 'x'"),
+        ("\n\n" + "......\n" * 2 + "..2...\n" + "......\n" * 2, "x: line 5: expected only"),
+    ],
+)
 def test_parse_errors_name_the_line_and_what_was_found(text, message):
     with pytest.raises(PipelineError) as err:
         parse_glyph(text, "x")
@@ -52,10 +56,12 @@ def test_read_glyph_reports_unreadable_files_by_name(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff" * 3)
     (tmp_path / "huge.txt").write_bytes(b"......\n" * 100_000)
     (tmp_path / "dir.txt").mkdir()
-    cases = {"binary.txt": "expected ASCII text, found byte 0x89 at offset 0",
-             "huge.txt": "expected a glyph of about 40 bytes, found more than 4096 bytes",
-             "dir.txt": "expected a glyph file, found a directory",
-             "missing.txt": "no such file"}
+    cases = {
+        "binary.txt": "expected ASCII text, found byte 0x89 at offset 0",
+        "huge.txt": "expected a glyph of about 40 bytes, found more than 4096 bytes",
+        "dir.txt": "expected a glyph file, found a directory",
+        "missing.txt": "no such file",
+    }
     for name, message in cases.items():
         with pytest.raises(PipelineError, match="^" + str(tmp_path / name) + ": " + message):
             read_glyph(tmp_path / name)
@@ -87,6 +93,7 @@ def test_noisy_copies_do_not_depend_on_the_block_size():
 
 def test_a_million_copies_per_class_are_made_without_float_copies_of_the_data():
     import tracemalloc
+
     tracemalloc.start()
     try:
         x, y = noisy_copies(clean_glyphs(), 1_000_000, 0.1, np.random.default_rng(0))
@@ -106,14 +113,22 @@ def test_a_byte_order_mark_is_not_a_pixel(tmp_path):
 
 def test_moving_a_glyph_keeps_its_shape_and_refuses_to_push_ink_out_of_the_frame():
     dot = np.zeros(30, np.uint8)
-    dot[2 * 6 + 3] = 1                                   # row 2, column 3
+    dot[2 * 6 + 3] = 1  # row 2, column 3
     moved = shift_glyph(dot, -1, 2)
     assert moved is not None and np.flatnonzero(moved).tolist() == [1 * 6 + 5]
     assert shift_glyph(dot, 0, 3) is None and shift_glyph(dot, 3, 0) is None and shift_glyph(dot, 5, 0) is None
-    assert [(d, r) for d, r, _ in placements(dot, 1)] == [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1),
-                                                          (1, 0), (1, 1)]
-    assert len(placements(dot, 2)) == 5 * 5 - 1          # row 2 of 0-4 and column 3 of 0-5: two steps either way fit
-    assert len(placements(dot, 3)) == 5 * 6 - 1          # three rows up or down leave the frame; three columns left fit
+    assert [(d, r) for d, r, _ in placements(dot, 1)] == [
+        (-1, -1),
+        (-1, 0),
+        (-1, 1),
+        (0, -1),
+        (0, 1),
+        (1, -1),
+        (1, 0),
+        (1, 1),
+    ]
+    assert len(placements(dot, 2)) == 5 * 5 - 1  # row 2 of 0-4 and column 3 of 0-5: two steps either way fit
+    assert len(placements(dot, 3)) == 5 * 6 - 1  # three rows up or down leave the frame; three columns left fit
 
 
 def test_the_tutorials_a_cannot_move_and_b_and_c_move_one_column():

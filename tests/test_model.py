@@ -1,4 +1,5 @@
 """The math: gradients against finite differences of the reported loss, stability, the training loop."""
+
 from __future__ import annotations
 
 import warnings
@@ -44,8 +45,7 @@ def test_backward_matches_finite_differences_of_the_reported_loss(loss, bias, n)
     weights = {"dW1": net.w1, "dW2": net.w2} | ({"db1": net.b1, "db2": net.b2} if bias else {})
     assert set(grads) == set(weights)
     for name, weight in weights.items():
-        np.testing.assert_allclose(grads[name], numeric_gradient(net, X, y, weight), rtol=1e-6, atol=1e-9,
-                                   err_msg=name)
+        np.testing.assert_allclose(grads[name], numeric_gradient(net, X, y, weight), rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 def test_bce_update_is_the_tutorials_a2_minus_y_at_batch_size_1():
@@ -79,15 +79,15 @@ def test_sigmoid_matches_the_textbook_formula_where_that_is_safe():
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("batch_size,shuffle", [(1, False), (2, False), (4, False), (3, True), (64, True)])
 @pytest.mark.parametrize("block_rows", [8192, 7])
-def test_the_training_loop_is_sgd_step_batch_by_batch_to_the_last_bit(loss, bias, batch_size, shuffle, block_rows,
-                                                                       monkeypatch):
+def test_the_training_loop_is_sgd_step_batch_by_batch_to_the_last_bit(
+    loss, bias, batch_size, shuffle, block_rows, monkeypatch
+):
     monkeypatch.setattr(sgd, "BLOCK_ROWS", block_rows)  # 7: blocks and batches that end mid-data
     rng_data = np.random.default_rng(3)
     X = rng_data.integers(0, 2, (10, 30)).astype(np.uint8)
     y = rng_data.integers(0, 3, 10).astype(np.uint8)
     fast = init_network(np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss=loss, bias=bias)
-    history = fit(fast, X, y, lr=0.3, epochs=4, batch_size=batch_size, shuffle=shuffle,
-                  rng=np.random.default_rng(9))
+    history = fit(fast, X, y, lr=0.3, epochs=4, batch_size=batch_size, shuffle=shuffle, rng=np.random.default_rng(9))
 
     ref = init_network(np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss=loss, bias=bias)
     order_rng, losses = np.random.default_rng(9), []
@@ -95,7 +95,7 @@ def test_the_training_loop_is_sgd_step_batch_by_batch_to_the_last_bit(loss, bias
         order = order_rng.permutation(10) if shuffle else np.arange(10)
         z_epoch = []
         for start in range(0, 10, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             z_epoch.append(forward(ref, X[idx].astype(float))[1])
             sgd_step(ref, X[idx].astype(float), y[idx], 0.3)
         losses.append(loss_value(loss, np.vstack(z_epoch), y[order]))
@@ -128,7 +128,9 @@ def test_a_diverging_loss_stops_training_naming_the_epoch():
 @pytest.mark.parametrize("n", [1, 3])
 def test_float32_gradients_match_the_checked_float64_ones(loss, bias, n):
     net64 = init_network(np.random.default_rng(7), PIXELS, hidden=4, classes=CLASSES, loss=loss, bias=bias)
-    net32 = init_network(np.random.default_rng(7), PIXELS, hidden=4, classes=CLASSES, loss=loss, bias=bias, dtype=np.float32)
+    net32 = init_network(
+        np.random.default_rng(7), PIXELS, hidden=4, classes=CLASSES, loss=loss, bias=bias, dtype=np.float32
+    )
     X, y = batch(n)
     g64, g32 = backward(net64, X, y), backward(net32, X.astype(np.float32), y)
     for name in g64:
@@ -143,7 +145,9 @@ def test_float32_training_follows_float64_and_repeats_exactly(batch_size):
     y = rng_data.integers(0, 3, 200).astype(np.uint8)
     nets = []
     for dtype in (np.float64, np.float32, np.float32):
-        net = init_network(np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=True, dtype=dtype)
+        net = init_network(
+            np.random.default_rng(5), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=True, dtype=dtype
+        )
         fit(net, X, y, lr=0.1, epochs=3, batch_size=batch_size, shuffle=True, rng=np.random.default_rng(1))
         nets.append(net)
     assert nets[1].w1.dtype == np.float32
@@ -164,6 +168,7 @@ def test_training_with_huge_logits_is_silent_and_finite():
 
 def test_training_memory_stays_near_the_uint8_data():
     import tracemalloc
+
     X, y = noisy_copies(clean_glyphs(), 100_000, 0.1, np.random.default_rng(0))  # 300,000 samples
     net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=False)
     tracemalloc.start()

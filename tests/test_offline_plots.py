@@ -1,10 +1,11 @@
 """`dvc plots show` with the committed template renders every plot in headless Chromium with the network off.
 
-A fresh copy of the project (as a clone has it: the template is committed) runs `dvc repro` and
-`dvc plots show`, with no other step; a copy
-of the page with a checking script appended reports, from inside the browser, whether each vega plot drew
-its marks (SVG elements, or coloured canvas pixels) and each image loaded. The real page's screenshot goes to test-artifacts/plots.png.
+The session's repository (the tracked files, the template among them, after `dvc repro`) runs
+`dvc plots show` with no other step; a copy of the page with a checking script appended reports, from
+inside the browser, whether each vega plot drew its marks (SVG elements, or coloured canvas pixels) and
+each image loaded. The real page's screenshot goes to test-artifacts/plots.png.
 """
+
 from __future__ import annotations
 
 import html
@@ -23,16 +24,23 @@ SCREENSHOT = ROOT / "test-artifacts" / "plots.png"
 STATUS_ID = "offline-plots-status"
 MIN_COLOURED = 200  # canvas pixels in colour: a drawn line, bar or cell has far more; the legend dot alone has less
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",  # the network is off
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND",  # the network is off
 ]
 EXTERNAL = re.compile(r"<(?:script|link|img|iframe|source)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//", re.I)
 
 # Collects script errors from the very start of the page, for the failure message.
 ERRORS_JS = "<script>window.__errors = []; addEventListener('error', e => __errors.push(String(e.message)));</script>"
 CHECK_JS = """
-<pre id="%s"></pre>
+<pre id="STATUS_ID"></pre>
 <script>
 function coloured(canvas) {  // pixels whose channels differ: marks, not black text or grey axes
   if (!canvas.width || !canvas.height) return 0;
@@ -53,27 +61,35 @@ addEventListener("load", () => setTimeout(() => {
   const divs = [...document.querySelectorAll("div[id]")];  // vegaEmbed replaces a plot div's script: report all
   const images = [...document.images].map(img => ({src: img.getAttribute("src"),
                                                    loaded: img.complete && img.naturalWidth > 0}));
-  document.getElementById("%s").textContent =
+  document.getElementById("STATUS_ID").textContent =
     JSON.stringify({divs: divs.map(plot), images: images, errors: window.__errors || []});
 }, 1000));
 </script>
-""" % (STATUS_ID, STATUS_ID)
+""".replace("STATUS_ID", STATUS_ID)
 
 
 def chromium() -> str:
     path = shutil.which("chromium")
     if path is None:
-        pytest.fail("chromium not found: this test needs headless Chromium; `.ci/run` installs it "
-                    "(or: apt-get install -y chromium)")
+        pytest.fail(
+            "chromium not found: this test needs headless Chromium; `.ci/run` installs it "
+            "(or: apt-get install -y chromium)"
+        )
     return path
 
 
 def browse(page: Path, *flags: str, tmp_path: Path) -> str:
     """Run headless Chromium offline on `page` with a fresh profile; its stdout."""
     profile = tmp_path / f"profile-{page.stem}"
-    args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-            *flags, page.as_uri()]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    args = [
+        chromium(),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=15000",
+        *flags,
+        page.as_uri(),
+    ]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, f"chromium exited {proc.returncode}\n{proc.stderr[-2000:]}"
     return proc.stdout
 
@@ -134,5 +150,6 @@ def test_the_committed_template_is_what_plots_page_writes(tmp_path):
     committed = (project / ".dvc/plots/offline.html").read_bytes()
     (project / ".dvc/plots/offline.html").unlink()
     run([sys.executable, "scripts/plots_page.py"], cwd=project)
-    assert (project / ".dvc/plots/offline.html").read_bytes() == committed, \
+    assert (project / ".dvc/plots/offline.html").read_bytes() == committed, (
         "run `python scripts/plots_page.py` and commit .dvc/plots/offline.html"
+    )

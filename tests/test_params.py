@@ -1,4 +1,5 @@
 """params.yaml: the committed file parses; every kind of bad value gets a one-line error naming it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,14 +67,29 @@ BAD = [
     (_set("dataset", "shift", 6), "dataset.shift: expected an integer in [0, 5], found 6 (int)"),
     (_set("dataset", "shift", 1.5), "dataset.shift: expected an integer in [0, 5], found 1.5 (float)"),
     (_set("dataset", "shift", True), "dataset.shift: expected an integer in [0, 5], found True (bool)"),
-    (_set("train", "lrr", 0.1), "train.lrr: unknown key; allowed: hidden, lr, epochs, batch_size, loss, bias, seed, shuffle, dtype"),
+    (
+        _set("train", "lrr", 0.1),
+        "train.lrr: unknown key; allowed: hidden, lr, epochs, batch_size, loss, bias, seed, shuffle, dtype",
+    ),
     (lambda d: d["train"].pop("lr"), "train.lr: missing; expected a number > 0.0"),
     (lambda d: d.pop("train"), "missing section 'train'"),
     (lambda d: d.update(trian={}), "unknown section 'trian'; allowed: dataset, train, evaluate"),
-    (_set("evaluate", "noise_levels", []), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [] (list)"),
-    (_set("evaluate", "noise_levels", [0.1, 1.5]), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, 1.5] (list)"),
-    (_set("evaluate", "noise_levels", [0.1, True]), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, True] (list)"),
-    (_set("evaluate", "noise_levels", 0.1), "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found 0.1 (float)"),
+    (
+        _set("evaluate", "noise_levels", []),
+        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [] (list)",
+    ),
+    (
+        _set("evaluate", "noise_levels", [0.1, 1.5]),
+        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, 1.5] (list)",
+    ),
+    (
+        _set("evaluate", "noise_levels", [0.1, True]),
+        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, True] (list)",
+    ),
+    (
+        _set("evaluate", "noise_levels", 0.1),
+        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found 0.1 (float)",
+    ),
     (_set("evaluate", "per_class", 0), "evaluate.per_class: expected an integer >= 1, found 0 (int)"),
     (lambda d: d.update(train=[1, 2]), "train: expected a mapping of keys, found [1, 2] (list)"),
 ]
@@ -88,12 +104,15 @@ def test_bad_values_are_refused_by_name(tmp_path, edit, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("train: [\n", "line 2: invalid YAML"),
-    ("train:\n  lr: 0.1\n lr: 2\n", "line 3: invalid YAML"),
-    ("", "expected a mapping of sections, found nothing (null)"),
-    ("- 1\n- 2\n", "expected a mapping of sections, found [1, 2] (list)"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("train: [\n", "line 2: invalid YAML"),
+        ("train:\n  lr: 0.1\n lr: 2\n", "line 3: invalid YAML"),
+        ("", "expected a mapping of sections, found nothing (null)"),
+        ("- 1\n- 2\n", "expected a mapping of sections, found [1, 2] (list)"),
+    ],
+)
 def test_unreadable_yaml_is_refused_with_its_line(tmp_path, text, message):
     path = tmp_path / "params.yaml"
     path.write_text(text)

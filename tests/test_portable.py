@@ -1,5 +1,6 @@
 """pipeline/portable.py: accurate against exact decimal arithmetic, exact where it says so, and
 independent of memory layout and of the other rows of a batch."""
+
 from __future__ import annotations
 
 import ast
@@ -31,8 +32,14 @@ def exact(formula, x: float, digits: int = 60) -> Decimal:
 @pytest.fixture(scope="module")
 def points() -> np.ndarray:
     rng = np.random.default_rng(0)
-    return np.concatenate([rng.uniform(-707, 708, 400), rng.uniform(-40, 40, 400), rng.uniform(-0.01, 0.01, 100),
-                           [0.0, 1.0, -1.0, 707.0, -707.0]])
+    return np.concatenate(
+        [
+            rng.uniform(-707, 708, 400),
+            rng.uniform(-40, 40, 400),
+            rng.uniform(-0.01, 0.01, 100),
+            [0.0, 1.0, -1.0, 707.0, -707.0],
+        ]
+    )
 
 
 def test_exp_is_within_one_and_a_half_units_in_the_last_place(points):
@@ -42,7 +49,7 @@ def test_exp_is_within_one_and_a_half_units_in_the_last_place(points):
 
 def test_log1p_is_within_two_units_in_the_last_place_down_to_tiny_arguments():
     rng = np.random.default_rng(1)
-    u = np.concatenate([rng.random(400), 10.0 ** rng.uniform(-300, 0, 200), [1.0, 0.5, 2.0 ** -60]])
+    u = np.concatenate([rng.random(400), 10.0 ** rng.uniform(-300, 0, 200), [1.0, 0.5, 2.0**-60]])
     worst = max(ulps(got, exact(lambda d: (d + 1).ln(), x, digits=360)) for x, got in zip(u, portable.log1p(u)))
     assert worst < 2
     assert portable.log1p(np.array([0.0]))[0] == 0.0
@@ -81,8 +88,12 @@ def test_scalars_and_integers_are_accepted():
 
 def fsum_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
     """P @ W with every entry the correctly rounded exact sum."""
-    return np.array([[math.fsum(P[i, l] * W[l, j] for l in range(P.shape[1])) for j in range(W.shape[1])]
-                     for i in range(P.shape[0])])
+    return np.array(
+        [
+            [math.fsum(P[i, t] * W[t, j] for t in range(P.shape[1])) for j in range(W.shape[1])]
+            for i in range(P.shape[0])
+        ]
+    )
 
 
 @pytest.mark.parametrize("k", [2, 30, 1000])
@@ -95,8 +106,9 @@ def test_pixel_products_are_the_correctly_rounded_exact_sums(k):
     assert np.array_equal(portable.pixels_matmul(P, W32), fsum_matmul(P, W32.astype(np.float64)).astype(np.float32))
 
 
-@pytest.mark.parametrize("n,k,m", [(1, 1, 1), (1, 5, 3), (7, 1, 4), (64, 5, 3), (3, 9, 1), (1, 3, 5), (300, 12, 2),
-                                   (1, 9, 1), (1, 3, 1)])
+@pytest.mark.parametrize(
+    "n,k,m", [(1, 1, 1), (1, 5, 3), (7, 1, 4), (64, 5, 3), (3, 9, 1), (1, 3, 5), (300, 12, 2), (1, 9, 1), (1, 3, 1)]
+)
 def test_matmul_adds_the_terms_in_order(n, k, m):
     rng = np.random.default_rng(n * k * m)
     A, B = rng.standard_normal((n, k)), rng.standard_normal((k, m))
@@ -110,12 +122,14 @@ def test_no_kernel_depends_on_how_its_inputs_are_laid_out_in_memory():
     rng = np.random.default_rng(5)
     P, A, B = (rng.random((40, 30)) < 0.5).astype(float), rng.standard_normal((40, 5)), rng.standard_normal((40, 3))
     W, V = rng.standard_normal((30, 5)), rng.standard_normal((5, 3))
-    kernels = [lambda P, A, B, W, V: portable.pixels_matmul(P, W),
-               lambda P, A, B, W, V: portable.pixels_matmul(P.T, A),
-               lambda P, A, B, W, V: portable.matmul(A, V),
-               lambda P, A, B, W, V: portable.outer_sum(A, B),
-               lambda P, A, B, W, V: portable.column_sum(A),
-               lambda P, A, B, W, V: np.array(portable.total(A))]
+    kernels = [
+        lambda P, A, B, W, V: portable.pixels_matmul(P, W),
+        lambda P, A, B, W, V: portable.pixels_matmul(P.T, A),
+        lambda P, A, B, W, V: portable.matmul(A, V),
+        lambda P, A, B, W, V: portable.outer_sum(A, B),
+        lambda P, A, B, W, V: portable.column_sum(A),
+        lambda P, A, B, W, V: np.array(portable.total(A)),
+    ]
     c_order = [P, A, B, W, V]
     f_order = [np.asfortranarray(x) for x in c_order]
     for kernel in kernels:
@@ -135,14 +149,40 @@ def test_no_pipeline_module_computes_with_machine_dependent_numpy_calls():
     """exp, log, tanh and friends change bits with the CPU; dot, matmul, einsum and @ with the BLAS
     kernel (or, for einsum, fused multiply-adds on aarch64). Only portable.py may call BLAS, on
     operands it has made exact; tests/test_reproducible.py checks that with another kernel."""
-    risky = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "tanh", "sinh", "cosh", "power",
-             "float_power", "dot", "vdot", "inner", "outer", "matmul", "einsum", "tensordot", "linalg", "polyval"}
+    risky = {
+        "exp",
+        "exp2",
+        "expm1",
+        "log",
+        "log2",
+        "log10",
+        "log1p",
+        "tanh",
+        "sinh",
+        "cosh",
+        "power",
+        "float_power",
+        "dot",
+        "vdot",
+        "inner",
+        "outer",
+        "matmul",
+        "einsum",
+        "tensordot",
+        "linalg",
+        "polyval",
+    }
     found = []
     for path in sorted((ROOT / "pipeline").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult):
                 found.append(f"{path.name}:{node.lineno}: @")
-            if (isinstance(node, ast.Attribute) and node.attr in risky and isinstance(node.value, ast.Name)
-                    and node.value.id == "np" and not (path.name == "portable.py" and node.attr == "dot")):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in risky
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "np"
+                and not (path.name == "portable.py" and node.attr == "dot")
+            ):
                 found.append(f"{path.name}:{node.lineno}: np.{node.attr}")
     assert found == []

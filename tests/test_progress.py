@@ -1,4 +1,5 @@
 """The progress line: shown on a terminal once training outlasts a couple of seconds, never elsewhere."""
+
 from __future__ import annotations
 
 import io

@@ -6,6 +6,7 @@ arbitrary YAML documents, values, text and bytes; each either parses into someth
 spec written out below (independently of the code's own checks), or is refused by a PipelineError
 whose message is one line naming the file.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ from pipeline.params import DatasetParams, EvaluateParams, TrainParams, load_par
 from tests.conftest import ROOT
 
 # No example database (no .hypothesis/ in the project) and no deadline (first calls import lazily).
-SETTINGS = settings(max_examples=200, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 FEW = settings(SETTINGS, max_examples=100)
 
 COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -59,8 +61,9 @@ SPEC = {
     ("train", "seed"): _count(0),
     ("train", "shuffle"): lambda v: type(v) is bool,
     ("train", "dtype"): lambda v: v in ("float64", "float32"),
-    ("evaluate", "noise_levels"): lambda v: type(v) is tuple and len(v) > 0
-    and all(_number(lambda x: 0 <= x <= 1)(x) for x in v),
+    ("evaluate", "noise_levels"): lambda v: (
+        type(v) is tuple and len(v) > 0 and all(_number(lambda x: 0 <= x <= 1)(x) for x in v)
+    ),
     ("evaluate", "per_class"): _count(1),
     ("evaluate", "seed"): _count(0),
 }
@@ -79,8 +82,11 @@ def _acceptable_input(key: tuple[str, str], value) -> bool:
     if key in (("dataset", "noise"), ("train", "lr")):  # numbers: ints and floats alike
         return _as_float(value) is not None and SPEC[key](_as_float(value))
     if key == ("evaluate", "noise_levels"):
-        return (type(value) is list and len(value) > 0
-                and all(_as_float(x) is not None and SPEC[("dataset", "noise")](_as_float(x)) for x in value))
+        return (
+            type(value) is list
+            and len(value) > 0
+            and all(_as_float(x) is not None and SPEC[("dataset", "noise")](_as_float(x)) for x in value)
+        )
     return SPEC[key](value)
 
 
@@ -90,24 +96,74 @@ def assert_one_line_naming(err: PipelineError, prefix: str) -> None:
     assert len(message.splitlines()) == 1 and "\n" not in message and "\r" not in message, repr(message)
 
 
-scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-10**400, max_value=10**400)
-           | st.floats() | st.text(max_size=12) | st.sampled_from(["bce", "mse", "float32", "float64", "1e-3"]))
-yaml_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4), max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["bce", "mse", "float32", "float64", "1e-3"])
+)
+yaml_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
+    max_leaves=12,
+)
 section_names = st.sampled_from(["dataset", "train", "evaluate", "trian"]) | st.text(max_size=8)
 # Whole documents: arbitrary structures, and mappings whose sections and keys are often the real ones.
 documents = yaml_values | st.dictionaries(
     section_names,
     st.dictionaries(st.sampled_from([k for _, k in SPEC]) | st.text(max_size=6), yaml_values, max_size=10)
-    | yaml_values, max_size=4)
+    | yaml_values,
+    max_size=4,
+)
 
 # Values as a person types them after `key: `, so the YAML reader's own conversions are exercised too.
-TRICKY_SCALARS = ["2023-13-01", "2023-01-01", "!!float abc", "!!int abc", "!!timestamp abc", "!!binary ~~~",
-                  "9" * 400, "-" + "9" * 400, "9" * 5000, "1e-3", "1e999", "-1e-3", ".nan", ".inf", "-.inf",
-                  "0x1F", "0o17", "1_000", "1:30", "~", "yes", "no", "On", "'0.1'", "[1, 2]", "{a: 1}", "&a 1",
-                  "*a", "!!python/object:os.system x", "[", "{", "'", "\"\\x\"", "|", ">", "@", "`", "%x", "0.1 #"]
+TRICKY_SCALARS = [
+    "2023-13-01",
+    "2023-01-01",
+    "!!float abc",
+    "!!int abc",
+    "!!timestamp abc",
+    "!!binary ~~~",
+    "9" * 400,
+    "-" + "9" * 400,
+    "9" * 5000,
+    "1e-3",
+    "1e999",
+    "-1e-3",
+    ".nan",
+    ".inf",
+    "-.inf",
+    "0x1F",
+    "0o17",
+    "1_000",
+    "1:30",
+    "~",
+    "yes",
+    "no",
+    "On",
+    "'0.1'",
+    "[1, 2]",
+    "{a: 1}",
+    "&a 1",
+    "*a",
+    "!!python/object:os.system x",
+    "[",
+    "{",
+    "'",
+    '"\\x"',
+    "|",
+    ">",
+    "@",
+    "`",
+    "%x",
+    "0.1 #",
+]
 raw_scalars = st.sampled_from(TRICKY_SCALARS) | st.text(
-    st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp"), exclude_characters="\x85"), max_size=16)
+    st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp"), exclude_characters="\x85"), max_size=16
+)
 
 
 def write_params(tmp_path: Path, text: str | bytes) -> Path:
@@ -154,7 +210,7 @@ def test_any_bytes_as_params_yaml_load_or_are_refused_in_one_line(tmp_path, data
 @given(key=st.sampled_from(sorted(SPEC)), value=yaml_values)
 @example(key=("train", "lr"), value=10**400)
 @example(key=("train", "epochs"), value=True)
-@example(key=("evaluate", "noise_levels"), value=[0.1, -10**400])
+@example(key=("evaluate", "noise_levels"), value=[0.1, -(10**400)])
 def test_any_value_for_any_key_is_accepted_exactly_when_the_spec_allows_it(tmp_path, key, value):
     section, name = key
     doc = copy.deepcopy(COMMITTED)
@@ -236,8 +292,12 @@ def test_any_text_parses_as_the_format_says_or_is_refused_in_one_line(text):
 
 
 @SETTINGS
-@given(data=st.binary(max_size=200) | glyph_texts.map(lambda t: t.encode("utf-8"))
-       | glyph_texts.map(lambda t: t.encode("utf-16")) | st.binary(min_size=4090, max_size=4200))
+@given(
+    data=st.binary(max_size=200)
+    | glyph_texts.map(lambda t: t.encode("utf-8"))
+    | glyph_texts.map(lambda t: t.encode("utf-16"))
+    | st.binary(min_size=4090, max_size=4200)
+)
 def test_any_bytes_in_a_glyph_file_read_or_are_refused_in_one_line(tmp_path, data):
     path = tmp_path / "glyph.txt"
     path.write_bytes(data)
@@ -268,11 +328,14 @@ GOOD_NPZ = _npz(w1=np.ones((30, 5)), w2=np.ones((5, 3)))
 
 
 def _damaged(good: bytes):
-    return (st.binary(max_size=300)
-            | st.integers(0, len(good) - 1).map(lambda n: good[:n])
-            | st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)).map(
-                lambda t: good[:t[0]] + bytes([good[t[0]] ^ t[1]]) + good[t[0] + 1:])
-            | st.sampled_from([_npz(a=np.zeros(3)), _npy(np.zeros((3, 30), np.uint8)), _npy(np.zeros(2, object))]))
+    return (
+        st.binary(max_size=300)
+        | st.integers(0, len(good) - 1).map(lambda n: good[:n])
+        | st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)).map(
+            lambda t: good[: t[0]] + bytes([good[t[0]] ^ t[1]]) + good[t[0] + 1 :]
+        )
+        | st.sampled_from([_npz(a=np.zeros(3)), _npy(np.zeros((3, 30), np.uint8)), _npy(np.zeros(2, object))])
+    )
 
 
 @FEW
@@ -295,7 +358,7 @@ def test_any_bytes_as_an_npy_file_load_checked_or_are_refused_in_one_line(tmp_pa
 @FEW
 @given(data=_damaged(GOOD_NPZ))
 @example(data=_npy(np.zeros((30, 5))))  # an .npy array where an .npz archive belongs
-@example(data=GOOD_NPZ[:len(GOOD_NPZ) // 2])  # np.load leaked the file handle of a broken zip
+@example(data=GOOD_NPZ[: len(GOOD_NPZ) // 2])  # np.load leaked the file handle of a broken zip
 def test_any_bytes_as_an_npz_file_load_or_are_refused_in_one_line(tmp_path, data):
     path = tmp_path / "model.npz"
     path.write_bytes(data)

@@ -1,4 +1,5 @@
 """The README's two commands are the ones CI runs, and its tour's claims hold."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,9 @@ from tests.conftest import ROOT
 
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    return [line for line in re.findall(r"^```\n(.*?)\n```", text, flags=re.M | re.S) if line.startswith("python3 -m venv")]
+    return [
+        line for line in re.findall(r"^```\n(.*?)\n```", text, flags=re.M | re.S) if line.startswith("python3 -m venv")
+    ]
 
 
 def test_readme_has_the_two_commands_and_ci_runs_the_test_one():

@@ -3,6 +3,7 @@ the hand-drawn samples as the README's table says; so does the committed baselin
 
 Training is the same bytes on every machine, so these are exact checks of one run, not statistics.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,18 +49,24 @@ def readings_table() -> dict[str, tuple[str, str]]:
 def robust() -> tuple[Params, object, dict, object]:
     committed = load_params(ROOT / "params.yaml")
     overrides = recipe_overrides()
-    params = dataclasses.replace(committed, **{section: dataclasses.replace(getattr(committed, section), **values)
-                                               for section, values in overrides.items()})
+    params = dataclasses.replace(
+        committed,
+        **{
+            section: dataclasses.replace(getattr(committed, section), **values) for section, values in overrides.items()
+        },
+    )
     data = make_dataset(params.dataset)
     net, _, _ = train(params.train, *data["train"])
     return params, net, data, overrides
 
 
 def test_the_recipe_keeps_the_default_architecture_and_changes_what_the_readme_says(robust):
-    params, net, _, overrides = robust
+    _, net, _, overrides = robust
     assert net.sizes == (30, 5, 3)
-    assert overrides == {"dataset": {"train_per_class": 2000, "shift": 1},
-                         "train": {"shuffle": True, "bias": True, "batch_size": 64, "lr": 0.3, "epochs": 100}}
+    assert overrides == {
+        "dataset": {"train_per_class": 2000, "shift": 1},
+        "train": {"shuffle": True, "bias": True, "batch_size": 64, "lr": 0.3, "epochs": 100},
+    }
 
 
 def test_the_recipe_meets_its_targets(robust):
@@ -67,7 +74,7 @@ def test_the_recipe_meets_its_targets(robust):
     test, _ = scores(net, *data["test"])
     moved = moved_glyphs(net, params.evaluate, params.dataset.noise)
     assert params.dataset.noise == 0.1
-    assert test["accuracy"] >= 0.985 and round(test["accuracy"], 3) == 0.990          # the README's figure
+    assert test["accuracy"] >= 0.985 and round(test["accuracy"], 3) == 0.990  # the README's figure
     assert np.mean(np.argmax(moved.Z2, axis=1) == moved.y) >= 0.99
     assert round(float(np.mean(moved.noisy)), 2) == 0.98
 

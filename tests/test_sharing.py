@@ -1,4 +1,5 @@
 """Sharing beyond one machine with DVC's own machinery: an experiment sweep, remotes, the model artifact."""
+
 from __future__ import annotations
 
 import json
@@ -96,19 +97,30 @@ README = (ROOT / "README.md").read_text()
 
 
 def readme_command(start: str) -> str:
-    return next(line for block in re.findall(r"^```\n(.*?)\n```", README, flags=re.M | re.S)
-                for line in block.splitlines() if line.startswith(start))
+    return next(
+        line
+        for block in re.findall(r"^```\n(.*?)\n```", README, flags=re.M | re.S)
+        for line in block.splitlines()
+        if line.startswith(start)
+    )
 
 
 def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_path):
     work = clone_with_outputs(repo, tmp_path / "work")
-    typo = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lrr=0.5"], cwd=work, env=env(),
-                          capture_output=True, text=True)
+    typo = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lrr=0.5"],
+        cwd=work,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert typo.returncode != 0 and "Could not override 'train.lrr'" in typo.stderr, typo.stderr
     assert "Could not override 'train.lrr'" in README
     params = work / "params.yaml"  # the outputs are there, so DVC checks train's params before running anything
     params.write_text(params.read_text().replace("  lr: 0.1 ", "  lrr: 0.1 "))
-    missing = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env(), capture_output=True,
-                             text=True)
+    missing = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=work, env=env(), capture_output=True, text=True, check=False
+    )
     assert missing.returncode != 0 and "Parameters 'train.lr' are missing from 'params.yaml'" in missing.stderr
     assert "Parameters 'train.lr' are missing from 'params.yaml'" in README

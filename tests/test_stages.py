@@ -1,4 +1,5 @@
 """The stage scripts run as a user runs them: outputs, determinism, and bad input at the edges."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +13,30 @@ import yaml
 from pipeline.glyphs import clean_glyphs, parse_glyph, render
 from tests.conftest import assert_one_line_error, copy_of, edit_params, run_module, run_stages
 
-IMAGES = ["metrics/images/predictions.png", "metrics/images/misclassified.png", "metrics/images/hidden_weights.png",
-          "metrics/images/curves.png", "metrics/images/confusion.png", "metrics/images/samples.png",
-          "metrics/images/moved.png"]
-OUTPUTS = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy", "models/model.npz",
-           "metrics/history.tsv", "metrics/metrics.json", "metrics/confusion.json", "metrics/robustness.json",
-           "metrics/predictions.json", "models/trace.npz", "metrics/explorer.html", *IMAGES]
+IMAGES = [
+    "metrics/images/predictions.png",
+    "metrics/images/misclassified.png",
+    "metrics/images/hidden_weights.png",
+    "metrics/images/curves.png",
+    "metrics/images/confusion.png",
+    "metrics/images/samples.png",
+    "metrics/images/moved.png",
+]
+OUTPUTS = [
+    "data/x_train.npy",
+    "data/y_train.npy",
+    "data/x_test.npy",
+    "data/y_test.npy",
+    "models/model.npz",
+    "metrics/history.tsv",
+    "metrics/metrics.json",
+    "metrics/confusion.json",
+    "metrics/robustness.json",
+    "metrics/predictions.json",
+    "models/trace.npz",
+    "metrics/explorer.html",
+    *IMAGES,
+]
 
 
 def digests(project: Path) -> dict[str, str]:
@@ -112,8 +131,12 @@ def test_a_diverging_run_writes_no_model(built, tmp_path):
     edit_params(project, "train", lr=1e300, bias=True)
     before = digests(project)
     proc = run_module("pipeline.train", cwd=project)
-    assert_one_line_error(proc, "train: logits reached ", " at epoch 1, beyond exp's range ±707; try a smaller train.lr "
-                          "(now 1e+300)", status=1)
+    assert_one_line_error(
+        proc,
+        "train: logits reached ",
+        " at epoch 1, beyond exp's range ±707; try a smaller train.lr (now 1e+300)",
+        status=1,
+    )
     assert digests(project) == before
 
 
@@ -135,8 +158,10 @@ def test_predict_reports_bad_files_and_still_predicts_the_good_ones(built, tmp_p
     proc = run_module("pipeline.predict", str(bad), "data/samples/b.txt", str(tmp_path / "none.txt"), cwd=built)
     assert proc.returncode == 2
     assert proc.stdout.startswith("data/samples/b.txt: B (")
-    assert proc.stderr.splitlines() == [f"error: {bad}: expected 5 rows of 6 pixels, found 4 rows",
-                                        f"error: {tmp_path / 'none.txt'}: no such file"]
+    assert proc.stderr.splitlines() == [
+        f"error: {bad}: expected 5 rows of 6 pixels, found 4 rows",
+        f"error: {tmp_path / 'none.txt'}: no such file",
+    ]
 
 
 def test_predict_takes_another_model(built, tmp_path):
@@ -191,6 +216,7 @@ def test_robustness_levels_are_independent_of_each_other(built, tmp_path):
 
 def test_every_picture_is_a_png_of_a_sensible_size(built):
     from PIL import Image
+
     for name in IMAGES:
         with Image.open(built / name) as image:
             assert image.format == "PNG" and image.width >= 200 and image.height >= 80, name
@@ -207,15 +233,19 @@ def test_predict_show_prints_the_glyph_beside_every_score(built):
     assert lines[3].endswith("<") and not lines[1].endswith("<")
 
 
-@pytest.mark.parametrize("content,message", [
-    ("epoch\tloss\n1\t0.5\n", "expected the header step, loss, accuracy, found ['epoch', 'loss']"),
-    ("step\tloss\taccuracy\n1\t0.5\t0.3\n2\t0.4\n", "line 3: expected 3 numbers, found '2\\t0.4'"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("epoch\tloss\n1\t0.5\n", "expected the header step, loss, accuracy, found ['epoch', 'loss']"),
+        ("step\tloss\taccuracy\n1\t0.5\t0.3\n2\t0.4\n", "line 3: expected 3 numbers, found '2\\t0.4'"),
+    ],
+)
 def test_a_bad_history_names_the_line_and_the_stage_to_rerun(built, tmp_path, content, message):
     project = copy_of(built, tmp_path / "copy")
     (project / "metrics/history.tsv").write_text(content)
-    assert_one_line_error(run_module("pipeline.evaluate", cwd=project), f"metrics/history.tsv: {message}",
-                          "rerun `dvc repro train`")
+    assert_one_line_error(
+        run_module("pipeline.evaluate", cwd=project), f"metrics/history.tsv: {message}", "rerun `dvc repro train`"
+    )
 
 
 def test_a_zero_epoch_model_is_evaluated_without_warnings(built, tmp_path):
@@ -266,15 +296,16 @@ def write_glyph(path: Path, glyph: np.ndarray) -> Path:
 def test_predict_notes_a_glyph_four_pixels_from_every_training_glyph_and_only_then(built, tmp_path):
     a = clean_glyphs()[0].copy()
     near, far = a.copy(), a.copy()
-    near[[0, 1, 5]] = 1        # 3 pixels from A: blank corners inked
-    far[[0, 1, 5, 26]] = 1     # 4 pixels from A, and further from B and C
+    near[[0, 1, 5]] = 1  # 3 pixels from A: blank corners inked
+    far[[0, 1, 5, 26]] = 1  # 4 pixels from A, and further from B and C
     files = [str(write_glyph(tmp_path / "near.txt", near)), str(write_glyph(tmp_path / "far.txt", far))]
     proc = run_module("pipeline.predict", "--show", *files, cwd=built)
     assert proc.returncode == 0, proc.stderr
     assert "nearest training glyph: A, 3 pixels away\n" in proc.stdout
     assert "nearest training glyph: A, 4 pixels away (far)" in proc.stdout
-    assert proc.stderr.splitlines() == [f"note: {files[1]}: 4 pixels from the nearest training glyph (A); "
-                                        "the model has not seen anything like it"]
+    assert proc.stderr.splitlines() == [
+        f"note: {files[1]}: 4 pixels from the nearest training glyph (A); the model has not seen anything like it"
+    ]
     plain = run_module("pipeline.predict", *files, cwd=built)  # the parsed lines stay FILE: LETTER (SCORE)
     assert [line.split(": ")[0] for line in plain.stdout.splitlines()] == files and plain.stderr == proc.stderr
 
@@ -283,12 +314,16 @@ def test_predict_knows_when_the_training_data_is_not_the_models(built, tmp_path)
     project = copy_of(built, tmp_path / "copy")
     edit_params(project, "dataset", train_per_class=5)
     run_stages(project, ["make_dataset"])  # new training data; the model is still the old one
-    assert_one_line_error(run_module("pipeline.predict", cwd=project),
-                          "data/x_train.npy: not the training set of this model; rerun `dvc repro train`")
+    assert_one_line_error(
+        run_module("pipeline.predict", cwd=project),
+        "data/x_train.npy: not the training set of this model; rerun `dvc repro train`",
+    )
     adhoc = run_module("pipeline.predict", "--show", "data/samples/a.txt", cwd=project)
     assert adhoc.returncode == 0 and "nearest training glyph: unknown" in adhoc.stdout
-    assert adhoc.stderr == ("note: data/x_train.npy: not the training set of this model; rerun `dvc repro train`; "
-                            "no nearest training glyphs\n")
+    assert adhoc.stderr == (
+        "note: data/x_train.npy: not the training set of this model; rerun `dvc repro train`; "
+        "no nearest training glyphs\n"
+    )
     (project / "data/x_train.npy").unlink()  # a model fetched alone, with no data: predictions still come
     adhoc = run_module("pipeline.predict", "data/samples/a.txt", cwd=project)
     assert adhoc.returncode == 0 and adhoc.stdout.startswith("data/samples/a.txt: A (")

@@ -1,6 +1,7 @@
 """Two machines working on one repository: an experiment travels from one to the other through a bare git
 remote and a DVC remote (a local directory, and S3 through moto's server), and a run cache pushed
 from one spares the other a training."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,7 @@ def test_an_experiment_travels_through_git_and_a_local_or_s3_dvc_remote(team, tm
     a = machine(team, tmp_path / "a")
     add_s3(a, url)
     dvc(a, "exp", "run", "-S", "train.lr=0.3", "-S", "train.hidden=8", "--name", "lr03-h8")
-    pushed = dvc(a, "exp", "push", "origin", "lr03-h8").stdout       # git ref to origin, outputs to `team`
+    pushed = dvc(a, "exp", "push", "origin", "lr03-h8").stdout  # git ref to origin, outputs to `team`
     assert "Pushed experiment lr03-h8" in pushed, pushed
     dvc(a, "exp", "push", "-r", "s3r", "origin", "lr03-h8", extra_env=creds)  # and the outputs to S3 too
 
@@ -71,17 +72,24 @@ def test_an_experiment_travels_through_git_and_a_local_or_s3_dvc_remote(team, tm
             add_s3(b, url)
         dvc(b, "exp", "pull", *remote, "origin", "lr03-h8", extra_env=creds)
         rows = json.loads(dvc(b, "exp", "show", "--json").stdout)
-        found = [exp["revs"][0]["data"] for row in rows for exp in (row.get("experiments") or [])
-                 if exp["revs"][0].get("name") == "lr03-h8"]
+        found = [
+            exp["revs"][0]["data"]
+            for row in rows
+            for exp in (row.get("experiments") or [])
+            if exp["revs"][0].get("name") == "lr03-h8"
+        ]
         assert found, rows
         assert found[0]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.3
-        assert found[0]["metrics"]["metrics/metrics.json"]["data"]["test"]["accuracy"] == \
-            json.loads((a / "metrics/metrics.json").read_text())["test"]["accuracy"]
+        assert (
+            found[0]["metrics"]["metrics/metrics.json"]["data"]["test"]["accuracy"]
+            == json.loads((a / "metrics/metrics.json").read_text())["test"]["accuracy"]
+        )
         dvc(b, "exp", "apply", "lr03-h8")
         dvc(b, "checkout")
         assert (b / "models/model.npz").read_bytes() == (a / "models/model.npz").read_bytes(), name
-        said = [run([sys.executable, "-m", "pipeline.predict", "data/samples/b_wide.txt"], cwd=m).stdout
-                for m in (a, b)]
+        said = [
+            run([sys.executable, "-m", "pipeline.predict", "data/samples/b_wide.txt"], cwd=m).stdout for m in (a, b)
+        ]
         assert said[0] == said[1] and said[0].startswith("data/samples/b_wide.txt: "), name
 
 
@@ -94,9 +102,9 @@ def test_a_run_cache_pushed_from_one_machine_spares_the_other_a_training(team, t
     set_lr = lambda m: (m / "params.yaml").write_text((m / "params.yaml").read_text().replace("lr: 0.1 ", "lr: 0.5 "))
     set_lr(a)
     assert "Running stage 'train'" in dvc(a, "repro").stdout
-    dvc(a, "push", "--run-cache")                        # DVC's own: the run records, and the workspace's data
+    dvc(a, "push", "--run-cache")  # DVC's own: the run records, and the workspace's data
 
-    b = machine(team, tmp_path / "b")                    # same commit, same value
+    b = machine(team, tmp_path / "b")  # same commit, same value
     set_lr(b)
     dvc(b, "pull", "--run-cache")
     out = dvc(b, "repro", "--pull")
