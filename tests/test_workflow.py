@@ -1,4 +1,5 @@
-"""The GitHub Actions workflow runs what .ci/run runs: the README's install, the tests, check-reproducible."""
+"""The GitHub Actions workflow does what .ci/run does: the README's install, the tests, the linter and
+formatter, the reproducibility check; then it reports how the change moves the metrics and params."""
 
 from __future__ import annotations
 
@@ -9,26 +10,19 @@ import yaml
 from tests.conftest import ROOT
 
 
-def test_the_workflow_installs_as_the_readme_says_and_runs_the_tests_and_the_reproducibility_check():
+def test_the_workflow_runs_what_ci_runs_in_the_same_order_then_the_diffs():
     workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
-    assert set(workflow[True]) == {"push", "pull_request"}  # PyYAML reads the key `on` as True
-    steps = workflow["jobs"]["test"]["steps"]
-    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout@"))
-    assert checkout["with"]["fetch-depth"] == 0  # the diff against the base needs its history
-    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
-    assert str(python["with"]["python-version"]) == "3.11" and python["with"]["cache"] == "pip"
-
-    runs = [s.get("run", "") for s in steps]
+    runs = [step.get("run", "") for step in workflow["jobs"]["test"]["steps"]]
     readme_test = next(
         line
         for line in re.findall(r"^```\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.M | re.S)
         if line.endswith("&& python -m pytest")
     )
     install = readme_test.removesuffix(" && python -m pytest")
-    order = [
-        next(i for i, run in enumerate(runs) if needle in run)
-        for needle in (install, "python -m pytest", "scripts/check-reproducible", "$GITHUB_STEP_SUMMARY")
-    ]
+    ci = (ROOT / ".ci/run").read_text()
+    commands = [install, "python -m pytest", "ruff check .", "ruff format --check .", "scripts/check-reproducible"]
+    assert [ci.index(command) for command in commands] == sorted(ci.index(command) for command in commands)
+    order = [next(i for i, run in enumerate(runs) if command in run) for command in [*commands, "$GITHUB_STEP_SUMMARY"]]
     assert order == sorted(order), order
     summary = runs[order[-1]]
     assert 'dvc metrics diff --md "$BASE"' in summary and 'dvc params diff --md "$BASE"' in summary
