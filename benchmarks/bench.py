@@ -8,7 +8,7 @@ shuffling) on the same noisy glyphs for one epoch, and the figures are samples p
 ratios. scikit-learn's MLPClassifier has biases and a softmax output (ours: no biases, sigmoid
 outputs, as the tutorial): the same work per sample up to a few exponentials. Peak memory is the
 resident set of a child process that trains on --memory-samples samples. The DVC figure compares
-`dvc repro -f` of this pipeline with the same four-stage DAG whose commands only touch their outputs.
+`dvc repro -f` of this pipeline with the same DAG whose commands only touch their outputs.
 --baseline REV also times the trainer of git revision REV (its pipeline/ package, in a child process
 on the same data), in the same rounds: before and after a change, side by side.
 Timings on a shared machine are noisy: compare the ratios, each measured side by side.
