@@ -202,15 +202,16 @@ def dvc_floor(rounds: int) -> None:
     """Median wall time of `dvc repro -f`, the real pipeline against the same DAG doing nothing."""
     with tempfile.TemporaryDirectory() as tmp:
         real, floor = Path(tmp) / "real", Path(tmp) / "floor"
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        files = [name for name in listed if (ROOT / name).is_file()]
         for dest in (real, floor):
-            files = subprocess.run(
-                ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
-            for name in filter(lambda f: (ROOT / f).is_file(), files):
+            for name in files:
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / name, dest / name)
             subprocess.run(["git", "init", "-q"], cwd=dest, check=True)

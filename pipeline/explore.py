@@ -27,9 +27,9 @@ import numpy as np
 from pipeline import paths, pictures, portable
 from pipeline.artifacts import load_history, load_npz, load_split, save_text, stale
 from pipeline.checkpoint import load_network, to_arrays
-from pipeline.errors import PipelineError, exit_on_error
-from pipeline.glyph_files import read_glyph
-from pipeline.glyphs import FAR, PIXELS, clean_glyphs
+from pipeline.errors import exit_on_error
+from pipeline.glyph_files import read_glyph, sample_files
+from pipeline.glyphs import FAR, PIXELS, clean_glyphs, codes
 from pipeline.model import Network
 from pipeline.params import TrainParams, load_params
 
@@ -49,16 +49,13 @@ def bits(glyphs: np.ndarray) -> list[str]:
 
 def packed(glyphs: np.ndarray, labels: np.ndarray) -> dict[str, str]:
     """Glyphs as little-endian uint32 (pixel i is bit i) and labels as uint8, in base64: 7 characters a glyph."""
-    codes = np.packbits(glyphs, axis=1, bitorder="little").view("<u4")[:, 0]
     return {
-        "codes": base64.b64encode(codes.tobytes()).decode("ascii"),
+        "codes": base64.b64encode(codes(glyphs).tobytes()).decode("ascii"),
         "labels": base64.b64encode(labels.astype(np.uint8).tobytes()).decode("ascii"),
     }
 
 
-def trace_data(
-    p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_train: np.ndarray, y_train: np.ndarray
-) -> dict:
+def trace_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_train: np.ndarray) -> dict:
     """The weights of every recorded epoch: how to rebuild them, or the weights themselves."""
     epochs = trace["epoch"].tolist()
     weights = {name: trace[name] for name in ("w1", "w2", "b1", "b2") if name in trace}
@@ -84,7 +81,7 @@ def page_data(
     samples: list[tuple[str, np.ndarray]],
 ) -> dict:
     arrays = to_arrays(net)
-    trace = trace_data(p, net, trace, x_train, y_train)
+    trace = trace_data(p, net, trace, x_train)
     order = np.sort(np.unique(x_train, axis=0, return_index=True)[1])[:NEAREST_GLYPHS]  # distinct, in training order
     return {
         "classes": list(net.classes),
@@ -126,10 +123,7 @@ def main() -> None:
     params = load_params().train
     net = load_network(paths.MODEL, PIXELS)
     x_train, y_train = load_split("train")
-    files = sorted(paths.SAMPLES.glob("*.txt"))
-    if not files:
-        raise PipelineError(f"{paths.SAMPLES}: expected glyph files *.txt, found none")
-    samples = [(path.name, read_glyph(path)) for path in files]
+    samples = [(path.name, read_glyph(path)) for path in sample_files()]
     data = page_data(params, net, load_trace(net), load_history(), x_train, y_train, samples)
     save_text(paths.EXPLORER, render_page(data))
 

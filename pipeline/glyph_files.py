@@ -10,10 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import paths
 from pipeline.errors import PipelineError
 from pipeline.glyphs import parse_glyph
 
 MAX_GLYPH_BYTES = 4096  # a glyph file is ~40 bytes; reading more only wastes time on a wrong file
+
+
+def sample_files(directory: Path = paths.SAMPLES) -> list[Path]:
+    """The glyph files *.txt of `directory`, sorted by name; none is an error."""
+    files = sorted(directory.glob("*.txt"))
+    if not files:
+        raise PipelineError(f"{directory}: expected glyph files *.txt, found none")
+    return files
 
 
 def read_glyph(path: Path) -> np.ndarray:

@@ -142,15 +142,15 @@ class Nearest:
 
 def nearest(glyphs: np.ndarray, x_train: np.ndarray, y_train: np.ndarray) -> list[Nearest]:
     """For glyphs : (n, 30), the nearest of x_train : (N, 30) by Hamming distance, and its label."""
-    train_codes = _bits(x_train)
+    train_codes = codes(x_train)
     result = []
-    for code in _bits(glyphs):
+    for code in codes(glyphs):
         distances = np.bitwise_count(np.bitwise_xor(train_codes, code))
         best = int(np.argmin(distances))
         result.append(Nearest(int(y_train[best]), int(distances[best])))
     return result
 
 
-def _bits(glyphs: np.ndarray) -> np.ndarray:
+def codes(glyphs: np.ndarray) -> np.ndarray:
     """glyphs : (n, 30) of 0/1 -> (n,) uint32, pixel i as bit i: XOR and a bit count give distances."""
     return np.packbits(glyphs, axis=1, bitorder="little").view("<u4")[:, 0]

@@ -27,7 +27,7 @@ from pipeline import paths
 from pipeline.artifacts import digest, load_split, save_json, stale
 from pipeline.checkpoint import load_network
 from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error
-from pipeline.glyph_files import read_glyph
+from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, Nearest, nearest, render
 from pipeline.model import Network, logits, sigmoid
 
@@ -54,11 +54,9 @@ def read_all(files: list[Path]) -> tuple[list[Path], np.ndarray, list[str]]:
 
 
 def run_stage(net: Network) -> None:
-    good, glyphs, errors = read_all(sorted(paths.SAMPLES.glob("*.txt")))
+    good, glyphs, errors = read_all(sample_files())
     if errors:
         raise PipelineError(f"{errors[0]} (and {len(errors) - 1} more)" if len(errors) > 1 else errors[0])
-    if not good:
-        raise PipelineError(f"{paths.SAMPLES}: expected glyph files *.txt, found none")
     results = predict(net, glyphs)
     near = nearest(glyphs, *training_set(net))
     far = [f"{path.name} ({n.distance})" for path, n in zip(good, near) if n.far]

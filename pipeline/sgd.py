@@ -59,8 +59,8 @@ def fit(
         for i in range(epochs):
             order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
             train_epoch(net, X, y, order, lr, batch_size, Z2)
-            history.loss[i] = loss_value(net.loss, Z2, y[order])
-            history.accuracy[i] = accuracy(Z2, y[order])
+            visited = y[order]
+            history.loss[i], history.accuracy[i] = loss_value(net.loss, Z2, visited), accuracy(Z2, visited)
             largest = float(np.max(np.abs(Z2), initial=0.0))
             if not np.isfinite(history.loss[i]) or largest > limit:
                 raise Diverged(i + 1, history.loss[i], largest, limit)
