@@ -61,7 +61,7 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
         raise ValueError(f"expected the activation {ACTIVATION}, found {activation!s}")
     loss, bias = arrays["loss"], arrays["bias"]
     if loss.shape != () or str(loss) not in LOSSES or bias.dtype != np.bool_ or bias.shape != ():
-        raise ValueError(f"expected loss in {LOSSES} and a boolean bias, found {loss!s}, {bias!s}")
+        raise ValueError(f"expected loss in {tuple(LOSSES)} and a boolean bias, found {loss!s}, {bias!s}")
     b1, b2 = (arrays.get("b1"), arrays.get("b2")) if bias else (None, None)
     if bias and (b1 is None or b2 is None or b1.shape != expected[1:2] or b2.shape != expected[2:]):
         raise ValueError("biases missing or of the wrong shape")

@@ -3,35 +3,61 @@
 One example a row. Shapes use n = batch size, H = hidden units, K = classes (3):
 X : (n, 30) pixels, y : (n,) class indices, W1 : (30, H), W2 : (H, K), b1 : (H,), b2 : (K,).
 
-Losses, each trained with its own gradient:
+Each loss is one entry of LOSSES: its value and its gradient side by side (as scikit-learn's
+`LOSS_FUNCTIONS` and `DERIVATIVES`), so each is trained with its own true gradient:
 - bce : binary cross-entropy summed over the K outputs, averaged over the batch. Its gradient with
         respect to Z2 is (A2 - Y) / n, which at n = 1 is the tutorial's update `a2 - y`.
 - mse : squared error averaged over the n * K outputs (the tutorial's reported "loss"). Its
         gradient with respect to Z2 is 2 (A2 - Y) A2 (1 - A2) / (n K).
+`compiled.py` computes the same losses in Numba; a test keeps its table's names equal to these.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.portable import column_sum, matmul, outer_sum, pixels_matmul, sigmoid, softplus, total
 
-LOSSES = ("bce", "mse")
 ACTIVATION = "sigmoid"
 
 
 @dataclass(frozen=True)
+class Loss:
+    """A loss: each output's value, how many outputs the reported loss averages over, its gradient."""
+
+    outputs: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (Z2, Y) : (n, K) -> (n, K) each output's loss
+    count: Callable[[int, int], int]  # (n, K) -> what the summed loss is divided by
+    delta: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (A2, Y) : (n, K) -> dLoss/dZ2 : (n, K)
+
+
+LOSSES = {
+    "bce": Loss(
+        outputs=lambda Z2, Y: softplus(Z2 * (1 - 2 * Y)),  # -log s(z) = softplus(-z) if y = 1, softplus(z) if 0
+        count=lambda n, k: n,
+        delta=lambda A2, Y: (A2 - Y) / len(A2),
+    ),
+    "mse": Loss(
+        outputs=lambda Z2, Y: np.square(sigmoid(Z2) - Y),
+        count=lambda n, k: n * k,
+        delta=lambda A2, Y: 2 * (A2 - Y) * A2 * (1 - A2) / A2.size,
+    ),
+}
+
+
+@dataclass(eq=False)
 class Network:
-    """Weights (trained in place) and what is needed to use them without params.yaml."""
+    """Weights and what is needed to use them without params.yaml. Not frozen: training moves
+    w1, w2, b1 and b2 in place (`sgd_step`, `compiled.train_epoch`), and copies are taken explicitly."""
 
     w1: np.ndarray  # (30, H)
     w2: np.ndarray  # (H, K)
     b1: np.ndarray | None  # (H,) or None when biases are off
     b2: np.ndarray | None  # (K,) or None
-    loss: str
+    loss: str  # a key of LOSSES
     classes: tuple[str, ...]  # (K,) the names of the outputs
     trained_on: str = ""  # digest of the training set (artifacts.digest), "" if unknown
 
@@ -97,29 +123,13 @@ def loss_value(loss: str, Z2: np.ndarray, y: np.ndarray, block: int = 4096) -> f
     for start in range(0, n, block):
         rows = slice(start, start + block)
         per_example[rows] = example_losses(loss, Z2[rows], y[rows])
-    return total(per_example) / (n if loss == "bce" else n * k)
+    return total(per_example) / LOSSES[loss].count(n, k)
 
 
 def example_losses(loss: str, Z2: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(n,) each example's loss summed over the K outputs: bce, or squared error for mse."""
-    Y = one_hot(y, Z2.shape[1], Z2.dtype)
-    if loss == "bce":  # -log s(z) = softplus(-z) for a target 1, -log(1 - s(z)) = softplus(z) for a 0
-        per_output = softplus(Z2 * (1 - 2 * Y))
-    elif loss == "mse":
-        per_output = np.square(sigmoid(Z2) - Y)
-    else:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    """(n,) each example's loss summed over the K outputs."""
+    per_output = LOSSES[loss].outputs(Z2, one_hot(y, Z2.shape[1], Z2.dtype))
     return sum(per_output.T)  # the K outputs' columns, added in order
-
-
-def output_delta(loss: str, A2: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """dLoss/dZ2 : (n, K) for outputs A2 and one-hot targets Y."""
-    n, k = A2.shape
-    if loss == "bce":
-        return (A2 - Y) / n
-    if loss == "mse":
-        return 2 * (A2 - Y) * A2 * (1 - A2) / (n * k)
-    raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
 
 def backward(
@@ -130,7 +140,7 @@ def backward(
     `activations` are forward(net, X)'s outputs, when the caller has them already.
     """
     A1, _, A2 = forward(net, X) if activations is None else activations
-    dZ2 = output_delta(net.loss, A2, one_hot(y, A2.shape[1], A2.dtype))  # (n, K)
+    dZ2 = LOSSES[net.loss].delta(A2, one_hot(y, A2.shape[1], A2.dtype))  # (n, K)
     dA1 = matmul(dZ2, net.w2.T)  # (n, K) @ (K, H) -> (n, H)
     dZ1 = dA1 * A1 * (1 - A1)  # (n, H)
     grads = {
@@ -146,9 +156,12 @@ def sgd_step(net: Network, X: np.ndarray, y: np.ndarray, lr: float) -> np.ndarra
     """One plain gradient-descent step on the batch (X, y), in place; returns the logits Z2 : (n, K)
     the step computed on the way, before it moved the weights."""
     activations = forward(net, X)
-    weights = {"dW1": net.w1, "dW2": net.w2, "db1": net.b1, "db2": net.b2}
-    for name, grad in backward(net, X, y, activations).items():
-        weights[name] -= lr * grad  # in place: the arrays are shared with `net`
+    grads = backward(net, X, y, activations)
+    net.w1 -= lr * grads["dW1"]  # in place: `-=` on an array writes into it
+    net.w2 -= lr * grads["dW2"]
+    if net.bias:
+        net.b1 -= lr * grads["db1"]
+        net.b2 -= lr * grads["db2"]
     return activations[1]
 
 

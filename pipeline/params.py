@@ -18,6 +18,7 @@ import yaml
 
 from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.model import LOSSES
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -57,7 +58,7 @@ class TrainParams:
     lr: float = _key(_gt(0.0))
     epochs: int = _key(_ge(0))
     batch_size: int = _key(_ge(1))
-    loss: str = _key(_one_of("bce", "mse"))
+    loss: str = _key(_one_of(*LOSSES))
     bias: bool = _key()
     seed: int = _key(_ge(0))
     shuffle: bool = _key()

@@ -3,19 +3,32 @@
 uint8 pixels become floats one block of rows at a time, so memory stays near the size of the uint8
 data. An epoch's loss and accuracy are those of each example's forward pass just before its update
 (as the tutorial records them): the logits each step computed on the way.
+
+Two engines run the epochs and give the same bits: NumPy (`model.sgd_step`, the reference) and the
+compiled one (`compiled.py`, Numba). `engine()` picks one; it is never a parameter, since the
+results do not depend on it.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.model import Network, accuracy, loss_value, sgd_step
+from pipeline.errors import PipelineError
+from pipeline.model import LOSSES, Network, accuracy, loss_value, sgd_step
 from pipeline.portable import exp_limit
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
+ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
+# auto compiles when NumPy would take longer than loading the compiled engine from its cache
+# (about 0.3 s; a first compile takes longer, once per machine). NumPy costs about 40 us a batch
+# and 0.3 us an example (benchmarks/bench.py), so: 100 ms of NumPy work.
+AUTO_SECONDS = 0.1
+NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 40e-6, 0.3e-6
 
 
 class Diverged(ArithmeticError):
@@ -55,18 +68,66 @@ def fit(
     limit = exp_limit(net.w1.dtype)  # beyond it sigmoid and softplus clip: the run has blown up
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
     Z2 = np.empty((len(X), net.sizes[2]), net.w1.dtype)  # each example's logits just before its update
+    steps = epochs * -(-len(X) // batch_size)
+    run_epoch = numpy_epoch if engine(steps, epochs * len(X)) == "numpy" else compiled_epoch()
     with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
         for i in range(epochs):
             order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
-            train_epoch(net, X, y, order, lr, batch_size, Z2)
-            visited = y[order]
-            history.loss[i], history.accuracy[i] = loss_value(net.loss, Z2, visited), accuracy(Z2, visited)
-            largest = float(np.max(np.abs(Z2), initial=0.0))
+            history.loss[i], history.accuracy[i], largest = run_epoch(net, X, y, order, lr, batch_size, Z2)
             if not np.isfinite(history.loss[i]) or largest > limit:
                 raise Diverged(i + 1, history.loss[i], largest, limit)
             if on_epoch is not None:
                 on_epoch(i + 1, history.loss[i], history.accuracy[i])
     return history
+
+
+EpochRunner = Callable[
+    [Network, np.ndarray, np.ndarray, np.ndarray, float, int, np.ndarray], tuple[float, float, float]
+]
+
+
+def engine(steps: int, examples: int) -> str:
+    """ "numpy" or "numba" for a run of `steps` batches and `examples` example visits, as
+    PIPELINE_ENGINE asks: numpy, numba, or auto (numba when the run is long enough to pay for it)."""
+    asked = os.environ.get(ENGINE_VARIABLE, "auto")
+    if asked not in ("numpy", "numba", "auto"):
+        raise PipelineError(f"{ENGINE_VARIABLE}: expected numpy, numba or auto, found {asked!r}")
+    if asked == "numpy" or (
+        asked == "auto" and steps * NUMPY_BATCH_SECONDS + examples * NUMPY_EXAMPLE_SECONDS < AUTO_SECONDS
+    ):
+        return "numpy"
+    try:
+        import pipeline.compiled  # noqa: F401  (Numba: imported only when used)
+    except ImportError as err:  # Numba missing or broken on this machine
+        if asked == "numba":
+            raise PipelineError(f"{ENGINE_VARIABLE}=numba: the compiled engine cannot load: {err}") from None
+        print(f"note: training with NumPy: the compiled engine cannot load ({err})", file=sys.stderr)
+        return "numpy"
+    return "numba"
+
+
+def numpy_epoch(
+    net: Network, X: np.ndarray, y: np.ndarray, order: np.ndarray, lr: float, batch_size: int, Z2: np.ndarray
+) -> tuple[float, float, float]:
+    """One epoch with `model.sgd_step`: (loss, accuracy, largest |logit|) of the logits Z2 it visited."""
+    train_epoch(net, X, y, order, lr, batch_size, Z2)
+    visited = y[order]
+    return loss_value(net.loss, Z2, visited), accuracy(Z2, visited), float(np.max(np.abs(Z2), initial=0.0))
+
+
+def compiled_epoch() -> EpochRunner:
+    """`numpy_epoch`, compiled: the same bits (`compiled.py`)."""
+    from pipeline import compiled
+
+    def run(net, X, y, order, lr, batch_size, Z2):  # numpy_epoch's signature
+        dtype, loss = net.w1.dtype, compiled.LOSS_IDS[net.loss]
+        T, none = compiled.tables(dtype), np.empty(0, dtype)
+        b1, b2 = (net.b1, net.b2) if net.bias else (none, none)
+        compiled.train_epoch(X, y, order, dtype.type(lr), batch_size, loss, net.w1, net.w2, b1, b2, Z2, T)
+        total, correct, largest = compiled.epoch_summary(loss, Z2, y[order], T)
+        return total / LOSSES[net.loss].count(*Z2.shape), correct / len(order), largest
+
+    return run
 
 
 def train_epoch(

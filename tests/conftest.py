@@ -41,8 +41,10 @@ def env() -> dict[str, str]:
     }
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=600, check=False)
+def run(args: list[str], cwd: Path, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        args, cwd=cwd, env=env() | extra_env, capture_output=True, text=True, timeout=600, check=False
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

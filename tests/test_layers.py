@@ -8,8 +8,8 @@ from tests.conftest import ROOT
 
 LAYERS = [
     {"errors", "paths", "portable", "progress"},  # leaves: no pipeline imports
-    {"glyphs", "params", "model"},  # the glyphs, the params, the math
-    {"artifacts", "glyph_files", "sgd"},  # files between stages, glyph files, the training loop
+    {"glyphs", "model", "compiled"},  # the glyphs, the math, the math compiled
+    {"artifacts", "glyph_files", "params", "sgd"},  # files between stages, glyph files, params.yaml, the loop
     {"checkpoint", "pictures", "figures"},  # the model file, pictures
     {"make_dataset", "train", "evaluate", "predict", "explore"},  # stages
 ]

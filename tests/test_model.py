@@ -166,11 +166,14 @@ def test_training_with_huge_logits_is_silent_and_finite():
     assert np.all(np.isfinite(history.loss)) and np.all(np.isfinite(net.w1))
 
 
-def test_training_memory_stays_near_the_uint8_data():
+@pytest.mark.parametrize("engine", ["numpy", "numba"])
+def test_training_memory_stays_near_the_uint8_data(engine, monkeypatch):
     import tracemalloc
 
+    monkeypatch.setenv("PIPELINE_ENGINE", engine)
     X, y = noisy_copies(clean_glyphs(), 100_000, 0.1, np.random.default_rng(0))  # 300,000 samples
     net = init_network(np.random.default_rng(0), PIXELS, hidden=5, classes=CLASSES, loss="bce", bias=False)
+    fit(net, X[:9], y[:9], lr=0.1, epochs=1, batch_size=1024, shuffle=True, rng=np.random.default_rng(0))  # compiled
     tracemalloc.start()
     try:
         fit(net, X, y, lr=0.1, epochs=1, batch_size=1024, shuffle=True, rng=np.random.default_rng(0))

@@ -1,0 +1,495 @@
+"""The compiled engine: `sgd.fit`'s epochs in Numba, with the NumPy path's bits, exactly.
+
+`model.py` and `portable.py` are the reference: the math a teacher reads, and the test oracle. This
+module does the same operations on the same numbers in the same order, one example and one number at
+a time instead of one array at a time, so every result has the same bits on every machine:
+- no `fastmath`: LLVM keeps IEEE 754 semantics, never fuses a multiply and an add, never reorders a sum;
+- exp and log1p are `portable.py`'s table and polynomials, step by step, with its constants;
+- the pixel products are sums of the error-free slices of `portable._slices`, exact in any order;
+- the sums over hidden units and classes run in order; the sums over a batch are NumPy's pairwise
+  summation (`pairwise_sum`), which is what `np.add.reduce` does over a contiguous axis.
+
+Shapes: m = examples in the batch, H = hidden units, K = classes. Activations are kept one unit a row,
+(H, m) and (K, m), so the loops over a batch's examples run over contiguous memory.
+Every kernel works in the weights' dtype (float64 or float32): a scalar of that dtype comes from the
+`consts` array, never from a Python literal, which Numba would make float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from pipeline.portable import _CONSTANTS, _N, _TABLE_BITS, _TABLES
+
+ENGINE = numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
+
+# Indices into `consts`, the scalars of one dtype.
+ZERO, ONE, LOWEST, HIGHEST, INV_STEP, STEP_HI, STEP_LO, ROUND_SHIFT, E0, E1, E2, TABLE_SIZE = range(12)
+LOG_POLY = 12  # five coefficients, 12 .. 16
+LOSS_IDS = {"bce": 0, "mse": 1}  # the losses of `model.LOSSES`, as the kernels know them
+
+
+def tables(dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """(consts, powers, pow2, centers, log_centers) for `dtype`, from `portable.py`'s own constants.
+
+    powers[j] = 2^(j/256) and pow2[e + OFFSET] = 2^e: portable adds k // 256 to the exponent field of
+    2^(j/256); multiplying by 2^(k // 256) gives the same number whenever it is normal, which the
+    clipping of exp's input guarantees."""
+    c = _CONSTANTS[np.dtype(dtype)]
+    scalars = [0.0, 1.0, c.lowest, c.highest, c.inv_step, c.step_hi, c.step_lo, c.round_shift, *c.exp_poly, _N]
+    consts = np.array(scalars + list(c.log_poly), dtype=c.dtype)
+    powers, centers, log_centers = (t.astype(c.dtype) for t in _TABLES)
+    with np.errstate(over="ignore", under="ignore"):  # float32 holds 2^-149 .. 2^127: the rest are never read
+        pow2 = np.ldexp(np.ones(2 * POW2_OFFSET, c.dtype), np.arange(-POW2_OFFSET, POW2_OFFSET))
+    return consts, powers, pow2, centers, log_centers
+
+
+POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
+
+
+# ---- exp, log1p, sigmoid, softplus: portable.py's kernels over a row of numbers ----
+#
+# Each runs in passes over the row, as portable.py does over an array: the passes without table
+# look-ups are plain loops of + - * / that LLVM vectorizes (it may: each lane does the same IEEE
+# operations on its own number). W = (F1, F2, F3, F4, I1) is scratch of the row's length or more.
+
+
+@ENGINE
+def exp_row(x, n, sign, out, T, W):
+    """out[:n] = e^(sign x[:n]), sign = 1 or -1: `portable._exp` (x clipped, k = round(sign x 256/ln2),
+    r = k ln2/256 - sign x, e^-r - 1 by its polynomial, times 2^(k/256) = 2^(j/256) 2^(k // 256))."""
+    consts, powers, pow2 = T[0], T[1], T[2]
+    F1, I1 = W[0], W[4]
+    lo = consts[LOWEST] if sign > 0 else -consts[HIGHEST]
+    hi = consts[HIGHEST] if sign > 0 else -consts[LOWEST]
+    scale = consts[INV_STEP] if sign > 0 else -consts[INV_STEP]
+    rs, step_hi, step_lo, zero = consts[ROUND_SHIFT], consts[STEP_HI], consts[STEP_LO], consts[ZERO]
+    e0, e1, e2 = -consts[E0], consts[E1], consts[E2]
+    for i in range(n):
+        v = x[i]
+        v = lo if v < lo else v  # np.maximum and np.minimum: a NaN stays NaN
+        v = hi if v > hi else v
+        shifted = v * scale
+        shifted += rs  # rounds to the integer k, as portable's bit trick reads it
+        k = shifted - rs
+        r = k * step_hi
+        if sign > 0:
+            r -= v
+        else:
+            r += v
+        r += k * step_lo
+        p = r * e0
+        p += e1
+        p *= r
+        p = e2 - p
+        p *= r * r
+        p -= r
+        F1[i] = p
+        I1[i] = np.int32(zero if math.isnan(k) else k)  # a NaN's k would be an undefined integer; p stays NaN
+    for i in range(n):
+        k = I1[i]
+        t = powers[k & (_N - 1)] * pow2[(k >> _TABLE_BITS) + POW2_OFFSET]  # exact: a normal number
+        p = F1[i] * t
+        out[i] = p + t
+
+
+@ENGINE
+def log1p_row(u, n, out, T, W):
+    """out[:n] = ln(1 + u[:n]) for 0 <= u <= 1: `portable.log1p` (w = 1 + u, what its rounding lost,
+    the nearest centre c_j = 1 + j/256, ln(c_j) from the table, ln(1 + r) by its polynomial)."""
+    consts, centers, log_centers = T[0], T[3], T[4]
+    F1, F2, F3, I1 = W[0], W[1], W[2], W[4]
+    one, size, rs, zero = consts[ONE], consts[TABLE_SIZE], consts[ROUND_SHIFT], consts[ZERO]
+    for i in range(n):
+        w = u[i] + one
+        lost = w - one
+        shifted = lost * size
+        shifted += rs
+        j = shifted - rs
+        I1[i] = np.int32(zero if math.isnan(j) else j)
+        lost = u[i] - lost
+        F1[i] = lost / w
+        F2[i] = w
+    for i in range(n):
+        j = I1[i] & (2 * _N - 1)
+        F3[i] = centers[j]
+        out[i] = log_centers[j]
+    c1, c2, c3, c4, c5 = (
+        consts[LOG_POLY],
+        consts[LOG_POLY + 1],
+        consts[LOG_POLY + 2],
+        consts[LOG_POLY + 3],
+        consts[LOG_POLY + 4],
+    )
+    for i in range(n):
+        r = F2[i] - F3[i]
+        r /= F3[i]
+        p = r * c1
+        p += c2
+        p *= r
+        p += c3
+        p *= r
+        p += c4
+        p *= r
+        p += c5
+        p *= r
+        p *= r
+        p += r
+        p += F1[i]
+        out[i] = p + out[i]
+
+
+@ENGINE
+def sigmoid_row(z, n, out, T, W):
+    """out[:n] = 1 / (1 + e^-z[:n])."""
+    exp_row(z, n, -1, out, T, W)
+    one = T[0][ONE]
+    for i in range(n):
+        out[i] = one / (out[i] + one)
+
+
+@ENGINE
+def softplus_row(z, n, out, T, W):
+    """out[:n] = ln(1 + e^z) = ln(1 + e^-|z|) + max(z, 0). z is overwritten with e^-|z|."""
+    zero = T[0][ZERO]
+    for i in range(n):
+        out[i] = z[i] if (z[i] >= zero or math.isnan(z[i])) else zero  # np.maximum(z, 0): NaN stays
+        z[i] = abs(z[i])
+    exp_row(z, n, -1, z, T, W)
+    F4 = W[3]
+    for i in range(n):
+        F4[i] = out[i]
+    log1p_row(z, n, out, T, W)
+    for i in range(n):
+        out[i] += F4[i]
+
+
+# ---- sums ----
+
+
+@ENGINE
+def pairwise_leaf(a, lo, n, zero):
+    """NumPy's pairwise_sum for n <= 128: below 8 in order from 0, else 8 interleaved partial sums."""
+    if n < 8:
+        res = zero
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@ENGINE
+def pairwise_sum(a, n, zero):
+    """0 + NumPy's pairwise sum of a[:n], as `np.add.reduce` computes it over a contiguous axis.
+
+    Above 128 entries NumPy splits n into n2 = n/2 rounded down to a multiple of 8, and n - n2, and adds
+    the halves' sums. Written as a loop with an explicit stack: Numba cannot cache recursive functions."""
+    if n <= 128:
+        return zero + pairwise_leaf(a, 0, n, zero)
+    lows, counts, states = np.empty(64, np.int64), np.empty(64, np.int64), np.zeros(64, np.int64)
+    values = np.empty(64, a.dtype)
+    lows[0], counts[0], top, nvalues = 0, n, 0, 0
+    while top >= 0:
+        lo, count = lows[top], counts[top]
+        half = count // 2
+        half -= half % 8
+        if count <= 128:
+            values[nvalues] = pairwise_leaf(a, lo, count, zero)
+            nvalues += 1
+            top -= 1
+        elif states[top] == 0:  # the left half first
+            states[top] = 1
+            top += 1
+            lows[top], counts[top], states[top] = lo, half, 0
+        elif states[top] == 1:  # then the right half
+            states[top] = 2
+            top += 1
+            lows[top], counts[top], states[top] = lo + half, count - half, 0
+        else:  # both done: left + right
+            nvalues -= 1
+            values[nvalues - 1] += values[nvalues]
+            top -= 1
+    return zero + values[0]
+
+
+@ENGINE
+def slices(W, rows, cols, k, S1, S2):
+    """`portable._slices` of W[:rows, :cols]: S1 + S2 = W up to a remainder, each on a grid where any
+    sum of k entries is exact. W float64 or float32; S1, S2 float64, written in place."""
+    largest, nan = 0.0, False
+    for r in range(rows):
+        m0 = m1 = m2 = m3 = 0.0  # four running maxima: no chain of dependent compares
+        i = 0
+        while i + 4 <= cols:
+            a0, a1, a2, a3 = (
+                abs(np.float64(W[r, i])),
+                abs(np.float64(W[r, i + 1])),
+                abs(np.float64(W[r, i + 2])),
+                abs(np.float64(W[r, i + 3])),
+            )
+            m0, m1, m2, m3 = max(m0, a0), max(m1, a1), max(m2, a2), max(m3, a3)
+            nan |= math.isnan(a0) | math.isnan(a1) | math.isnan(a2) | math.isnan(a3)
+            i += 4
+        while i < cols:
+            a0 = abs(np.float64(W[r, i]))
+            m0 = max(m0, a0)
+            nan |= math.isnan(a0)
+            i += 1
+        largest = max(largest, m0, m1, m2, m3)
+    # np.maximum.reduce is NaN when any entry is; Python's frexp gives exponent 0 for NaN and inf
+    exponent = 0 if (nan or largest == np.inf) else math.frexp(largest)[1]
+    spare = 0  # k.bit_length(), at least 2
+    while k >> spare:
+        spare += 1
+    spare = max(2, spare)
+    big1 = math.ldexp(1.5, exponent + spare - 1)
+    big2 = math.ldexp(1.5, exponent + spare - 54 + spare - 1)
+    for r in range(rows):
+        for i in range(cols):
+            w = np.float64(W[r, i])
+            s1 = (w + big1) - big1
+            S1[r, i] = s1
+            S2[r, i] = ((w - s1) + big2) - big2
+
+
+# ---- one batch: forward, loss gradient, backward, update ----
+
+
+@ENGINE
+def pixel_rows(X, rows, P):
+    """P[p, i] = X[rows[i], p] as float64: the batch's 0/1 pixels, one pixel a row : (30, m)."""
+    for i in range(rows.shape[0]):
+        for p in range(X.shape[1]):
+            P[p, i] = X[rows[i], p]
+
+
+@ENGINE
+def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
+    """Z1[:, :m] = (X W1)^T : (H, m) for P : (30, m) pixels and w1's slices S1, S2 : (30, H), as
+    `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once."""
+    H = S1.shape[1]
+    if m == 1:  # one example: add the inked pixels' rows
+        for h in range(H):
+            acc1[h, 0] = 0.0
+            acc2[h, 0] = 0.0
+        for p in range(P.shape[0]):
+            if P[p, 0] != 0.0:
+                for h in range(H):
+                    acc1[h, 0] += S1[p, h]
+                    acc2[h, 0] += S2[p, h]
+    else:
+        for h in range(H):
+            for i in range(m):
+                acc1[h, i] = 0.0
+                acc2[h, i] = 0.0
+        for p in range(P.shape[0]):
+            for h in range(H):
+                s1, s2 = S1[p, h], S2[p, h]
+                for i in range(m):
+                    acc1[h, i] += P[p, i] * s1
+                    acc2[h, i] += P[p, i] * s2
+    for h in range(H):
+        for i in range(m):
+            Z1[h, i] = acc1[h, i] + acc2[h, i]  # rounded once to float64 (and to float32 on the store)
+
+
+@ENGINE
+def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
+    """Z1 = X W1 + b1, A1 = sigmoid(Z1) : (H, m); Z2 = A1 W2 + b2, A2 = sigmoid(Z2) : (K, m)."""
+    H, K = w2.shape
+    slices(w1, w1.shape[0], H, w1.shape[0], S1, S2)
+    pixel_product(P, m, S1, S2, acc1, acc2, Z1)
+    for h in range(H):
+        if b1.shape[0]:
+            for i in range(m):
+                Z1[h, i] += b1[h]
+        sigmoid_row(Z1[h], m, A1[h], T, W)
+    for c in range(K):  # A1 W2 : (m, H) @ (H, K), summed over the H units in order
+        for i in range(m):
+            Z2[c, i] = w2[0, c] * A1[0, i]
+        for h in range(1, H):
+            for i in range(m):
+                Z2[c, i] += w2[h, c] * A1[h, i]
+        if b2.shape[0]:
+            for i in range(m):
+                Z2[c, i] += b2[c]
+        sigmoid_row(Z2[c], m, A2[c], T, W)
+
+
+@ENGINE
+def output_delta(loss, labels, m, A2, dZ2, counts):
+    """dLoss/dZ2 : (K, m), as `model.output_delta`: bce (A2 - Y) / m; mse 2 (A2 - Y) A2 (1 - A2) / (m K).
+    counts = [m, m K] in the weights' dtype (NumPy divides by them rounded to it)."""
+    one = counts[0] / counts[0]
+    zero, two = one - one, one + one
+    for c in range(A2.shape[0]):
+        for i in range(m):
+            d = A2[c, i] - (one if labels[i] == c else zero)
+            if loss == 0:
+                dZ2[c, i] = d / counts[0]
+            else:
+                dZ2[c, i] = two * d * A2[c, i] * (one - A2[c, i]) / counts[1]
+
+
+@ENGINE
+def hidden_delta(w2, dZ2, A1, dZ1, m, one):
+    """dZ1 = (dZ2 W2^T) * A1 * (1 - A1) : (H, m), the sum over the K classes in order."""
+    for h in range(A1.shape[0]):
+        for i in range(m):
+            dZ1[h, i] = w2[h, 0] * dZ2[0, i]
+        for c in range(1, dZ2.shape[0]):
+            for i in range(m):
+                dZ1[h, i] += w2[h, c] * dZ2[c, i]
+        for i in range(m):
+            dZ1[h, i] = dZ1[h, i] * A1[h, i] * (one - A1[h, i])
+
+
+@ENGINE
+def pixel_gradient(P, dZ1, m, dW1, G1, G2):
+    """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`. For m > 1, the sums of
+    dZ1's slices G1, G2 : (H, m) float64 are exact in any order, so four partial sums run side by side."""
+    H = dZ1.shape[0]
+    if m == 1:  # one exact product each
+        for p in range(P.shape[0]):
+            for h in range(H):
+                dW1[p, h] = P[p, 0] * np.float64(dZ1[h, 0])
+        return
+    slices(dZ1, H, m, m, G1, G2)
+    for p in range(P.shape[0]):
+        for h in range(H):
+            dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
+
+
+@ENGINE
+def exact_dot(x, g, m):
+    """The sum of x[i] g[i] for i < m, 0/1 x and g on a grid where every partial sum is exact."""
+    a0 = a1 = a2 = a3 = 0.0
+    i = 0
+    while i + 4 <= m:
+        a0 += x[i] * g[i]
+        a1 += x[i + 1] * g[i + 1]
+        a2 += x[i + 2] * g[i + 2]
+        a3 += x[i + 3] * g[i + 3]
+        i += 4
+    while i < m:
+        a0 += x[i] * g[i]
+        i += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@ENGINE
+def update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero):
+    """W -= lr dW for every weight, dW1 given; dW2 = A1^T dZ2 : (H, K) and the bias gradients are
+    pairwise sums over the m examples, as NumPy's reductions."""
+    H, K = w2.shape
+    for p in range(w1.shape[0]):
+        for h in range(H):
+            w1[p, h] -= lr * dW1[p, h]
+    for h in range(H):
+        for c in range(K):
+            for i in range(m):
+                scratch[i] = A1[h, i] * dZ2[c, i]
+            w2[h, c] -= lr * pairwise_sum(scratch, m, zero)
+    if b1.shape[0]:
+        for h in range(H):
+            b1[h] -= lr * pairwise_sum(dZ1[h], m, zero)
+        for c in range(K):
+            b2[c] -= lr * pairwise_sum(dZ2[c], m, zero)
+
+
+@ENGINE
+def scratch_rows(n, dtype):
+    """W for the row kernels: four float rows and an int32 row of n entries."""
+    return np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype), np.empty(n, np.int32)
+
+
+@ENGINE
+def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
+    """One pass over X[order] : (N, 30) uint8, batch by batch, as `sgd.train_epoch`: the weights move in
+    place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update."""
+    N, (H, K), pixels, dtype = order.shape[0], w2.shape, X.shape[1], w1.dtype
+    bs = max(1, min(batch_size, N))
+    P, S1, S2, dW1 = np.empty((pixels, bs)), np.empty((pixels, H)), np.empty((pixels, H)), np.empty((pixels, H), dtype)
+    acc1, acc2, G1, G2 = np.empty((H, bs)), np.empty((H, bs)), np.empty((H, bs)), np.empty((H, bs))
+    Z1, A1, dZ1 = np.empty((H, bs), dtype), np.empty((H, bs), dtype), np.empty((H, bs), dtype)
+    Z2, A2, dZ2 = np.empty((K, bs), dtype), np.empty((K, bs), dtype), np.empty((K, bs), dtype)
+    labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
+    W = scratch_rows(bs, dtype)
+    zero, one = T[0][ZERO], T[0][ONE]
+    for start in range(0, N, bs):
+        m = min(bs, N - start)
+        rows = order[start : start + m]
+        for i in range(m):
+            labels[i] = y[rows[i]]
+        counts[0], counts[1] = m, m * K
+        pixel_rows(X, rows, P)
+        forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
+        for i in range(m):
+            for c in range(K):
+                Z2_out[start + i, c] = Z2[c, i]
+        output_delta(loss, labels, m, A2, dZ2, counts)
+        hidden_delta(w2, dZ2, A1, dZ1, m, one)
+        pixel_gradient(P, dZ1, m, dW1, G1, G2)
+        update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero)
+
+
+# ---- an epoch's loss and accuracy ----
+
+
+@ENGINE
+def epoch_summary(loss, Z2, labels, T):
+    """(sum of the examples' losses, correct argmax count, largest |logit|) of Z2 : (N, K) against
+    labels : (N,), as `model.loss_value` (before its division), `model.accuracy` and `sgd.fit`."""
+    N, K = Z2.shape
+    per_example = np.zeros(N, Z2.dtype)  # 0 + the K outputs' losses, added in order
+    block = min(N, 1024)
+    z, out, W = np.empty(block, Z2.dtype), np.empty(block, Z2.dtype), scratch_rows(block, Z2.dtype)
+    one = T[0][ONE]
+    for start in range(0, N, block):
+        n = min(block, N - start)
+        for c in range(K):
+            for i in range(n):
+                z[i] = Z2[start + i, c]
+            if loss == 0:  # -log s(z) = softplus(-z) for a target 1, softplus(z) for a 0
+                for i in range(n):
+                    z[i] = -z[i] if labels[start + i] == c else z[i]
+                softplus_row(z, n, out, T, W)
+            else:
+                sigmoid_row(z, n, out, T, W)
+                for i in range(n):
+                    d = out[i] - one if labels[start + i] == c else out[i] - (one - one)
+                    out[i] = d * d
+            for i in range(n):
+                per_example[start + i] += out[i]
+    correct, largest = 0, 0.0
+    for i in range(N):
+        best = 0
+        for c in range(K):
+            v = Z2[i, c]
+            a = abs(np.float64(v))
+            if a > largest or math.isnan(a):  # np.max(np.abs(Z2)): a NaN wins
+                largest = a
+            if v > Z2[i, best] or (math.isnan(v) and not math.isnan(Z2[i, best])):  # np.argmax: first max, NaN first
+                best = c
+        correct += best == labels[i]
+    return np.float64(pairwise_sum(per_example, N, T[0][ZERO])), correct, largest
