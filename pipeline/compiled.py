@@ -25,6 +25,9 @@ import numpy as np
 from pipeline.portable import _CONSTANTS, _N, _TABLE_BITS, _TABLES
 
 ENGINE = numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
+# The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on
+# every array passed, which cost more than a one-example step's arithmetic).
+KERNEL = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
 
 # Indices into `consts`, the scalars of one dtype.
 ZERO, ONE, LOWEST, HIGHEST, INV_STEP, STEP_HI, STEP_LO, ROUND_SHIFT, E0, E1, E2, TABLE_SIZE = range(12)
@@ -47,6 +50,7 @@ def tables(dtype: np.dtype) -> tuple[np.ndarray, ...]:
     return consts, powers, pow2, centers, log_centers
 
 
+TINY = 2.0**-1074  # the smallest subnormal float64
 POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
 
 
@@ -57,7 +61,7 @@ POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2
 # operations on its own number). W = (F1, F2, F3, F4, I1) is scratch of the row's length or more.
 
 
-@ENGINE
+@KERNEL
 def exp_row(x, n, sign, out, T, W):
     """out[:n] = e^(sign x[:n]), sign = 1 or -1: `portable._exp` (x clipped, k = round(sign x 256/ln2),
     r = k ln2/256 - sign x, e^-r - 1 by its polynomial, times 2^(k/256) = 2^(j/256) 2^(k // 256))."""
@@ -96,7 +100,7 @@ def exp_row(x, n, sign, out, T, W):
         out[i] = p + t
 
 
-@ENGINE
+@KERNEL
 def log1p_row(u, n, out, T, W):
     """out[:n] = ln(1 + u[:n]) for 0 <= u <= 1: `portable.log1p` (w = 1 + u, what its rounding lost,
     the nearest centre c_j = 1 + j/256, ln(c_j) from the table, ln(1 + r) by its polynomial)."""
@@ -142,7 +146,7 @@ def log1p_row(u, n, out, T, W):
         out[i] = p + out[i]
 
 
-@ENGINE
+@KERNEL
 def sigmoid_row(z, n, out, T, W):
     """out[:n] = 1 / (1 + e^-z[:n])."""
     exp_row(z, n, -1, out, T, W)
@@ -151,7 +155,7 @@ def sigmoid_row(z, n, out, T, W):
         out[i] = one / (out[i] + one)
 
 
-@ENGINE
+@KERNEL
 def softplus_row(z, n, out, T, W):
     """out[:n] = ln(1 + e^z) = ln(1 + e^-|z|) + max(z, 0). z is overwritten with e^-|z|."""
     zero = T[0][ZERO]
@@ -170,7 +174,7 @@ def softplus_row(z, n, out, T, W):
 # ---- sums ----
 
 
-@ENGINE
+@KERNEL
 def pairwise_leaf(a, lo, n, zero):
     """NumPy's pairwise_sum for n <= 128: below 8 in order from 0, else 8 interleaved partial sums."""
     if n < 8:
@@ -198,17 +202,17 @@ def pairwise_leaf(a, lo, n, zero):
     return res
 
 
-@ENGINE
-def pairwise_sum(a, n, zero):
+@KERNEL
+def pairwise_sum(a, n, zero, stack, values):
     """0 + NumPy's pairwise sum of a[:n], as `np.add.reduce` computes it over a contiguous axis.
 
     Above 128 entries NumPy splits n into n2 = n/2 rounded down to a multiple of 8, and n - n2, and adds
-    the halves' sums. Written as a loop with an explicit stack: Numba cannot cache recursive functions."""
+    the halves' sums. Written as a loop with an explicit stack: Numba cannot cache recursive functions.
+    stack : (3, 64) int64 and values : (64,) are scratch (the depth is below 64 for any n < 2^63)."""
     if n <= 128:
         return zero + pairwise_leaf(a, 0, n, zero)
-    lows, counts, states = np.empty(64, np.int64), np.empty(64, np.int64), np.zeros(64, np.int64)
-    values = np.empty(64, a.dtype)
-    lows[0], counts[0], top, nvalues = 0, n, 0, 0
+    lows, counts, states = stack[0], stack[1], stack[2]
+    lows[0], counts[0], states[0], top, nvalues = 0, n, 0, 0, 0
     while top >= 0:
         lo, count = lows[top], counts[top]
         half = count // 2
@@ -232,10 +236,11 @@ def pairwise_sum(a, n, zero):
     return zero + values[0]
 
 
-@ENGINE
+@KERNEL
 def slices(W, rows, cols, k, S1, S2):
     """`portable._slices` of W[:rows, :cols]: S1 + S2 = W up to a remainder, each on a grid where any
-    sum of k entries is exact. W float64 or float32; S1, S2 float64, written in place."""
+    sum of k entries is exact. W float64 or float32; S1, S2 float64, written in place. Returns the two
+    grid steps (S1 and S2 are integer multiples of them), or (0, 0) when W is not finite."""
     largest, nan = 0.0, False
     for r in range(rows):
         m0 = m1 = m2 = m3 = 0.0  # four running maxima: no chain of dependent compares
@@ -270,20 +275,27 @@ def slices(W, rows, cols, k, S1, S2):
             s1 = (w + big1) - big1
             S1[r, i] = s1
             S2[r, i] = ((w - s1) + big2) - big2
+    if nan or largest == np.inf:
+        return 0.0, 0.0
+    # The grids: S1 holds multiples of ulp(big1), S2 of ulp(big2) (at least the smallest subnormal)
+    return max(math.ldexp(1.0, exponent + spare - 53), TINY), max(math.ldexp(1.0, exponent + 2 * spare - 107), TINY)
 
 
 # ---- one batch: forward, loss gradient, backward, update ----
 
 
-@ENGINE
-def pixel_rows(X, rows, P):
-    """P[p, i] = X[rows[i], p] as float64: the batch's 0/1 pixels, one pixel a row : (30, m)."""
-    for i in range(rows.shape[0]):
-        for p in range(X.shape[1]):
-            P[p, i] = X[rows[i], p]
+@KERNEL
+def pixel_rows(X, rows, P, M):
+    """The batch's 0/1 pixels X[rows] : (m, 30), one pixel a row: P : (30, m) float64, and M : (30, m)
+    int64 masks (-1 where inked, 0 where blank) for `pixel_gradient`'s integer sums."""
+    for p in range(X.shape[1]):
+        for i in range(rows.shape[0]):
+            v = X[rows[i], p]
+            P[p, i] = v
+            M[p, i] = -np.int64(v)
 
 
-@ENGINE
+@KERNEL
 def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
     """Z1[:, :m] = (X W1)^T : (H, m) for P : (30, m) pixels and w1's slices S1, S2 : (30, H), as
     `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once."""
@@ -313,7 +325,7 @@ def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
             Z1[h, i] = acc1[h, i] + acc2[h, i]  # rounded once to float64 (and to float32 on the store)
 
 
-@ENGINE
+@KERNEL
 def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
     """Z1 = X W1 + b1, A1 = sigmoid(Z1) : (H, m); Z2 = A1 W2 + b2, A2 = sigmoid(Z2) : (K, m)."""
     H, K = w2.shape
@@ -336,7 +348,7 @@ def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
         sigmoid_row(Z2[c], m, A2[c], T, W)
 
 
-@ENGINE
+@KERNEL
 def output_delta(loss, labels, m, A2, dZ2, counts):
     """dLoss/dZ2 : (K, m), as `model.output_delta`: bce (A2 - Y) / m; mse 2 (A2 - Y) A2 (1 - A2) / (m K).
     counts = [m, m K] in the weights' dtype (NumPy divides by them rounded to it)."""
@@ -351,7 +363,7 @@ def output_delta(loss, labels, m, A2, dZ2, counts):
                 dZ2[c, i] = two * d * A2[c, i] * (one - A2[c, i]) / counts[1]
 
 
-@ENGINE
+@KERNEL
 def hidden_delta(w2, dZ2, A1, dZ1, m, one):
     """dZ1 = (dZ2 W2^T) * A1 * (1 - A1) : (H, m), the sum over the K classes in order."""
     for h in range(A1.shape[0]):
@@ -364,41 +376,49 @@ def hidden_delta(w2, dZ2, A1, dZ1, m, one):
             dZ1[h, i] = dZ1[h, i] * A1[h, i] * (one - A1[h, i])
 
 
-@ENGINE
-def pixel_gradient(P, dZ1, m, dW1, G1, G2):
-    """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`. For m > 1, the sums of
-    dZ1's slices G1, G2 : (H, m) float64 are exact in any order, so four partial sums run side by side."""
+@KERNEL
+def pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2):
+    """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`.
+
+    For m > 1 that is, for each slice of dZ1, a sum of the inked examples' entries, exact in any order.
+    Each slice lies on a grid q: its entries are integers times q, so the sums run in int64 (which
+    LLVM vectorizes: integer addition has no rounding to keep in order), then scale back exactly."""
     H = dZ1.shape[0]
     if m == 1:  # one exact product each
         for p in range(P.shape[0]):
             for h in range(H):
                 dW1[p, h] = P[p, 0] * np.float64(dZ1[h, 0])
         return
-    slices(dZ1, H, m, m, G1, G2)
+    q1, q2 = slices(dZ1, H, m, m, G1, G2)
+    if q1 == 0.0:  # not finite: training has diverged, and the float sums make that show (as NaN)
+        for p in range(P.shape[0]):
+            for h in range(H):
+                dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
+        return
+    for h in range(H):
+        for i in range(m):
+            N1[h, i] = np.int64(G1[h, i] / q1)  # exact: an integer below 2^53
+            N2[h, i] = np.int64(G2[h, i] / q2)
     for p in range(P.shape[0]):
         for h in range(H):
-            dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
+            n1 = n2 = 0
+            for i in range(m):
+                n1 += M[p, i] & N1[h, i]
+                n2 += M[p, i] & N2[h, i]
+            dW1[p, h] = np.float64(n1) * q1 + np.float64(n2) * q2  # each product exact; one rounding
 
 
-@ENGINE
+@KERNEL
 def exact_dot(x, g, m):
-    """The sum of x[i] g[i] for i < m, 0/1 x and g on a grid where every partial sum is exact."""
-    a0 = a1 = a2 = a3 = 0.0
-    i = 0
-    while i + 4 <= m:
-        a0 += x[i] * g[i]
-        a1 += x[i + 1] * g[i + 1]
-        a2 += x[i + 2] * g[i + 2]
-        a3 += x[i + 3] * g[i + 3]
-        i += 4
-    while i < m:
-        a0 += x[i] * g[i]
-        i += 1
-    return (a0 + a1) + (a2 + a3)
+    """The sum of x[i] g[i] for i < m, in order (0/1 x and g on a grid: every order gives the same)."""
+    total = 0.0
+    for i in range(m):
+        total += x[i] * g[i]
+    return total
 
 
-@ENGINE
-def update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero):
+@KERNEL
+def update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values):
     """W -= lr dW for every weight, dW1 given; dW2 = A1^T dZ2 : (H, K) and the bias gradients are
     pairwise sums over the m examples, as NumPy's reductions."""
     H, K = w2.shape
@@ -409,12 +429,12 @@ def update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero):
         for c in range(K):
             for i in range(m):
                 scratch[i] = A1[h, i] * dZ2[c, i]
-            w2[h, c] -= lr * pairwise_sum(scratch, m, zero)
+            w2[h, c] -= lr * pairwise_sum(scratch, m, zero, stack, values)
     if b1.shape[0]:
         for h in range(H):
-            b1[h] -= lr * pairwise_sum(dZ1[h], m, zero)
+            b1[h] -= lr * pairwise_sum(dZ1[h], m, zero, stack, values)
         for c in range(K):
-            b2[c] -= lr * pairwise_sum(dZ2[c], m, zero)
+            b2[c] -= lr * pairwise_sum(dZ2[c], m, zero, stack, values)
 
 
 @ENGINE
@@ -431,10 +451,11 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     bs = max(1, min(batch_size, N))
     P, S1, S2, dW1 = np.empty((pixels, bs)), np.empty((pixels, H)), np.empty((pixels, H)), np.empty((pixels, H), dtype)
     acc1, acc2, G1, G2 = np.empty((H, bs)), np.empty((H, bs)), np.empty((H, bs)), np.empty((H, bs))
+    M, N1, N2 = np.empty((pixels, bs), np.int64), np.empty((H, bs), np.int64), np.empty((H, bs), np.int64)
     Z1, A1, dZ1 = np.empty((H, bs), dtype), np.empty((H, bs), dtype), np.empty((H, bs), dtype)
     Z2, A2, dZ2 = np.empty((K, bs), dtype), np.empty((K, bs), dtype), np.empty((K, bs), dtype)
     labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
-    W = scratch_rows(bs, dtype)
+    W, stack, values = scratch_rows(bs, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
     zero, one = T[0][ZERO], T[0][ONE]
     for start in range(0, N, bs):
         m = min(bs, N - start)
@@ -442,15 +463,15 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
         for i in range(m):
             labels[i] = y[rows[i]]
         counts[0], counts[1] = m, m * K
-        pixel_rows(X, rows, P)
+        pixel_rows(X, rows, P, M)
         forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
         for i in range(m):
             for c in range(K):
                 Z2_out[start + i, c] = Z2[c, i]
         output_delta(loss, labels, m, A2, dZ2, counts)
         hidden_delta(w2, dZ2, A1, dZ1, m, one)
-        pixel_gradient(P, dZ1, m, dW1, G1, G2)
-        update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero)
+        pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2)
+        update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values)
 
 
 # ---- an epoch's loss and accuracy ----
@@ -492,4 +513,5 @@ def epoch_summary(loss, Z2, labels, T):
             if v > Z2[i, best] or (math.isnan(v) and not math.isnan(Z2[i, best])):  # np.argmax: first max, NaN first
                 best = c
         correct += best == labels[i]
-    return np.float64(pairwise_sum(per_example, N, T[0][ZERO])), correct, largest
+    stack, values = np.empty((3, 64), np.int64), np.empty(64, Z2.dtype)
+    return np.float64(pairwise_sum(per_example, N, T[0][ZERO], stack, values)), correct, largest

@@ -1,0 +1,257 @@
+"""The compiled engine (pipeline/compiled.py) against the NumPy reference: the same bytes, every time.
+
+Training runs in this process with each engine (PIPELINE_ENGINE) and the weights and history are
+compared byte for byte; the kernels are checked one by one against portable.py on inputs aimed at
+their edges; other CPUs' code is compiled in child processes (NUMBA_CPU_NAME), checked for fused
+multiply-adds, and run where this CPU can run it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import compiled, portable, sgd
+from pipeline.errors import PipelineError
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
+from pipeline.model import LOSSES, init_network
+from tests.conftest import ROOT, run
+
+FINGERPRINTS = ROOT / "tests" / "fingerprints.py"
+
+
+def train_bytes(engine: str, monkeypatch, X, y, *, hidden, dtype, loss, bias, batch, epochs=2, lr=0.5) -> bytes:
+    monkeypatch.setenv("PIPELINE_ENGINE", engine)
+    net = init_network(np.random.default_rng(3), PIXELS, hidden, CLASSES, loss, bias, np.dtype(dtype))
+    history = sgd.fit(net, X, y, lr=lr, epochs=epochs, batch_size=batch, shuffle=True, rng=np.random.default_rng(5))
+    arrays = [net.w1, net.w2, history.loss, history.accuracy] + ([net.b1, net.b2] if bias else [])
+    return b"".join(a.tobytes() for a in arrays)
+
+
+DATA = noisy_copies(clean_glyphs(), 700, 0.1, np.random.default_rng(0))  # 2,100 glyphs
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("batch", [1, 7, 64, 1024, 2100])
+def test_both_engines_train_the_same_bytes(dtype, loss, bias, batch, monkeypatch):
+    X, y = DATA if batch > 1 else (DATA[0][::7], DATA[1][::7])  # batch 1: 300 steps an epoch
+    runs = [
+        train_bytes(e, monkeypatch, X, y, hidden=5, dtype=dtype, loss=loss, bias=bias, batch=batch) for e in ENGINES
+    ]
+    assert runs[0] == runs[1]
+
+
+ENGINES = ("numpy", "numba")
+
+
+@pytest.mark.parametrize("hidden", [3, 8])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_both_engines_agree_for_other_widths_and_a_larger_run(hidden, dtype, monkeypatch):
+    X, y = noisy_copies(clean_glyphs(), 4000, 0.2, np.random.default_rng(1))  # 12,000 glyphs, batches end mid-data
+    kwargs = {"hidden": hidden, "dtype": dtype, "loss": "mse", "bias": True, "batch": 333, "epochs": 3, "lr": 2.0}
+    assert train_bytes("numpy", monkeypatch, X, y, **kwargs) == train_bytes("numba", monkeypatch, X, y, **kwargs)
+
+
+def test_a_diverging_run_stops_at_the_same_epoch_with_the_same_message(monkeypatch):
+    X, y = DATA
+    messages = []
+    for engine in ENGINES:
+        monkeypatch.setenv("PIPELINE_ENGINE", engine)
+        net = init_network(np.random.default_rng(3), PIXELS, 5, CLASSES, "bce", True)
+        with pytest.raises(sgd.Diverged) as err:
+            sgd.fit(net, X, y, lr=1e300, epochs=3, batch_size=64, shuffle=False, rng=np.random.default_rng(0))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "epoch 1" in messages[0]
+
+
+def test_the_loss_tables_name_the_same_losses():
+    assert set(compiled.LOSS_IDS) == set(LOSSES)
+
+
+# ---- the kernels, one by one, on their edges ----
+
+
+def hard_inputs(dtype: type) -> np.ndarray:
+    """Values at exp's clipping limits, at its table's boundaries (multiples of ln2/256 and the halfway
+    points between them, a unit in the last place either side), zeros, subnormals, infinities, NaN."""
+    step = math.log(2) / 256
+    grid = np.array([k * step for k in range(-2000, 2000, 37)] + [(k + 0.5) * step for k in range(-300, 300, 7)])
+    limits = np.array([-707.0, 708.0, -86.0, 87.0, -745.0, 710.0, 1e300, -1e300, 0.5, -0.5])
+    base = np.concatenate([grid, limits, [0.0, -0.0, 5e-324, -5e-324, 1e-310, np.inf, -np.inf, np.nan]])
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32: that case too
+        base = base.astype(dtype)
+    return np.concatenate([base, np.nextafter(base, dtype(np.inf)), np.nextafter(base, dtype(-np.inf))])
+
+
+def row(kernel, x: np.ndarray, *extra) -> np.ndarray:
+    out, W = np.empty_like(x), compiled.scratch_rows(len(x), x.dtype)
+    kernel(x.copy(), *extra, len(x), out, compiled.tables(x.dtype), W) if extra else kernel(
+        x.copy(), len(x), out, compiled.tables(x.dtype), W
+    )
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exp_sigmoid_softplus_and_log1p_are_portables_to_the_bit(dtype):
+    x = hard_inputs(dtype)
+    with np.errstate(all="ignore"):
+        for sign in (1, -1):
+            out, W = np.empty_like(x), compiled.scratch_rows(len(x), x.dtype)
+            compiled.exp_row(x.copy(), len(x), sign, out, compiled.tables(x.dtype), W)
+            assert out.tobytes() == portable.exp(sign * x).tobytes(), sign
+        assert row(compiled.sigmoid_row, x).tobytes() == portable.sigmoid(x).tobytes()
+        assert row(compiled.softplus_row, x).tobytes() == portable.softplus(x).tobytes()
+        u = np.concatenate([np.linspace(0, 1, 2049), [0.5**60, 1 - 2**-20, 1.0]]).astype(dtype)  # every centre
+        u = np.concatenate([u, np.nextafter(u, dtype(0)), np.nextafter(u, dtype(1))])
+        assert row(compiled.log1p_row, u).tobytes() == portable.log1p(u).tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pairwise_sum_is_numpys_add_reduce(dtype):
+    rng = np.random.default_rng(0)
+    stack, values = np.empty((3, 64), np.int64), np.empty(64, dtype)
+    for n in [*range(0, 300), 1023, 1024, 1025, 4096, 8191, 8192, 8193, 20_000, 100_001]:
+        a = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8, n)).astype(dtype)
+        got = compiled.pairwise_sum(a, n, dtype(0), stack, values)
+        assert float(dtype(got)) == got and dtype(got).tobytes() == np.add.reduce(a).tobytes(), n  # in dtype
+
+
+def extreme_gradients() -> list[np.ndarray]:
+    """dZ1 : (H, m) batches whose slices sit at the edges: tiny and subnormal entries, entries at the
+    grid's steps and half steps, the largest entry a power of two, zeros, huge entries."""
+    rng = np.random.default_rng(7)
+    normal = rng.standard_normal((5, 64))
+    return [
+        normal,
+        normal * 1e-300,
+        normal * 1e-310,  # subnormal
+        np.full((5, 64), 5e-324),
+        np.zeros((5, 64)),
+        normal * 1e300,
+        np.ldexp(np.round(normal * 2**30), -30) + np.ldexp(1.0, -60),  # on a grid, plus a remainder
+        np.where(rng.random((5, 64)) < 0.5, 1.0, 2.0**-53 * (1 + 2**-52)),  # ties at the second slice
+        np.vstack([np.full(64, 4.0), normal[1:]]),  # the largest |entry| a power of two
+        normal[:, :2],
+        normal.astype(np.float32),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(extreme_gradients())))
+def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case):
+    dZ1 = extreme_gradients()[case]
+    H, m = dZ1.shape
+    P = (np.random.default_rng(case).random((PIXELS, m)) < 0.5).astype(np.float64)
+    M = -P.astype(np.int64)
+    dW1 = np.empty((PIXELS, H), dZ1.dtype)
+    G1, G2, N1, N2 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), np.int64), np.empty((H, m), np.int64)
+    compiled.pixel_gradient(P, M, np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
+    assert dW1.tobytes() == portable.pixels_matmul(P, dZ1.T).tobytes()
+
+
+# ---- choosing the engine ----
+
+
+def test_auto_picks_numpy_for_a_small_run_and_the_compiled_engine_for_a_large_one(monkeypatch):
+    monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
+    assert sgd.engine(steps=900, examples=900) == "numpy"  # the default run: 3 glyphs, 300 epochs
+    assert sgd.engine(steps=10_000, examples=600_000) == "numba"
+    monkeypatch.setenv("PIPELINE_ENGINE", "numpy")
+    assert sgd.engine(steps=10**9, examples=10**9) == "numpy"
+    monkeypatch.setenv("PIPELINE_ENGINE", "numba")
+    assert sgd.engine(steps=1, examples=1) == "numba"
+
+
+def test_an_unknown_engine_is_one_line_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("PIPELINE_ENGINE", "fast")
+    with pytest.raises(PipelineError, match=r"^PIPELINE_ENGINE: expected numpy, numba or auto, found 'fast'$"):
+        sgd.engine(steps=1, examples=1)
+
+
+def test_without_numba_auto_falls_back_to_numpy_and_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    monkeypatch.delitem(sys.modules, "pipeline.compiled")
+    monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
+    assert sgd.engine(steps=10**6, examples=10**8) == "numpy"
+    note = capsys.readouterr().err
+    assert note.startswith("note: training with NumPy: the compiled engine cannot load") and note.count("\n") == 1
+    monkeypatch.setenv("PIPELINE_ENGINE", "numba")
+    with pytest.raises(PipelineError, match="^PIPELINE_ENGINE=numba: the compiled engine cannot load"):
+        sgd.engine(steps=1, examples=1)
+
+
+# ---- other CPUs: no fused multiply-add, no fastmath, the same digests ----
+
+FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aarch64 fmadd/fmsub/fmla/fmls
+
+
+def test_no_kernel_is_compiled_with_fastmath():
+    dispatchers = [v for v in vars(compiled).values() if hasattr(v, "targetoptions")]
+    assert len(dispatchers) > 10
+    for dispatcher in dispatchers:
+        assert not dispatcher.targetoptions.get("fastmath"), dispatcher.py_func.__name__
+
+
+ASSEMBLY_PROBE = """
+import json, sys
+import numba
+import numpy as np
+from pipeline import compiled
+from pipeline.glyphs import clean_glyphs
+X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
+for dtype in (np.float64, np.float32):  # compile every kernel for both dtypes, without running them
+    T, none, lr = compiled.tables(dtype), np.empty(0, dtype), dtype(0.1)
+    w1, w2, Z2 = np.ones((30, 5), dtype), np.ones((5, 3), dtype), np.empty((3, 3), dtype)
+    for f, args in [
+        (compiled.train_epoch, (X, y, np.arange(3), lr, 2, 1, w1, w2, none, none, Z2, T)),
+        (compiled.epoch_summary, (0, Z2, y, T)),
+    ]:
+        f.compile(tuple(numba.typeof(a) for a in args))
+asm = {}
+for name, f in vars(compiled).items():
+    if hasattr(f, "inspect_asm"):
+        for sig, text in f.inspect_asm().items():
+            asm[f"{name}{sig}"] = text
+json.dump(asm, sys.stdout)
+"""
+
+CPUS = {"generic": [], "haswell": ["avx2", "fma"], "skylake-avx512": ["avx512f", "avx512dq", "avx512bw", "avx512vl"]}
+
+
+def host_can_run(cpu: str) -> bool:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    return set(CPUS[cpu]) <= flags
+
+
+@pytest.fixture(scope="module")
+def numpy_digests() -> str:
+    return run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, PIPELINE_ENGINE="numpy").stdout
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the CPU names are x86's")
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digests(cpu, tmp_path, numpy_digests):
+    """Numba compiles for `cpu` (NUMBA_CPU_FEATURES="": none of this machine's features added) into an
+    empty cache: no kernel's assembly has an FMA instruction (for haswell and skylake-avx512, CPUs that
+    have them), and where this machine can run the code, the 24 fingerprint configurations give the
+    NumPy engine's digests."""
+    env = {
+        "NUMBA_CPU_NAME": cpu,
+        "NUMBA_CPU_FEATURES": "",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+        "PIPELINE_ENGINE": "numba",
+    }
+    asm = json.loads(run([sys.executable, "-c", ASSEMBLY_PROBE], cwd=ROOT, **env).stdout)
+    assert len(asm) > 20 and any("ymm" in text or "zmm" in text for text in asm.values()) == (cpu != "generic")
+    fused = {name: FMA.findall(text) for name, text in asm.items() if FMA.search(text)}
+    assert not fused
+    if host_can_run(cpu):
+        assert run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, **env).stdout == numpy_digests
