@@ -184,7 +184,7 @@ def test_without_numba_auto_falls_back_to_numpy_and_says_so(monkeypatch, capsys)
     note = capsys.readouterr().err
     assert note.startswith("note: training with NumPy: the compiled engine cannot load") and note.count("\n") == 1
     monkeypatch.setenv("PIPELINE_ENGINE", "numba")
-    with pytest.raises(PipelineError, match="^PIPELINE_ENGINE=numba: the compiled engine cannot load"):
+    with pytest.raises(PipelineError, match=r"^PIPELINE_ENGINE=numba: the compiled engine cannot load"):
         sgd.engine(steps=1, examples=1)
 
 
