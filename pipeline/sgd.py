@@ -24,10 +24,10 @@ from pipeline.portable import exp_limit
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
 ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
-# auto compiles when NumPy would take longer than loading the compiled engine from its cache
-# (about 0.3 s; a first compile takes longer, once per machine). NumPy costs about 40 us a batch
-# and 0.3 us an example (benchmarks/bench.py), so: 100 ms of NumPy work.
-AUTO_SECONDS = 0.1
+# auto uses the compiled engine when NumPy would take longer than getting it ready: loading it from
+# Numba's cache takes about 0.5 s; compiling it, the first time on a machine (or after an edit of
+# compiled.py), 10 to 30 s. NumPy costs about 40 us a batch and 0.3 us an example (bench.py).
+WARM_SECONDS, COLD_SECONDS = 0.5, 30.0
 NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 40e-6, 0.3e-6
 
 
@@ -69,7 +69,7 @@ def fit(
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
     Z2 = np.empty((len(X), net.sizes[2]), net.w1.dtype)  # each example's logits just before its update
     steps = epochs * -(-len(X) // batch_size)
-    run_epoch = numpy_epoch if engine(steps, epochs * len(X)) == "numpy" else compiled_epoch()
+    run_epoch = numpy_epoch if engine(steps, epochs * len(X), net.w1.dtype) == "numpy" else compiled_epoch(X, y)
     with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
         for i in range(epochs):
             order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
@@ -86,23 +86,30 @@ EpochRunner = Callable[
 ]
 
 
-def engine(steps: int, examples: int) -> str:
-    """ "numpy" or "numba" for a run of `steps` batches and `examples` example visits, as
-    PIPELINE_ENGINE asks: numpy, numba, or auto (numba when the run is long enough to pay for it)."""
+def engine(steps: int, examples: int, dtype: np.dtype | type = np.float64) -> str:
+    """Which engine trains a run of `steps` batches and `examples` example visits: "numpy" or "numba",
+    as PIPELINE_ENGINE asks (numpy, numba, or auto: numba when the run pays for getting it ready)."""
     asked = os.environ.get(ENGINE_VARIABLE, "auto")
     if asked not in ("numpy", "numba", "auto"):
         raise PipelineError(f"{ENGINE_VARIABLE}: expected numpy, numba or auto, found {asked!r}")
-    if asked == "numpy" or (
-        asked == "auto" and steps * NUMPY_BATCH_SECONDS + examples * NUMPY_EXAMPLE_SECONDS < AUTO_SECONDS
-    ):
+    numpy_seconds = steps * NUMPY_BATCH_SECONDS + examples * NUMPY_EXAMPLE_SECONDS
+    if asked == "numpy" or (asked == "auto" and numpy_seconds < WARM_SECONDS):
         return "numpy"
     try:
-        import pipeline.compiled  # noqa: F401  (Numba: imported only when used)
+        from pipeline import compiled  # Numba: imported only when used
     except ImportError as err:  # Numba missing or broken on this machine
         if asked == "numba":
             raise PipelineError(f"{ENGINE_VARIABLE}=numba: the compiled engine cannot load: {err}") from None
         print(f"note: training with NumPy: the compiled engine cannot load ({err})", file=sys.stderr)
         return "numpy"
+    if asked == "auto" and not compiled.is_cached(dtype):
+        if numpy_seconds < COLD_SECONDS:
+            return "numpy"
+        print(
+            "note: compiling the training engine for this machine, once (10 to 30 s; "
+            "`python -m pipeline.compiled` does it ahead)",
+            file=sys.stderr,
+        )
     return "numba"
 
 
@@ -115,13 +122,18 @@ def numpy_epoch(
     return loss_value(net.loss, Z2, visited), accuracy(Z2, visited), float(np.max(np.abs(Z2), initial=0.0))
 
 
-def compiled_epoch() -> EpochRunner:
-    """`numpy_epoch`, compiled: the same bits (`compiled.py`)."""
+def compiled_epoch(X: np.ndarray, y: np.ndarray) -> EpochRunner:
+    """`numpy_epoch`, compiled: the same bits (`compiled.py`). X and y are made contiguous, and y
+    int64, once: the types `compiled.example_arguments` compiles for."""
     from pipeline import compiled
 
+    X_c, y_c = np.ascontiguousarray(X, np.uint8), np.ascontiguousarray(y, np.int64)
+    tables = {}  # per dtype: made once
+
     def run(net, X, y, order, lr, batch_size, Z2):  # numpy_epoch's signature
+        X, y = X_c, y_c
         dtype, loss = net.w1.dtype, compiled.LOSS_IDS[net.loss]
-        T, none = compiled.tables(dtype), np.empty(0, dtype)
+        T, none = tables.setdefault(dtype, compiled.tables(dtype)), np.empty(0, dtype)
         b1, b2 = (net.b1, net.b2) if net.bias else (none, none)
         compiled.train_epoch(X, y, order, dtype.type(lr), batch_size, loss, net.w1, net.w2, b1, b2, Z2, T)
         total, correct, largest = compiled.epoch_summary(loss, Z2, y[order], T)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pipeline
 from pipeline import compiled, portable, sgd
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
@@ -160,10 +161,17 @@ def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case):
 # ---- choosing the engine ----
 
 
-def test_auto_picks_numpy_for_a_small_run_and_the_compiled_engine_for_a_large_one(monkeypatch):
+def test_auto_picks_numpy_for_a_small_run_and_the_compiled_engine_for_a_large_one(monkeypatch, capsys):
     monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
+    compiled.compile_ahead()
+    assert compiled.is_cached(np.float64) and compiled.is_cached(np.float32)
     assert sgd.engine(steps=900, examples=900) == "numpy"  # the default run: 3 glyphs, 300 epochs
-    assert sgd.engine(steps=10_000, examples=600_000) == "numba"
+    assert sgd.engine(steps=10_000, examples=600_000) == "numba"  # the robust recipe: 0.6 s of NumPy
+    monkeypatch.setattr(compiled, "is_cached", lambda dtype: False)  # a new machine: compiling costs 10-30 s
+    assert sgd.engine(steps=10_000, examples=600_000) == "numpy"
+    assert capsys.readouterr().err == ""
+    assert sgd.engine(steps=10**6, examples=10**8, dtype=np.float32) == "numba"  # a long run pays for it
+    assert capsys.readouterr().err.startswith("note: compiling the training engine for this machine, once")
     monkeypatch.setenv("PIPELINE_ENGINE", "numpy")
     assert sgd.engine(steps=10**9, examples=10**9) == "numpy"
     monkeypatch.setenv("PIPELINE_ENGINE", "numba")
@@ -179,6 +187,7 @@ def test_an_unknown_engine_is_one_line_naming_the_variable(monkeypatch):
 def test_without_numba_auto_falls_back_to_numpy_and_says_so(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
     monkeypatch.delitem(sys.modules, "pipeline.compiled")
+    monkeypatch.delattr(pipeline, "compiled")
     monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
     assert sgd.engine(steps=10**6, examples=10**8) == "numpy"
     note = capsys.readouterr().err
