@@ -5,15 +5,17 @@ NumPy's dispatch level, and every product NumPy hands to BLAS (`@`, dot, matmul)
 the BLAS kernel, which picks the summation order and whether to fuse multiply-adds. What never moves:
 - `+ - * /` one element at a time: IEEE 754 rounds each exactly, and NumPy never fuses two ufunc
   calls into one multiply-add; the same for comparisons, rint, scaling by a power of two, table look-ups;
-- a reduction over an axis: NumPy adds in an order that depends only on the array's shape and layout
-  (one slice after another along an outer axis, its fixed pairwise scheme along the contiguous one).
-Everything here is built from those, so a result depends only on its inputs and NumPy's version.
+- a reduction over a contiguous axis of at most 8192 entries: NumPy adds pairwise, in an order fixed by
+  the length alone, the same from NumPy 1.26 to 2.4 (a longer axis was cut into pieces of 8192 before
+  NumPy 2.3, and is not since: `pairwise_sum` splits it itself).
+Everything here is built from those, so a result depends only on its inputs, not on the machine or
+the NumPy version (1.26 to 2.4 tried).
 
 The products go to BLAS only where any summation order gives the exact result (`pixels_matmul`): the
 network's inputs are 0/1 pixels, so each product with them is a sum of weights, and weights cut into
 two slices on a fixed grid add up exactly in any order, fused or not (the error-free splitting of
 Ozaki, Ogita, Oishi and Rump, 2012). Sums over the hidden units and the classes are short, and run in
-order (`matmul`); sums over a batch of examples are pairwise (`outer_sum`, `column_sum`).
+order (`matmul`); sums over a batch of examples are pairwise (`outer_sum`, `column_sum`, `total`).
 
 float32 arrays get float32 arithmetic, with constants rounded to float32; the pixel products are
 computed in float64 and rounded once.
@@ -278,18 +280,44 @@ def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 def outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """A^T @ B = sum over the n examples of outer(A[i], B[i]), for A : (n, p), B : (n, q) -> (p, q).
 
-    The products are laid out as (p, q, n) and each sum runs over the contiguous examples axis, in
-    NumPy's pairwise order (fixed by n).
+    The products are laid out as (p, q, n), and each of the p q sums runs over the contiguous
+    examples axis in the project's pairwise order (`pairwise_sum`).
     """
     terms = np.multiply(np.ascontiguousarray(A.T)[:, None, :], np.ascontiguousarray(B.T)[None, :, :], order="C")
-    return np.add.reduce(terms, axis=-1)
+    return pairwise_sum(terms)
 
 
 def column_sum(A: np.ndarray) -> np.ndarray:
-    """A.sum(axis=0) for A : (n, p), in NumPy's pairwise order over the n examples, whatever A's layout."""
-    return np.add.reduce(np.ascontiguousarray(A.T), axis=-1)
+    """A.sum(axis=0) for A : (n, p) -> (p,), in the project's pairwise order over the n examples."""
+    return pairwise_sum(np.ascontiguousarray(A.T))
 
 
 def total(A: np.ndarray) -> float:
-    """The sum of every entry, in NumPy's pairwise order over A's entries in row-major order."""
-    return float(np.add.reduce(np.ascontiguousarray(A), axis=None))
+    """The sum of every entry, in the project's pairwise order over A's entries in row-major order."""
+    return float(pairwise_sum(np.ascontiguousarray(A).reshape(-1)))
+
+
+_PIECE = 8192  # NumPy's buffer size: before NumPy 2.3, np.add.reduce cut a longer axis into pieces this long
+
+
+def pairwise_sum(A: np.ndarray) -> np.ndarray:
+    """A : (..., n), the last axis contiguous -> (...): each sum over that axis in one fixed pairwise order.
+
+    The order is NumPy's pairwise summation (`pairwise_sum` in numpy/_core/src/umath/loops_utils.h.src)
+    over the whole axis, +0.0 + pairwise(a[0 : n]), where pairwise(a[i : i + m]) is, for m < 8, the
+    entries added in order; for m <= 128, eight running sums (lane j takes entries j, j + 8, ...)
+    added as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the last m % 8 entries in order;
+    above 128, pairwise of the first h = m // 2 rounded down to a multiple of 8, plus pairwise of the rest.
+    np.add.reduce over a contiguous axis computes exactly that on NumPy 1.26 to 2.2 when n <= 8192,
+    and for any n from 2.3 on; before 2.3 it added the sums of pieces of 8192 in turn instead. So the
+    halves above 8192 are split here, as the pairwise order splits them, and only pieces of at most
+    8192 go to np.add.reduce: the bits depend on n alone, under every NumPy tried (1.26.4, 2.0.2, 2.2.6,
+    2.4.6; scripts/check-numpy-versions), and tests/test_portable.py checks the order under the installed one.
+    """
+    n = A.shape[-1]
+    if n <= _PIECE:
+        return np.add.reduce(A, axis=-1)
+    half = n // 2 - n // 2 % 8
+    # Each half's sum starts from +0.0 too, which can only turn a -0.0 into +0.0: the whole sum, which
+    # starts from +0.0, comes out the same.
+    return pairwise_sum(A[..., :half]) + pairwise_sum(A[..., half:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import math
+import struct
 from decimal import Context, Decimal, localcontext
 
 import numpy as np
@@ -116,6 +117,74 @@ def test_matmul_adds_the_terms_in_order(n, k, m):
     for j in range(1, k):
         ordered = ordered + A[:, j, None] * B[j]
     assert np.array_equal(portable.matmul(A, B), ordered)
+
+
+def pairwise(values: list[float], add) -> float:
+    """NumPy's pairwise summation, read from its C source (loops_utils.h.src), in plain Python: the
+    independent statement of the order portable.pairwise_sum promises, +0.0 + pairwise(a[0:n])."""
+
+    def part(lo: int, n: int) -> float:
+        if n < 8:
+            result = -0.0
+            for v in values[lo : lo + n]:
+                result = add(result, v)
+            return result
+        if n <= 128:
+            lanes = values[lo : lo + 8]
+            for i in range(8, n - n % 8, 8):
+                lanes = [add(r, v) for r, v in zip(lanes, values[lo + i : lo + i + 8])]
+            r = lanes
+            result = add(add(add(r[0], r[1]), add(r[2], r[3])), add(add(r[4], r[5]), add(r[6], r[7])))
+            for v in values[lo + n - n % 8 : lo + n]:
+                result = add(result, v)
+            return result
+        half = n // 2 - n // 2 % 8
+        return add(part(lo, half), part(lo + half, n - half))
+
+    return add(0.0, part(0, len(values)))
+
+
+def add32(x: float, y: float) -> float:
+    """x + y in float32 arithmetic: the float64 sum of two float32 numbers, rounded once to float32."""
+    return struct.unpack("f", struct.pack("f", x + y))[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_sums_follow_the_pairwise_order_at_every_boundary_of_its_tree(dtype):
+    """Lengths at the 8-lane, 128-block and 8192 boundaries (NumPy before 2.3 cut its reductions at
+    8192), on numbers of many magnitudes so that any other order changes bits; and signed zeros."""
+    rng = np.random.default_rng(7)
+    add = (lambda x, y: x + y) if dtype == np.float64 else add32
+    for n in [
+        *range(1, 20),
+        63,
+        64,
+        65,
+        127,
+        128,
+        129,
+        135,
+        136,
+        137,
+        255,
+        256,
+        257,
+        1000,
+        8191,
+        8192,
+        8193,
+        9000,
+        16385,
+    ]:
+        A = (rng.standard_normal((n, 2)) * np.exp2(rng.integers(-25, 25, (n, 2)))).astype(dtype)
+        B = rng.standard_normal((n, 1)).astype(dtype)
+        want = [pairwise(column.tolist(), add) for column in A.T]
+        assert portable.column_sum(A).tolist() == want, n
+        assert portable.total(A[:, 1]) == want[1], n
+        products = A * B  # outer_sum's terms: float products, each rounded once
+        assert portable.outer_sum(A, B)[:, 0].tolist() == [pairwise(c.tolist(), add) for c in products.T], n
+    zeros = np.full((9000, 1), -0.0, dtype)
+    assert not np.signbit(portable.column_sum(zeros)[0]) and not np.signbit(portable.total(zeros[:5]))
 
 
 def test_no_kernel_depends_on_how_its_inputs_are_laid_out_in_memory():
