@@ -311,8 +311,8 @@ def pairwise_sum(A: np.ndarray) -> np.ndarray:
     np.add.reduce over a contiguous axis computes exactly that on NumPy 1.26 to 2.2 when n <= 8192,
     and for any n from 2.3 on; before 2.3 it added the sums of pieces of 8192 in turn instead. So the
     halves above 8192 are split here, as the pairwise order splits them, and only pieces of at most
-    8192 go to np.add.reduce: the bits depend on n alone, under every NumPy tried (1.26.4, 2.0.2, 2.2.6,
-    2.4.6; scripts/check-numpy-versions), and tests/test_portable.py checks the order under the installed one.
+    8192 go to np.add.reduce: the bits depend on n alone, under every NumPy tried (1.26.4 to 2.4.6:
+    scripts/check-numpy-versions), and tests/test_portable.py checks the order under the installed one.
     """
     n = A.shape[-1]
     if n <= _PIECE:
