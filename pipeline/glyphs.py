@@ -145,10 +145,15 @@ def nearest(glyphs: np.ndarray, x_train: np.ndarray, y_train: np.ndarray) -> lis
     train_codes = codes(x_train)
     result = []
     for code in codes(glyphs):
-        distances = np.bitwise_count(np.bitwise_xor(train_codes, code))
+        distances = bit_counts(np.bitwise_xor(train_codes, code))
         best = int(np.argmin(distances))
         result.append(Nearest(int(y_train[best]), int(distances[best])))
     return result
+
+
+def bit_counts(words: np.ndarray) -> np.ndarray:
+    """(n,) uint32 -> (n,) the number of bits set in each (np.bitwise_count, which NumPy 1.26 lacks)."""
+    return np.unpackbits(words.view(np.uint8).reshape(-1, 4), axis=1).sum(axis=1)
 
 
 def codes(glyphs: np.ndarray) -> np.ndarray:

@@ -102,7 +102,7 @@ def _identity(k: int, dtype: np.dtype) -> np.ndarray:
 
 def forward(net: Network, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (A1, Z2, A2) for X : (n, 30) of 0/1 pixels; Z2 are the output logits."""
-    Z1 = pixels_matmul(X, net.w1)  # (n, 30) @ (30, H) -> (n, H), exact
+    Z1 = pixels_matmul(X, net.w1)  # (n, 30) @ (30, H) -> (n, H), the same on every BLAS
     if net.b1 is not None:
         Z1 += net.b1
     A1 = sigmoid(Z1)
@@ -144,7 +144,7 @@ def backward(
     dA1 = matmul(dZ2, net.w2.T)  # (n, K) @ (K, H) -> (n, H)
     dZ1 = dA1 * A1 * (1 - A1)  # (n, H)
     grads = {
-        "dW1": pixels_matmul(X.T, dZ1),  # (30, n) @ (n, H) -> (30, H), exact
+        "dW1": pixels_matmul(X.T, dZ1),  # (30, n) @ (n, H) -> (30, H), the same on every BLAS
         "dW2": outer_sum(A1, dZ2),
     }  # A1^T dZ2 : (H, n) @ (n, K) -> (H, K)
     if net.bias:

@@ -5,18 +5,21 @@ NumPy's dispatch level, and every product NumPy hands to BLAS (`@`, dot, matmul)
 the BLAS kernel, which picks the summation order and whether to fuse multiply-adds. What never moves:
 - `+ - * /` one element at a time: IEEE 754 rounds each exactly, and NumPy never fuses two ufunc
   calls into one multiply-add; the same for comparisons, rint, scaling by a power of two, table look-ups;
-- a reduction over an axis: NumPy adds in an order that depends only on the array's shape and layout
-  (one slice after another along an outer axis, its fixed pairwise scheme along the contiguous one).
-Everything here is built from those, so a result depends only on its inputs and NumPy's version.
+- a reduction over a contiguous axis of at most 8192 entries: NumPy adds pairwise, in an order fixed by
+  the length alone, the same from NumPy 1.26 to 2.4 (a longer axis was cut into pieces of 8192 before
+  NumPy 2.3, and is not since: `pairwise_sum` splits it itself).
+Everything here is built from those, so a result depends only on its inputs, not on the machine or
+the NumPy version (1.26 to 2.4 tried).
 
-The products go to BLAS only where any summation order gives the exact result (`pixels_matmul`): the
+The products go to BLAS only where any summation order gives the same result (`pixels_matmul`): the
 network's inputs are 0/1 pixels, so each product with them is a sum of weights, and weights cut into
-two slices on a fixed grid add up exactly in any order, fused or not (the error-free splitting of
-Ozaki, Ogita, Oishi and Rump, 2012). Sums over the hidden units and the classes are short, and run in
-order (`matmul`); sums over a batch of examples are pairwise (`outer_sum`, `column_sum`).
+two slices on fixed grids add up exactly in any order, fused or not (the error-free splitting of
+Ozaki, Ogita, Oishi and Rump, 2012); what the slices leave out of the weights is dropped. Sums over
+the hidden units and the classes are short, and run in order (`matmul`); sums over a batch of examples
+are pairwise (`outer_sum`, `column_sum`, `total`).
 
 float32 arrays get float32 arithmetic, with constants rounded to float32; the pixel products are
-computed in float64 and rounded once.
+computed in float64, rounded to float64 once, then to float32.
 """
 
 from __future__ import annotations
@@ -221,14 +224,17 @@ def softplus(z: np.ndarray) -> np.ndarray:
 
 
 def pixels_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """P @ W for P : (n, k) of 0/1 pixels and W : (k, m) weights, exactly the same on every BLAS.
+    """P @ W for P : (n, k) of 0/1 pixels and W : (k, m) weights, the same bits on every BLAS.
 
-    W is cut into W = S1 + S2 + R. S1 is W rounded to a power-of-two grid coarse enough that any sum
-    of k of its entries stays below 2^53 grid steps (the largest |w| keeps 53 - log2(k) bits); S2 is
-    W - S1 rounded the same way; R, below 2^(2 log2(k) - 106) of the largest |w|, is dropped.
-    P @ S1 and P @ S2 are then sums of numbers on one grid whose every partial sum is representable:
-    exact in any order, with or without fused multiply-adds, on any number of threads. Their sum is
-    rounded once, so the result is within about half a unit in the last place of the true product.
+    With s = max(2, k.bit_length()) (so k < 2^s) and max|W| < 2^e, W = S1 + S2 + R (`_slices`):
+    S1 is W rounded to multiples of u1 = 2^(e + s - 53), S2 is W - S1 rounded to multiples of
+    u2 = 2^(e + 2s - 107) (both to nearest, ties to even), and R, |R| <= u2 / 2 <= 2^(2s - 107) max|W|,
+    is dropped. Every partial sum of P @ S1 is a multiple of u1 below 2^53 u1, and of P @ S2 a multiple
+    of u2 below 2^53 u2, so both are exact in any order, with or without fused multiply-adds, on any
+    number of threads. The result, for k >= 2, is exactly P @ (S1 + S2) rounded once to float64 (and
+    that rounded to float32 for a float32 W); for k = 1, the exact products.
+    That is not always P @ W correctly rounded: R can tip a tie (W = [1, 2^-53 (1 + 2^-52)], both
+    pixels on, gives 1.0, not 1 + 2^-52), and moves the exact sum by at most k 2^(2s - 107) max|W|.
     """
     k = P.shape[1]
     if k == 1:  # nothing to sum: each entry is one exact product
@@ -236,12 +242,13 @@ def pixels_matmul(P: np.ndarray, W: np.ndarray) -> np.ndarray:
     S1, S2 = _slices(W.astype(np.float64, copy=False), k)
     P = P.astype(np.float64, copy=False)
     out = np.dot(P, S1)  # (n, k) @ (k, m), exact
-    out += np.dot(P, S2)  # exact, then rounded once
+    out += np.dot(P, S2)  # exact, then P @ (S1 + S2) rounded once
     return out.astype(W.dtype, copy=False)
 
 
 def _slices(W: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """W : float64 -> (S1, S2), each on a power-of-two grid on which sums of k entries are exact."""
+    """W : (k, m) float64 -> (S1, S2) of pixels_matmul, W rounded to multiples of u1 and the rest
+    rounded to multiples of u2: grids on which sums of k entries are exact; W - S1 - S2 is dropped."""
     spare = max(2, k.bit_length())  # k < 2^spare: bits a sum of k entries may grow by
     largest = float(np.maximum.reduce(np.abs(W), axis=None))
     exponent = math.frexp(largest)[1]  # every |w| < 2^exponent
@@ -278,18 +285,44 @@ def matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 def outer_sum(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """A^T @ B = sum over the n examples of outer(A[i], B[i]), for A : (n, p), B : (n, q) -> (p, q).
 
-    The products are laid out as (p, q, n) and each sum runs over the contiguous examples axis, in
-    NumPy's pairwise order (fixed by n).
+    The products are laid out as (p, q, n), and each of the p q sums runs over the contiguous
+    examples axis in the project's pairwise order (`pairwise_sum`).
     """
     terms = np.multiply(np.ascontiguousarray(A.T)[:, None, :], np.ascontiguousarray(B.T)[None, :, :], order="C")
-    return np.add.reduce(terms, axis=-1)
+    return pairwise_sum(terms)
 
 
 def column_sum(A: np.ndarray) -> np.ndarray:
-    """A.sum(axis=0) for A : (n, p), in NumPy's pairwise order over the n examples, whatever A's layout."""
-    return np.add.reduce(np.ascontiguousarray(A.T), axis=-1)
+    """A.sum(axis=0) for A : (n, p) -> (p,), in the project's pairwise order over the n examples."""
+    return pairwise_sum(np.ascontiguousarray(A.T))
 
 
 def total(A: np.ndarray) -> float:
-    """The sum of every entry, in NumPy's pairwise order over A's entries in row-major order."""
-    return float(np.add.reduce(np.ascontiguousarray(A), axis=None))
+    """The sum of every entry, in the project's pairwise order over A's entries in row-major order."""
+    return float(pairwise_sum(np.ascontiguousarray(A).reshape(-1)))
+
+
+_PIECE = 8192  # NumPy's buffer size: before NumPy 2.3, np.add.reduce cut a longer axis into pieces this long
+
+
+def pairwise_sum(A: np.ndarray) -> np.ndarray:
+    """A : (..., n), the last axis contiguous -> (...): each sum over that axis in one fixed pairwise order.
+
+    The order is NumPy's pairwise summation (`pairwise_sum` in numpy/_core/src/umath/loops_utils.h.src)
+    over the whole axis, +0.0 + pairwise(a[0 : n]), where pairwise(a[i : i + m]) is, for m < 8, the
+    entries added in order; for m <= 128, eight running sums (lane j takes entries j, j + 8, ...)
+    added as ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the last m % 8 entries in order;
+    above 128, pairwise of the first h = m // 2 rounded down to a multiple of 8, plus pairwise of the rest.
+    np.add.reduce over a contiguous axis computes exactly that on NumPy 1.26 to 2.2 when n <= 8192,
+    and for any n from 2.3 on; before 2.3 it added the sums of pieces of 8192 in turn instead. So the
+    halves above 8192 are split here, as the pairwise order splits them, and only pieces of at most
+    8192 go to np.add.reduce: the bits depend on n alone, under every NumPy tried (1.26.4 to 2.4.6:
+    scripts/check-numpy-versions), and tests/test_portable.py checks the order under the installed one.
+    """
+    n = A.shape[-1]
+    if n <= _PIECE:
+        return np.add.reduce(A, axis=-1)
+    half = n // 2 - n // 2 % 8
+    # Each half's sum starts from +0.0 too, which can only turn a -0.0 into +0.0: the whole sum, which
+    # starts from +0.0, comes out the same.
+    return pairwise_sum(A[..., :half]) + pairwise_sum(A[..., half:])

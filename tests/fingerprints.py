@@ -9,7 +9,10 @@
 Each configuration trains on noisy glyphs from make_dataset's generator, then computes what the
 evaluate and predict stages would store: test logits, loss, accuracy and sigmoid scores. Its digest
 covers the model file's bytes, the history as train writes it, and those arrays' bytes. The 24
-configurations take about half a second here, and 12 s under qemu's aarch64 emulation.
+configurations take about half a second here, and 12 s under qemu's aarch64 emulation. Two more
+(`large-...`) train on 9,000 glyphs in one batch: their sums over the batch and the loss run past
+8,192 terms, where NumPy before 2.3 summed in another order than np.add.reduce does now (see
+`portable.pairwise_sum`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pipeline.params import TrainParams
 from pipeline.train import train
 
 SAMPLES_PER_CLASS = 700  # 2,100 training glyphs: two whole batches of 1024 and a short one
+LARGE_PER_CLASS = 3000  # 9,000 glyphs in one batch: more than NumPy's 8,192-element buffer
 
 
 def configurations() -> dict[str, TrainParams]:
@@ -56,6 +60,24 @@ def configurations() -> dict[str, TrainParams]:
             dtype=dtype,
         )
     return configs
+
+
+def large_configurations() -> dict[str, TrainParams]:
+    """Whole-set batches of LARGE_PER_CLASS * 3 glyphs, biased (a column sum), in both dtypes."""
+    return {
+        f"large-{dtype}-{loss}-bias-bs{3 * LARGE_PER_CLASS}": TrainParams(
+            hidden=5,
+            lr=0.5,
+            epochs=2,
+            batch_size=3 * LARGE_PER_CLASS,
+            loss=loss,
+            bias=True,
+            seed=3,
+            shuffle=True,
+            dtype=dtype,
+        )
+        for dtype, loss in (("float64", "bce"), ("float32", "mse"))
+    }
 
 
 def digest(params: TrainParams, data: tuple[np.ndarray, ...], scratch: Path) -> str:
@@ -95,10 +117,11 @@ def main() -> None:
         *noisy_copies(clean_glyphs(), SAMPLES_PER_CLASS, 0.1, train_rng),
         *noisy_copies(clean_glyphs(), 200, 0.2, test_rng),
     )
+    large = (*noisy_copies(clean_glyphs(), LARGE_PER_CLASS, 0.1, np.random.default_rng(12)), *data[2:])
     with tempfile.TemporaryDirectory() as tmp:
-        print(
-            json.dumps({name: digest(params, data, Path(tmp)) for name, params in configurations().items()}, indent=1)
-        )
+        digests = {name: digest(params, data, Path(tmp)) for name, params in configurations().items()}
+        digests |= {name: digest(params, large, Path(tmp)) for name, params in large_configurations().items()}
+        print(json.dumps(digests, indent=1))
 
 
 if __name__ == "__main__":
