@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 
 from pipeline import paths
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, shown
 from pipeline.glyphs import CLASSES, PIXELS
 
 _UMASK = os.umask(0o022)
@@ -180,12 +180,12 @@ def check_array(
 
 
 def stale(path: Path, problem: str, stage: str) -> PipelineError:
-    return PipelineError(f"{path}: {problem}; rerun `dvc repro {stage}`")
+    return PipelineError(f"{shown(str(path))}: {problem}; rerun `dvc repro {stage}`")
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
+    return shown(text.splitlines()[0])
 
 
 def digest(*arrays: np.ndarray) -> str:
