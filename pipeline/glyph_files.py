@@ -50,15 +50,20 @@ def check_name(path: Path) -> None:
 
 
 def read_glyph(path: Path) -> np.ndarray:
-    """Read and parse one glyph file; any problem is a PipelineError naming the file."""
+    """Read and parse one glyph file; any problem is a PipelineError naming the file. Anything but a
+    regular file is refused before it is opened: a FIFO would block, a device could act."""
     name = shown(str(path))
+    try:
+        kind = paths.special(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{name}: no such file") from None
+    except OSError as err:
+        raise PipelineError(f"{name}: cannot read: {err.strerror}") from None
+    if kind is not None:
+        raise PipelineError(f"{name}: expected a glyph file, found {kind}")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_GLYPH_BYTES + 1)
-    except IsADirectoryError:
-        raise PipelineError(f"{name}: expected a glyph file, found a directory") from None
-    except FileNotFoundError:
-        raise PipelineError(f"{name}: no such file") from None
     except OSError as err:
         raise PipelineError(f"{name}: cannot read: {err.strerror}") from None
     if len(raw) > MAX_GLYPH_BYTES:

@@ -1,10 +1,11 @@
-"""Files from elsewhere are hostile: a model file or a sample's name never runs code in a reader's
-browser, or reaches a page or a terminal as anything but plain text.
+"""Files from elsewhere are hostile: a model file, a sample's name or a special file never runs code in a
+reader's browser, hangs a stage, or reaches a page or a terminal as anything but plain text.
 
 A model's class names and a sample's file name are refused at the loader unless they are what training
 and the project write (one line, exit 2, nothing written). The explorer page is safe even without the
 loader: it puts every string into the DOM as text and escapes `<`, `>` and `&` in its data, which the
-browser tests check by rendering a page with hostile names directly.
+browser tests check by rendering a page with hostile names directly. A FIFO or a device is refused
+before it is opened, and every test that could hang has a timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import pytest
 from pipeline import explore, glyph_files, paths
 from pipeline.artifacts import load_history, load_split
 from pipeline.checkpoint import load_network
+from pipeline.errors import PipelineError
 from pipeline.glyphs import PIXELS
 from pipeline.params import load_params
 from tests.conftest import copy_of, dvc, env, one_error_line
@@ -223,6 +226,83 @@ def test_the_explorer_shows_hostile_names_as_text_and_runs_no_script(built, tmp_
     assert page.eval_on_selector_all(".w2 tr:first-child td", "tds => tds.map(t => t.textContent)")[1:] == list(classes)
     page.hover("#loaders button >> nth=4")  # an onmouseover in a name would fire here
     assert problems == []  # no dialog, no console error, no request
+
+
+# --- FIFOs and other files that are not regular files --------------------------------------------
+
+
+def fifo(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_among_the_samples_is_refused_not_waited_on(copy):
+    fifo(copy / paths.SAMPLES / "f.txt")
+    before = snapshot(copy)
+    for stage in ("predict", "explore"):
+        proc = run_python("-m", f"pipeline.{stage}", cwd=copy)
+        assert proc.returncode == 2, proc.stderr
+        assert one_error_line(proc) == "error: data/samples/f.txt: expected a glyph file, found a FIFO"
+    assert snapshot(copy) == before
+
+
+def test_predict_refuses_a_fifo_or_a_device_given_as_a_glyph_or_a_model(built, tmp_path):
+    pipe = fifo(tmp_path / "some.fifo")
+    glyph = run_python("-m", "pipeline.predict", str(pipe), "data/samples/a.txt", cwd=built)
+    assert glyph.returncode == 2, glyph.stderr
+    assert glyph.stderr == f"error: {pipe}: expected a glyph file, found a FIFO\n"
+    assert glyph.stdout.startswith("data/samples/a.txt: A")
+    for model, kind in ((pipe, "a FIFO"), (Path("/dev/zero"), "a character device")):
+        proc = run_python("-m", "pipeline.predict", "--model", str(model), "data/samples/a.txt", cwd=built)
+        assert proc.returncode == 2, proc.stderr
+        assert one_error_line(proc) == f"error: {model}: expected a regular file, found {kind}; rerun `dvc repro train`"
+
+
+@pytest.mark.parametrize(
+    "name, stage",
+    [
+        ("data/x_train.npy", "train"),
+        ("data/y_test.npy", "evaluate"),
+        ("models/model.npz", "evaluate"),
+        ("models/trace.npz", "explore"),
+        ("metrics/history.tsv", "explore"),
+    ],
+)
+def test_a_fifo_between_stages_is_refused_not_waited_on(copy, name, stage):
+    fifo(copy / name)
+    before = snapshot(copy)
+    proc = run_python("-m", f"pipeline.{stage}", cwd=copy)
+    assert proc.returncode == 2, proc.stderr
+    producer = "make_dataset" if name.startswith("data/") else "train"
+    assert one_error_line(proc) == f"error: {name}: expected a regular file, found a FIFO; rerun `dvc repro {producer}`"
+    assert snapshot(copy) == before
+
+
+def test_a_fifo_for_params_yaml_is_refused_not_waited_on(copy):
+    fifo(copy / "params.yaml")
+    proc = run_python("-m", "pipeline.train", cwd=copy)
+    assert proc.returncode == 2, proc.stderr
+    assert one_error_line(proc) == "error: params.yaml: expected a regular file, found a FIFO"
+
+
+def test_a_special_file_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    """Opening a FIFO blocks, and opening a device can act on it (a tape rewinds): look, don't open."""
+    pipe = fifo(tmp_path / "f.txt")
+
+    def no_open(*args, **kwargs):
+        raise AssertionError(f"opened {args[0]}")
+
+    monkeypatch.setattr(glyph_files, "open", no_open, raising=False)
+    monkeypatch.setattr("builtins.open", no_open)
+    with pytest.raises(PipelineError, match=r"f\.txt: expected a glyph file, found a FIFO"):
+        glyph_files.read_glyph(pipe)
+    from pipeline import artifacts
+
+    with pytest.raises(PipelineError, match="expected a regular file, found a FIFO"):
+        artifacts.load_npz(pipe, "train")
+    with pytest.raises(PipelineError, match="expected a regular file, found a FIFO"):
+        artifacts.load_history(pipe)
 
 
 def test_the_dvc_plots_page_survives_a_hostile_model_and_a_hostile_sample(dvc_repo, tmp_path, browser):
