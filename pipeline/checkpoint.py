@@ -91,7 +91,7 @@ def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:
     if len(classes) != outputs:
         raise ValueError(f"expected {outputs} class names, one per output, found {len(classes)}")
     longest = int(np.char.str_len(classes).max(initial=0))
-    if longest > MAX_CLASS_NAME:
+    if longest > 4 * MAX_CLASS_NAME:  # too long to show in a line: its length will do
         raise ValueError(f"{expected}, found a name of {longest} characters")
     names = tuple(str(c) for c in classes)
     for i, name in enumerate(names):
