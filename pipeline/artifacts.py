@@ -26,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 
 from pipeline import paths
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, shown
 from pipeline.glyphs import CLASSES, PIXELS
 
 _UMASK = os.umask(0o022)
@@ -142,6 +142,7 @@ def _np_load(f: IO[bytes]) -> np.ndarray | dict[str, np.ndarray]:
 
 def _read_arrays(path: Path, stage: str) -> np.ndarray | dict[str, np.ndarray]:
     """What np.load finds in `path`, any failure a one-line error naming the stage to rerun."""
+    check_regular(path, stage)
     try:
         with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
             return _np_load(f)
@@ -149,6 +150,18 @@ def _read_arrays(path: Path, stage: str) -> np.ndarray | dict[str, np.ndarray]:
         raise stale(path, "missing", stage) from None
     except _UNREADABLE as err:
         raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+
+
+def check_regular(path: Path, stage: str) -> None:
+    """Refuse `path` unless it is a regular file, without opening it (a FIFO would block forever)."""
+    try:
+        kind = paths.special(path)
+    except FileNotFoundError:
+        raise stale(path, "missing", stage) from None
+    except OSError as err:
+        raise stale(path, f"unreadable ({err.strerror})", stage) from None
+    if kind is not None:
+        raise stale(path, f"expected a regular file, found {kind}", stage)
 
 
 def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str) -> np.ndarray:
@@ -180,12 +193,12 @@ def check_array(
 
 
 def stale(path: Path, problem: str, stage: str) -> PipelineError:
-    return PipelineError(f"{path}: {problem}; rerun `dvc repro {stage}`")
+    return PipelineError(f"{shown(str(path))}: {problem}; rerun `dvc repro {stage}`")
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
+    return shown(text.splitlines()[0])
 
 
 def digest(*arrays: np.ndarray) -> str:
@@ -212,6 +225,7 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_history(path: Path = paths.HISTORY) -> dict[str, np.ndarray]:
     """The per-epoch history train wrote: columns step (int), loss and accuracy (float)."""
     columns = ["step", "loss", "accuracy"]
+    check_regular(path, "train")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:

@@ -7,12 +7,20 @@ digest of the training set (so predict can tell whether data/x_train.npy is the 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.artifacts import load_npz, save_npz, stale
+from pipeline.errors import shown
 from pipeline.model import ACTIVATION, LOSSES, Network
+
+# What training writes as class names (glyphs.CLASSES: A, B, C), with room for other words, and
+# nothing a page or a terminal could take for markup, a quote or a control character.
+CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,16}")
+MAX_CLASS_NAME = 16
+DIGEST = re.compile(r"([0-9a-f]{16})?")  # artifacts.digest, or "" for a model saved before it existed
 
 
 def save_network(path: Path, net: Network) -> None:
@@ -50,22 +58,50 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
     missing = [key for key in ("w1", "w2", "sizes", "classes", "loss", "bias") if key not in arrays]
     if missing:
         raise ValueError(f"missing array {missing[0]!r}")
-    w1, w2, sizes, classes = arrays["w1"], arrays["w2"], arrays["sizes"], arrays["classes"]
-    if w1.dtype.kind != "f" or w2.dtype != w1.dtype or w1.ndim != 2 or w2.ndim != 2 or classes.ndim != 1:
+    w1, w2, sizes = arrays["w1"], arrays["w2"], arrays["sizes"]
+    if w1.dtype.kind != "f" or w2.dtype != w1.dtype or w1.ndim != 2 or w2.ndim != 2:
         raise ValueError(f"expected 2-d float weights, found w1 {w1.dtype}{w1.shape}, w2 {w2.dtype}{w2.shape}")
+    classes = class_names(arrays["classes"], w2.shape[1])
     expected = (inputs, w1.shape[1], len(classes))
     if w1.shape[0] != inputs or w2.shape != expected[1:] or tuple(sizes.tolist()) != expected:
         raise ValueError(f"inconsistent layer sizes: w1 {w1.shape}, w2 {w2.shape}, sizes {sizes.tolist()}")
     activation = arrays.get("activation", np.array(ACTIVATION))
     if activation.shape != () or str(activation) != ACTIVATION:
-        raise ValueError(f"expected the activation {ACTIVATION}, found {activation!s}")
+        raise ValueError(f"expected the activation {ACTIVATION}, found {quoted(activation)}")
     loss, bias = arrays["loss"], arrays["bias"]
     if loss.shape != () or str(loss) not in LOSSES or bias.dtype != np.bool_ or bias.shape != ():
-        raise ValueError(f"expected loss in {tuple(LOSSES)} and a boolean bias, found {loss!s}, {bias!s}")
+        raise ValueError(f"expected loss in {tuple(LOSSES)} and a boolean bias, found {quoted(loss)}, {quoted(bias)}")
     b1, b2 = (arrays.get("b1"), arrays.get("b2")) if bias else (None, None)
     if bias and (b1 is None or b2 is None or b1.shape != expected[1:2] or b2.shape != expected[2:]):
         raise ValueError("biases missing or of the wrong shape")
     trained_on = arrays.get("trained_on", np.array(""))  # absent from models saved before it existed
-    if trained_on.shape != () or trained_on.dtype.kind != "U":
-        raise ValueError(f"expected a string trained_on, found {trained_on.dtype}{trained_on.shape}")
-    return Network(w1, w2, b1, b2, str(loss), tuple(str(c) for c in classes), str(trained_on))
+    if trained_on.shape != () or trained_on.dtype.kind != "U" or not DIGEST.fullmatch(str(trained_on)):
+        raise ValueError(f"expected trained_on, a digest of 16 hex digits, found {quoted(trained_on)}")
+    return Network(w1, w2, b1, b2, str(loss), classes, str(trained_on))
+
+
+def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:
+    """The names of the `outputs` outputs, if they are names training could have written: distinct
+    words of CLASS_NAME. A name reaches pages (the explorer, DVC's plots page, which embeds it
+    unescaped) and terminals: nothing else is loaded. Lengths are checked before any name is read."""
+    expected = f"expected class names of 1 to {MAX_CLASS_NAME} letters, digits, '_' or '-'"
+    if classes.dtype.kind != "U" or classes.ndim != 1:
+        kind = "bytes" if classes.dtype.kind == "S" else f"{classes.dtype}{classes.shape}"
+        raise ValueError(f"{expected}, found {kind}")
+    if len(classes) != outputs:
+        raise ValueError(f"expected {outputs} class names, one per output, found {len(classes)}")
+    longest = int(np.char.str_len(classes).max(initial=0))
+    if longest > 4 * MAX_CLASS_NAME:  # too long to show in a line: its length will do
+        raise ValueError(f"{expected}, found a name of {longest} characters")
+    names = tuple(str(c) for c in classes)
+    for i, name in enumerate(names):
+        if not CLASS_NAME.fullmatch(name):
+            raise ValueError(f"{expected}, found {shown(repr(name))}")
+        if name in names[:i]:
+            raise ValueError(f"expected distinct class names, found {name!r} twice")
+    return names
+
+
+def quoted(value: np.ndarray) -> str:
+    """A value from a model file, as an error line may show it: short, one line, printable."""
+    return shown(repr(value.tolist()) if value.dtype.kind in "US" else f"{value.dtype}{value.shape}", 60)

@@ -104,8 +104,13 @@ def page_data(
     }
 
 
+# Inside a <script>, "</script" ends it and "<!--" can hide the next one's end: no string of the data
+# may hold a <, > or &, which JSON writes as the escapes JSON.parse reads back.
+SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def render_page(data: dict) -> str:
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")  # floats: shortest exact form
+    payload = json.dumps(data, separators=(",", ":")).translate(SCRIPT_SAFE)  # floats: shortest exact form
     return TEMPLATE.read_text(encoding="utf-8").replace("/*DATA*/", payload)
 
 

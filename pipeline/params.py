@@ -98,6 +98,9 @@ def load_params(path: Path = paths.PARAMS) -> Params:
 
 def _read_yaml(path: Path) -> dict:
     try:
+        kind = paths.special(path)  # before opening: a FIFO would block forever
+        if kind is not None:
+            raise PipelineError(f"{path}: expected a regular file, found {kind}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such file; run from the project root") from None

@@ -1,11 +1,14 @@
 """Every file the pipeline reads or writes, relative to the project root: the one place that names them.
 
 dvc.yaml names them again, as each stage's deps and outs; tests/test_dvc.py checks that the two agree,
-so renaming a file is an edit here and one in dvc.yaml.
+so renaming a file is an edit here and one in dvc.yaml. `special` tells a reader, before it opens a
+path, whether it is a regular file.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -45,3 +48,23 @@ PLOTS_TEMPLATE = Path(".dvc/plots/offline.html")
 def split(name: str) -> tuple[Path, Path]:
     """The (pixels, labels) files of split `name`, 'train' or 'test'."""
     return {"train": (X_TRAIN, Y_TRAIN), "test": (X_TEST, Y_TEST)}[name]
+
+
+# What a path can be besides a regular file, as a message names it.
+_SPECIAL = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special(path: Path) -> str | None:
+    """None if `path` is a regular file (or a link to one), else what it is ("a FIFO"). Readers call
+    this before they open a file: opening a FIFO waits for a writer forever, and opening a device can
+    act on it. Raises FileNotFoundError (or another OSError) as os.stat does."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _SPECIAL if test(mode)), "a special file")

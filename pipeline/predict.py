@@ -26,7 +26,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.artifacts import digest, load_split, save_json, stale
 from pipeline.checkpoint import load_network
-from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error
+from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error, shown
 from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, Nearest, nearest, render
 from pipeline.model import Network, logits, sigmoid
@@ -107,14 +107,14 @@ def run_adhoc(net: Network, files: list[Path], show: bool) -> int:
         print(f"note: {err}; no nearest training glyphs", file=sys.stderr)
         near = [None] * len(good)
     for path, glyph, (letter, s), n in zip(good, glyphs, predict(net, glyphs), near):
-        print(f"{path}: {letter} ({s[letter]:.2f})")
+        print(f"{shown(str(path))}: {letter} ({s[letter]:.2f})")  # a name may hold a newline or an escape
         if show:
             print("\n".join(side_by_side(glyph, s, letter, n, net.classes)))
     for path, n in zip(good, near):
         if n is not None and n.far:
             print(
-                f"note: {path}: {n.distance} pixels from the nearest training glyph ({net.classes[n.label]}); "
-                f"the model has not seen anything like it",
+                f"note: {shown(str(path))}: {n.distance} pixels from the nearest training glyph "
+                f"({net.classes[n.label]}); the model has not seen anything like it",
                 file=sys.stderr,
             )
     return BAD_INPUT if errors else 0

@@ -165,6 +165,32 @@ def dvc_repo(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless and offline, driven by Playwright (tests/test_explorer.py, test_hostile.py)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium not found: `.ci/run` installs Debian's chromium (or: apt-get install -y chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--proxy-server=127.0.0.1:9",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -319,7 +319,12 @@ BAD_FILES = {
         "data/x_test.npy: unreadable (Failed to read all data for array",
     ),
     "npy-empty": ("data/x_train.npy", b"", "train", "data/x_train.npy: unreadable (No data left in file)"),
-    "npy-is-a-directory": ("data/y_train.npy", None, "train", "data/y_train.npy: unreadable ("),
+    "npy-is-a-directory": (
+        "data/y_train.npy",
+        None,
+        "train",
+        "data/y_train.npy: expected a regular file, found a directory",
+    ),
     "npy-pickled-objects": (
         "data/x_train.npy",
         _npy(np.array([{"a": 1}], dtype=object), True),
@@ -412,4 +417,6 @@ def test_predict_model_option_errors(built, tmp_path):
     )
     a_directory = run_module("pipeline.predict", "--model", str(tmp_path), "data/samples/a.txt", cwd=built)
     assert a_directory.returncode == 2
-    assert one_error_line(a_directory).startswith(f"error: {tmp_path}: unreadable (")
+    assert one_error_line(a_directory) == (
+        f"error: {tmp_path}: expected a regular file, found a directory; rerun `dvc repro train`"
+    )

@@ -10,12 +10,10 @@ screenshots, to test-artifacts/.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 from pipeline.checkpoint import load_network
 from pipeline.glyph_files import read_glyph
@@ -42,37 +40,22 @@ def default(built) -> Path:
     return built
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium not found: `.ci/run` installs Debian's chromium (or: apt-get install -y chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--proxy-server=127.0.0.1:9",
-                "--host-resolver-rules=MAP * ~NOTFOUND",
-            ],
-        )
-        yield browser
-        browser.close()
+@pytest.fixture(scope="module", autouse=True)
+def differences():
+    """After the module: the largest difference of each comparison, in test-artifacts/."""
+    yield
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "explorer-differences.json").write_text(json.dumps(LARGEST, indent=2) + "\n")
 
 
-def open_page(browser, project: Path):
-    """The page, opened from disk; any console error, page error or network request fails the test."""
+def open_page(browser, project: Path, name: str = "explorer.html"):
+    """The page metrics/`name`, opened from disk; any console error, page error, dialog (an alert a
+    crafted name ran) or network request fails the test."""
     page = browser.new_page(viewport={"width": 1200, "height": 1100})
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("dialog", lambda d: (problems.append(f"dialog {d.type}: {d.message}"), d.dismiss()))
     page.route(
         "**/*",
         lambda route: (
@@ -81,7 +64,7 @@ def open_page(browser, project: Path):
             else (problems.append(f"network: {route.request.url}"), route.abort())
         ),
     )
-    page.goto((project / "metrics/explorer.html").as_uri())
+    page.goto((project / "metrics" / name).as_uri())
     page.wait_for_function("window.explorer !== undefined")
     return page, problems
 
