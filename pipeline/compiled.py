@@ -327,15 +327,18 @@ def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
 
 @KERNEL
 def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
-    """Z1 = X W1 + b1, A1 = sigmoid(Z1) : (H, m); Z2 = A1 W2 + b2, A2 = sigmoid(Z2) : (K, m)."""
+    """Z1 = X W1 + b1, A1 = sigmoid(Z1) : (H, m); Z2 = A1 W2 + b2, A2 = sigmoid(Z2) : (K, m).
+
+    w1, S1, S2 : (1, 30 H), one row (the slices' loops then run over all 30 H weights at once); the
+    activations are C-contiguous (H, m) and (K, m), so each sigmoid is one pass over all of them."""
     H, K = w2.shape
-    slices(w1, w1.shape[0], H, w1.shape[0], S1, S2)
-    pixel_product(P, m, S1, S2, acc1, acc2, Z1)
-    for h in range(H):
-        if b1.shape[0]:
+    slices(w1, 1, w1.shape[1], P.shape[0], S1, S2)
+    pixel_product(P, m, S1.reshape(P.shape[0], H), S2.reshape(P.shape[0], H), acc1, acc2, Z1)
+    if b1.shape[0]:
+        for h in range(H):
             for i in range(m):
                 Z1[h, i] += b1[h]
-        sigmoid_row(Z1[h], m, A1[h], T, W)
+    sigmoid_row(Z1.reshape(H * m), H * m, A1.reshape(H * m), T, W)
     for c in range(K):  # A1 W2 : (m, H) @ (H, K), summed over the H units in order
         for i in range(m):
             Z2[c, i] = w2[0, c] * A1[0, i]
@@ -345,7 +348,7 @@ def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
         if b2.shape[0]:
             for i in range(m):
                 Z2[c, i] += b2[c]
-        sigmoid_row(Z2[c], m, A2[c], T, W)
+    sigmoid_row(Z2.reshape(K * m), K * m, A2.reshape(K * m), T, W)
 
 
 @KERNEL
@@ -449,22 +452,24 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update."""
     N, (H, K), pixels, dtype = order.shape[0], w2.shape, X.shape[1], w1.dtype
     bs = max(1, min(batch_size, N))
-    P, S1, S2, dW1 = np.empty((pixels, bs)), np.empty((pixels, H)), np.empty((pixels, H)), np.empty((pixels, H), dtype)
-    acc1, acc2, G1, G2 = np.empty((H, bs)), np.empty((H, bs)), np.empty((H, bs)), np.empty((H, bs))
-    M, N1, N2 = np.empty((pixels, bs), np.int64), np.empty((H, bs), np.int64), np.empty((H, bs), np.int64)
-    Z1, A1, dZ1 = np.empty((H, bs), dtype), np.empty((H, bs), dtype), np.empty((H, bs), dtype)
-    Z2, A2, dZ2 = np.empty((K, bs), dtype), np.empty((K, bs), dtype), np.empty((K, bs), dtype)
+    S1, S2, dW1 = np.empty((1, pixels * H)), np.empty((1, pixels * H)), np.empty((pixels, H), dtype)
     labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
-    W, stack, values = scratch_rows(bs, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    W, stack, values = scratch_rows(max(bs * H, 1024), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    floats, ints, typed = np.empty(6 * H * bs + pixels * bs), np.empty((pixels + 2 * H) * bs, np.int64), np.empty(3 * (H + K) * bs, dtype)
     zero, one = T[0][ZERO], T[0][ONE]
+    w1_row = w1.reshape(1, pixels * H)
+    m = bs
+    P, acc1, acc2, G1, G2, M, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(floats, ints, typed, pixels, H, K, m)
     for start in range(0, N, bs):
-        m = min(bs, N - start)
+        if N - start < m:  # the last, shorter batch: its arrays, compact
+            m = N - start
+            P, acc1, acc2, G1, G2, M, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(floats, ints, typed, pixels, H, K, m)
         rows = order[start : start + m]
         for i in range(m):
             labels[i] = y[rows[i]]
         counts[0], counts[1] = m, m * K
         pixel_rows(X, rows, P, M)
-        forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
+        forward(P, m, w1_row, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
         for i in range(m):
             for c in range(K):
                 Z2_out[start + i, c] = Z2[c, i]
@@ -472,6 +477,21 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
         hidden_delta(w2, dZ2, A1, dZ1, m, one)
         pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2)
         update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values)
+
+
+@ENGINE
+def batch_arrays(floats, ints, typed, pixels, H, K, m):
+    """A batch of m examples' arrays, each C-contiguous, carved out of three flat buffers: float64
+    P (30, m) and acc1, acc2, G1, G2 (H, m); int64 M (30, m) and N1, N2 (H, m); in the weights'
+    dtype Z1, A1, dZ1 (H, m) and Z2, A2, dZ2 (K, m)."""
+    f = [floats[(j * H) * m : (j + 1) * H * m].reshape(H, m) for j in range(4)]
+    P = floats[4 * H * m : 4 * H * m + pixels * m].reshape(pixels, m)
+    M = ints[: pixels * m].reshape(pixels, m)
+    N1 = ints[pixels * m : (pixels + H) * m].reshape(H, m)
+    N2 = ints[(pixels + H) * m : (pixels + 2 * H) * m].reshape(H, m)
+    t = [typed[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(3)]
+    u = [typed[3 * H * m + j * K * m : 3 * H * m + (j + 1) * K * m].reshape(K, m) for j in range(3)]
+    return P, f[0], f[1], f[2], f[3], M, N1, N2, t[0], t[1], t[2], u[0], u[1], u[2]
 
 
 # ---- an epoch's loss and accuracy ----

@@ -8,12 +8,8 @@ multiply-adds, and run where this CPU can run it.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +19,7 @@ from pipeline import compiled, portable, sgd
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import LOSSES, init_network
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT
 
 FINGERPRINTS = ROOT / "tests" / "fingerprints.py"
 
@@ -197,70 +193,8 @@ def test_without_numba_auto_falls_back_to_numpy_and_says_so(monkeypatch, capsys)
         sgd.engine(steps=1, examples=1)
 
 
-# ---- other CPUs: no fused multiply-add, no fastmath, the same digests ----
-
-FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aarch64 fmadd/fmsub/fmla/fmls
-
-
 def test_no_kernel_is_compiled_with_fastmath():
     dispatchers = [v for v in vars(compiled).values() if hasattr(v, "targetoptions")]
     assert len(dispatchers) > 10
     for dispatcher in dispatchers:
         assert not dispatcher.targetoptions.get("fastmath"), dispatcher.py_func.__name__
-
-
-ASSEMBLY_PROBE = """
-import json, sys
-import numba
-import numpy as np
-from pipeline import compiled
-from pipeline.glyphs import clean_glyphs
-X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
-for dtype in (np.float64, np.float32):  # compile every kernel for both dtypes, without running them
-    T, none, lr = compiled.tables(dtype), np.empty(0, dtype), dtype(0.1)
-    w1, w2, Z2 = np.ones((30, 5), dtype), np.ones((5, 3), dtype), np.empty((3, 3), dtype)
-    for f, args in [
-        (compiled.train_epoch, (X, y, np.arange(3), lr, 2, 1, w1, w2, none, none, Z2, T)),
-        (compiled.epoch_summary, (0, Z2, y, T)),
-    ]:
-        f.compile(tuple(numba.typeof(a) for a in args))
-asm = {}
-for name, f in vars(compiled).items():
-    if hasattr(f, "inspect_asm"):
-        for sig, text in f.inspect_asm().items():
-            asm[f"{name}{sig}"] = text
-json.dump(asm, sys.stdout)
-"""
-
-CPUS = {"generic": [], "haswell": ["avx2", "fma"], "skylake-avx512": ["avx512f", "avx512dq", "avx512bw", "avx512vl"]}
-
-
-def host_can_run(cpu: str) -> bool:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    return set(CPUS[cpu]) <= flags
-
-
-@pytest.fixture(scope="module")
-def numpy_digests() -> str:
-    return run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, PIPELINE_ENGINE="numpy").stdout
-
-
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the CPU names are x86's")
-@pytest.mark.parametrize("cpu", sorted(CPUS))
-def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digests(cpu, tmp_path, numpy_digests):
-    """Numba compiles for `cpu` (NUMBA_CPU_FEATURES="": none of this machine's features added) into an
-    empty cache: no kernel's assembly has an FMA instruction (for haswell and skylake-avx512, CPUs that
-    have them), and where this machine can run the code, the 24 fingerprint configurations give the
-    NumPy engine's digests."""
-    env = {
-        "NUMBA_CPU_NAME": cpu,
-        "NUMBA_CPU_FEATURES": "",
-        "NUMBA_CACHE_DIR": str(tmp_path),
-        "PIPELINE_ENGINE": "numba",
-    }
-    asm = json.loads(run([sys.executable, "-c", ASSEMBLY_PROBE], cwd=ROOT, **env).stdout)
-    assert len(asm) > 20 and any("ymm" in text or "zmm" in text for text in asm.values()) == (cpu != "generic")
-    fused = {name: FMA.findall(text) for name, text in asm.items() if FMA.search(text)}
-    assert not fused
-    if host_can_run(cpu):
-        assert run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, **env).stdout == numpy_digests

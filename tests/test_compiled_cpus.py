@@ -1,0 +1,75 @@
+"""The compiled engine's code for other CPUs (NUMBA_CPU_NAME): no fused multiply-add in any kernel, and
+the NumPy engine's digests wherever this machine can run the code. Each CPU compiles in a child process
+into an empty cache (a minute or two each); this file is apart so that xdist runs it beside the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run
+
+FINGERPRINTS = ROOT / "tests" / "fingerprints.py"
+FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aarch64 fmadd/fmsub/fmla/fmls
+
+ASSEMBLY_PROBE = """
+import json, sys
+import numba
+import numpy as np
+from pipeline import compiled
+from pipeline.glyphs import clean_glyphs
+X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
+for dtype in (np.float64, np.float32):  # compile every kernel for both dtypes, without running them
+    T, none, lr = compiled.tables(dtype), np.empty(0, dtype), dtype(0.1)
+    w1, w2, Z2 = np.ones((30, 5), dtype), np.ones((5, 3), dtype), np.empty((3, 3), dtype)
+    for f, args in [
+        (compiled.train_epoch, (X, y, np.arange(3), lr, 2, 1, w1, w2, none, none, Z2, T)),
+        (compiled.epoch_summary, (0, Z2, y, T)),
+    ]:
+        f.compile(tuple(numba.typeof(a) for a in args))
+asm = {}
+for name, f in vars(compiled).items():
+    if hasattr(f, "inspect_asm"):
+        for sig, text in f.inspect_asm().items():
+            asm[f"{name}{sig}"] = text
+json.dump(asm, sys.stdout)
+"""
+
+CPUS = {"generic": [], "haswell": ["avx2", "fma"], "skylake-avx512": ["avx512f", "avx512dq", "avx512bw", "avx512vl"]}
+
+
+def host_can_run(cpu: str) -> bool:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    return set(CPUS[cpu]) <= flags
+
+
+@pytest.fixture(scope="module")
+def numpy_digests() -> str:
+    return run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, PIPELINE_ENGINE="numpy").stdout
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the CPU names are x86's")
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digests(cpu, tmp_path, numpy_digests):
+    """Numba compiles for `cpu` (NUMBA_CPU_FEATURES="": none of this machine's features added) into an
+    empty cache: no kernel's assembly has an FMA instruction (for haswell and skylake-avx512, CPUs that
+    have them), and where this machine can run the code, the 24 fingerprint configurations give the
+    NumPy engine's digests."""
+    env = {
+        "NUMBA_CPU_NAME": cpu,
+        "NUMBA_CPU_FEATURES": "",
+        "NUMBA_CACHE_DIR": str(tmp_path),
+        "PIPELINE_ENGINE": "numba",
+    }
+    asm = json.loads(run([sys.executable, "-c", ASSEMBLY_PROBE], cwd=ROOT, **env).stdout)
+    assert len(asm) > 20 and any("ymm" in text or "zmm" in text for text in asm.values()) == (cpu != "generic")
+    fused = {name: FMA.findall(text) for name, text in asm.items() if FMA.search(text)}
+    assert not fused
+    if host_can_run(cpu):
+        assert run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, **env).stdout == numpy_digests
