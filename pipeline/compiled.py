@@ -455,7 +455,8 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     S1, S2, dW1 = np.empty((1, pixels * H)), np.empty((1, pixels * H)), np.empty((pixels, H), dtype)
     labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
     W, stack, values = scratch_rows(max(bs * H, 1024), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
-    floats, ints, typed = np.empty(6 * H * bs + pixels * bs), np.empty((pixels + 2 * H) * bs, np.int64), np.empty(3 * (H + K) * bs, dtype)
+    floats, ints = np.empty(6 * H * bs + pixels * bs), np.empty((pixels + 2 * H) * bs, np.int64)
+    typed = np.empty(3 * (H + K) * bs, dtype)
     zero, one = T[0][ZERO], T[0][ONE]
     w1_row = w1.reshape(1, pixels * H)
     m = bs
@@ -463,7 +464,8 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start
-            P, acc1, acc2, G1, G2, M, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(floats, ints, typed, pixels, H, K, m)
+            arrays = batch_arrays(floats, ints, typed, pixels, H, K, m)
+            P, acc1, acc2, G1, G2, M, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = arrays
         rows = order[start : start + m]
         for i in range(m):
             labels[i] = y[rows[i]]

@@ -20,19 +20,8 @@ FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aar
 
 ASSEMBLY_PROBE = """
 import json, sys
-import numba
-import numpy as np
 from pipeline import compiled
-from pipeline.glyphs import clean_glyphs
-X, y = clean_glyphs(), np.arange(3, dtype=np.uint8)
-for dtype in (np.float64, np.float32):  # compile every kernel for both dtypes, without running them
-    T, none, lr = compiled.tables(dtype), np.empty(0, dtype), dtype(0.1)
-    w1, w2, Z2 = np.ones((30, 5), dtype), np.ones((5, 3), dtype), np.empty((3, 3), dtype)
-    for f, args in [
-        (compiled.train_epoch, (X, y, np.arange(3), lr, 2, 1, w1, w2, none, none, Z2, T)),
-        (compiled.epoch_summary, (0, Z2, y, T)),
-    ]:
-        f.compile(tuple(numba.typeof(a) for a in args))
+compiled.compile_ahead()  # every entry point for both dtypes, compiled (not run) for NUMBA_CPU_NAME
 asm = {}
 for name, f in vars(compiled).items():
     if hasattr(f, "inspect_asm"):
