@@ -297,32 +297,25 @@ def pixel_rows(X, rows, P, M):
 
 @KERNEL
 def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
-    """Z1[:, :m] = (X W1)^T : (H, m) for P : (30, m) pixels and w1's slices S1, S2 : (30, H), as
+    """Z1 = (X W1)^T : (H, m) for P : (30, m) pixels and w1's slices S1, S2 : (30, H), as
     `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once."""
     H = S1.shape[1]
-    if m == 1:  # one example: add the inked pixels' rows
-        for h in range(H):
-            acc1[h, 0] = 0.0
-            acc2[h, 0] = 0.0
+    for h in range(H):  # one hidden unit at a time: its two rows of m sums stay in the L1 cache
+        a1, a2 = acc1[h], acc2[h]
+        a1[:] = 0.0
+        a2[:] = 0.0
         for p in range(P.shape[0]):
-            if P[p, 0] != 0.0:
-                for h in range(H):
-                    acc1[h, 0] += S1[p, h]
-                    acc2[h, 0] += S2[p, h]
-    else:
-        for h in range(H):
-            for i in range(m):
-                acc1[h, i] = 0.0
-                acc2[h, i] = 0.0
-        for p in range(P.shape[0]):
-            for h in range(H):
-                s1, s2 = S1[p, h], S2[p, h]
-                for i in range(m):
-                    acc1[h, i] += P[p, i] * s1
-                    acc2[h, i] += P[p, i] * s2
-    for h in range(H):
+            s1, s2, x = S1[p, h], S2[p, h], P[p]
+            if m == 1:  # one example: add the inked pixels' weights only
+                if x[0] != 0.0:
+                    a1[0] += s1
+                    a2[0] += s2
+                continue
+            for i in range(m):  # a product with a 0/1 pixel is exact
+                a1[i] += x[i] * s1
+                a2[i] += x[i] * s2
         for i in range(m):
-            Z1[h, i] = acc1[h, i] + acc2[h, i]  # rounded once to float64 (and to float32 on the store)
+            Z1[h, i] = a1[i] + a2[i]  # rounded once to float64 (and to float32 on the store)
 
 
 @KERNEL
@@ -385,7 +378,8 @@ def pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2):
 
     For m > 1 that is, for each slice of dZ1, a sum of the inked examples' entries, exact in any order.
     Each slice lies on a grid q: its entries are integers times q, so the sums run in int64 (which
-    LLVM vectorizes: integer addition has no rounding to keep in order), then scale back exactly."""
+    LLVM vectorizes: integer addition has no rounding to keep in order), then scale back exactly.
+    M : (30, m) the pixels as int64 masks; G1, G2 : (H, m) float64 and N1, N2 : (H, m) int64 scratch."""
     H = dZ1.shape[0]
     if m == 1:  # one exact product each
         for p in range(P.shape[0]):
@@ -455,17 +449,17 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     S1, S2, dW1 = np.empty((1, pixels * H)), np.empty((1, pixels * H)), np.empty((pixels, H), dtype)
     labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
     W, stack, values = scratch_rows(max(bs * H, 1024), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
-    floats, ints = np.empty(6 * H * bs + pixels * bs), np.empty((pixels + 2 * H) * bs, np.int64)
+    floats, ints = np.empty((4 * H + pixels) * bs), np.empty((2 * H + pixels) * bs, np.int64)
     typed = np.empty(3 * (H + K) * bs, dtype)
     zero, one = T[0][ZERO], T[0][ONE]
     w1_row = w1.reshape(1, pixels * H)
     m = bs
-    P, acc1, acc2, G1, G2, M, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(floats, ints, typed, pixels, H, K, m)
+    P, M, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(floats, ints, typed, pixels, H, K, m)
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start
             arrays = batch_arrays(floats, ints, typed, pixels, H, K, m)
-            P, acc1, acc2, G1, G2, M, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = arrays
+            P, M, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = arrays
         rows = order[start : start + m]
         for i in range(m):
             labels[i] = y[rows[i]]
@@ -484,16 +478,14 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
 @ENGINE
 def batch_arrays(floats, ints, typed, pixels, H, K, m):
     """A batch of m examples' arrays, each C-contiguous, carved out of three flat buffers: float64
-    P (30, m) and acc1, acc2, G1, G2 (H, m); int64 M (30, m) and N1, N2 (H, m); in the weights'
-    dtype Z1, A1, dZ1 (H, m) and Z2, A2, dZ2 (K, m)."""
-    f = [floats[(j * H) * m : (j + 1) * H * m].reshape(H, m) for j in range(4)]
-    P = floats[4 * H * m : 4 * H * m + pixels * m].reshape(pixels, m)
-    M = ints[: pixels * m].reshape(pixels, m)
-    N1 = ints[pixels * m : (pixels + H) * m].reshape(H, m)
-    N2 = ints[(pixels + H) * m : (pixels + 2 * H) * m].reshape(H, m)
+    P (30, m) and acc1, acc2, G1, G2 (H, m); int64 M (30, m) and N1, N2 (H, m); in the weights' dtype
+    Z1, A1, dZ1 (H, m) and Z2, A2, dZ2 (K, m)."""
+    P, M = floats[: pixels * m].reshape(pixels, m), ints[: pixels * m].reshape(pixels, m)
+    f = [floats[(pixels + j * H) * m : (pixels + (j + 1) * H) * m].reshape(H, m) for j in range(4)]
+    n = [ints[(pixels + j * H) * m : (pixels + (j + 1) * H) * m].reshape(H, m) for j in range(2)]
     t = [typed[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(3)]
     u = [typed[3 * H * m + j * K * m : 3 * H * m + (j + 1) * K * m].reshape(K, m) for j in range(3)]
-    return P, f[0], f[1], f[2], f[3], M, N1, N2, t[0], t[1], t[2], u[0], u[1], u[2]
+    return P, M, f[0], f[1], f[2], f[3], n[0], n[1], t[0], t[1], t[2], u[0], u[1], u[2]
 
 
 # ---- an epoch's loss and accuracy ----

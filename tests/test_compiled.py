@@ -147,10 +147,9 @@ def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case):
     dZ1 = extreme_gradients()[case]
     H, m = dZ1.shape
     P = (np.random.default_rng(case).random((PIXELS, m)) < 0.5).astype(np.float64)
-    M = -P.astype(np.int64)
     dW1 = np.empty((PIXELS, H), dZ1.dtype)
     G1, G2, N1, N2 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), np.int64), np.empty((H, m), np.int64)
-    compiled.pixel_gradient(P, M, np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
+    compiled.pixel_gradient(P, -P.astype(np.int64), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
     assert dW1.tobytes() == portable.pixels_matmul(P, dZ1.T).tobytes()
 
 
