@@ -3,18 +3,24 @@
 Every key is required and every unknown key is refused by name, so a typo such as `train.lrr`
 fails loudly instead of silently training with a default. Errors are one line naming the file,
 the key, what is allowed and what was found.
+
+The file is read as DVC reads it (ruamel.yaml, YAML 1.2, the very call DVC makes), so the values a
+stage uses are the ones `dvc.lock`, `dvc params diff` and `dvc exp show` record: `017` is 17, `on` and
+`yes` are strings (refused where true or false is expected), `1e3` is 1000.0, `1:30` is a string, and
+a duplicate key is refused. PyYAML (YAML 1.1) read each of these differently.
 """
 
 from __future__ import annotations
 
 import math
 import reprlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from pipeline import paths
 from pipeline.errors import PipelineError
@@ -103,20 +109,32 @@ def _read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: cannot read: {err}") from None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # ruamel warns of a reused anchor: refused, as stderr gets one line
+            doc = YAML(typ="safe").load(text)  # DVC's own reader and call (dvc.utils.serialize.parse_yaml)
+    except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or "not valid YAML"
-        raise PipelineError(f"{path}: {where}invalid YAML: {problem}") from None
-    # PyYAML's scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`,
-    # an integer of over 4300 digits) and its composer recurses once per level of nesting.
-    except (ValueError, TypeError, AttributeError, RecursionError) as err:
-        problem = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise PipelineError(f"{path}: invalid YAML: {problem}") from None
+        problem = getattr(err, "problem", None) or _first_line(err)
+        raise PipelineError(f"{path}: {where}invalid YAML: {_one_line(problem)}") from None
+    # The scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`, an
+    # integer of over 4300 digits), warnings are errors here, and the composer recurses once per level.
+    except (ValueError, TypeError, AttributeError, RecursionError, Warning) as err:
+        raise PipelineError(f"{path}: invalid YAML: {_one_line(_first_line(err))}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, found {_describe(doc)}")
     return doc
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    """`text` without control characters (a key in a message may hold any), at most 200 characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def parse_section(cls: type, name: str, raw: Any, path: Path = paths.PARAMS) -> Any:
@@ -169,10 +187,10 @@ def _coerce(value: Any, kind: type) -> Any:
         return None
     if kind is int:
         return value if isinstance(value, int) else None
-    if isinstance(value, (str, int)):  # PyYAML reads `1e-3` (no dot) as a string; accept it as a number
+    if isinstance(value, int):  # a string is never a number: DVC records it as the string it is
         try:
             value = float(value)
-        except (ValueError, OverflowError):  # OverflowError: an int beyond the float range
+        except OverflowError:  # an int beyond the float range
             return None
     if isinstance(value, float) and math.isfinite(value):
         return value

@@ -120,8 +120,17 @@ BAD_PARAMS = {
         ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found -0.1 (float)"],
     ),
     "noise-boolean": (
-        retype("noise", "yes"),
+        retype("noise", "true"),
         ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found True (bool)"],
+    ),
+    "noise-yes": (  # YAML 1.2, as DVC reads it: a string, not a boolean
+        retype("noise", "yes"),
+        ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found 'yes' (str)"],
+    ),
+    "bias-on": (retype("bias", "on"), ["params.yaml: train.bias: expected true or false", "found 'on' (str)"]),
+    "duplicate-key": (
+        retype("lr", "0.1\n  lr: 0.5"),
+        ["params.yaml: line ", 'invalid YAML: found duplicate key "lr"'],
     ),
     "loss-unknown": (retype("loss", "mae"), ["params.yaml: train.loss: expected one of bce, mse", "found 'mae' (str)"]),
     "count-negative": (

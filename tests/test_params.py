@@ -147,3 +147,79 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
         signal.signal(signal.SIGALRM, previous)
     assert str(err.value).startswith(f"{path}: train.lr: expected a number > 0.0, found [")
     assert "\n" not in str(err.value)
+
+
+# --- YAML 1.2, as DVC reads it -----------------------------------------------------------------------
+
+COMMITTED_TEXT = (ROOT / "params.yaml").read_text()
+
+
+def typed(tmp_path: Path, section: str, key: str, raw: str) -> Path:
+    """The committed params.yaml with `section.key` retyped by hand as `raw` (its comment kept)."""
+    start = COMMITTED_TEXT.index(f"\n{section}:\n")
+    line_start = COMMITTED_TEXT.index(f"\n  {key}: ", start) + 1
+    value_start = line_start + len(f"  {key}: ")
+    value_end = value_start + len(COMMITTED_TEXT[value_start:].split("#")[0].split("\n")[0].rstrip())
+    path = tmp_path / "params.yaml"
+    path.write_text(COMMITTED_TEXT[:value_start] + raw + COMMITTED_TEXT[value_end:])
+    return path
+
+
+def dvc_reads(path: Path):
+    """What DVC records for the file (dvc.lock, `dvc params diff`): DVC's own YAML reader."""
+    from dvc.utils.serialize import parse_yaml
+
+    return parse_yaml(path.read_text(), str(path))
+
+
+# (section, key, typed, what a stage gets: the value, or a fragment of the one-line refusal)
+YAML_1_1_VS_1_2 = [
+    ("dataset", "train_per_class", "017", 17),  # YAML 1.1 (PyYAML): octal 15
+    ("dataset", "train_per_class", "0o17", 15),  # YAML 1.1: the string '0o17'
+    ("dataset", "train_per_class", "0x1F", 31),
+    ("dataset", "train_per_class", "1_000", 1000),
+    ("dataset", "train_per_class", "1e3", "expected an integer >= 0, found 1000.0 (float)"),
+    ("train", "epochs", "1:30", "expected an integer >= 0, found '1:30' (str)"),  # YAML 1.1: sexagesimal 90
+    ("train", "bias", "on", "train.bias: expected true or false, found 'on' (str)"),  # YAML 1.1: True
+    ("train", "bias", "yes", "train.bias: expected true or false, found 'yes' (str)"),
+    ("train", "shuffle", "no", "train.shuffle: expected true or false, found 'no' (str)"),
+    ("train", "shuffle", "off", "train.shuffle: expected true or false, found 'off' (str)"),
+    ("train", "bias", "True", True),
+    ("train", "lr", "1e3", 1000.0),  # YAML 1.1: the string '1e3'
+    ("train", "lr", "1E-1", 0.1),
+    ("train", "lr", ".5", 0.5),
+    ("train", "lr", "'0.5'", "train.lr: expected a number > 0.0, found '0.5' (str)"),  # a string, as DVC records it
+    ("dataset", "noise", "1.e-1", 0.1),
+]
+
+
+@pytest.mark.parametrize("section,key,raw,outcome", YAML_1_1_VS_1_2, ids=[f"{k}={r}" for _, k, r, _ in YAML_1_1_VS_1_2])
+def test_values_are_read_as_dvc_reads_them(tmp_path, section, key, raw, outcome):
+    path = typed(tmp_path, section, key, raw)
+    recorded = dvc_reads(path)[section][key]
+    if isinstance(outcome, str):
+        with pytest.raises(PipelineError) as err:
+            load_params(path)
+        assert f"{path}: {section}.{key}: " in str(err.value) and outcome in str(err.value), str(err.value)
+        assert repr(recorded) in str(err.value)  # the refusal shows the value DVC records
+    else:
+        loaded = getattr(getattr(load_params(path), section), key)
+        assert loaded == recorded == outcome and type(loaded) is type(outcome), (loaded, recorded)
+
+
+def test_a_duplicate_key_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(COMMITTED_TEXT.replace("  lr: 0.1 ", "  lr: 0.1\n  lr: 0.5 "))
+    line = COMMITTED_TEXT[: COMMITTED_TEXT.index("  lr: 0.1 ")].count("\n") + 2
+    with pytest.raises(PipelineError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f'{path}: line {line}: invalid YAML: found duplicate key "lr"'), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_reused_anchor_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(COMMITTED_TEXT.replace("  seed: 0 ", "  seed: &s 0 ", 1).replace("  hidden: 5 ", "  hidden: &s 5 "))
+    with pytest.raises(PipelineError) as err:
+        load_params(path)
+    assert str(err.value).startswith(f"{path}: invalid YAML: found duplicate anchor 's'"), str(err.value)
