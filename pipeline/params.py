@@ -101,6 +101,11 @@ def load_params(path: Path = paths.PARAMS) -> Params:
     return Params(**sections)
 
 
+def allowed_values() -> str:
+    """Every key and what it may hold, a line each: `train.lr: a number > 0.0`."""
+    return "".join(f"{name}.{f.name}: {_expected(f)}\n" for name, cls in _SECTION_TYPES.items() for f in fields(cls))
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")

@@ -11,7 +11,7 @@ LAYERS = [
     {"glyphs", "params", "model"},  # the glyphs, the params, the math
     {"artifacts", "glyph_files", "sgd"},  # files between stages, glyph files, the training loop
     {"checkpoint", "pictures", "figures"},  # the model file, pictures
-    {"make_dataset", "train", "evaluate", "predict", "explore"},  # stages
+    {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
 ]
 
 
