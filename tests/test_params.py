@@ -48,10 +48,10 @@ BAD = [
     (_set("train", "lr", ".nan"), "train.lr: expected a number > 0.0, found '.nan' (str)"),
     (_set("train", "lr", float("inf")), "train.lr: expected a number > 0.0, found inf (float)"),
     (_set("train", "lr", True), "train.lr: expected a number > 0.0, found True (bool)"),
-    (_set("train", "epochs", -1), "train.epochs: expected an integer >= 0, found -1 (int)"),
-    (_set("train", "epochs", 2.5), "train.epochs: expected an integer >= 0, found 2.5 (float)"),
-    (_set("train", "epochs", True), "train.epochs: expected an integer >= 0, found True (bool)"),
-    (_set("train", "hidden", 0), "train.hidden: expected an integer >= 1, found 0 (int)"),
+    (_set("train", "epochs", -1), "train.epochs: expected an integer in [0, 10000], found -1 (int)"),
+    (_set("train", "epochs", 2.5), "train.epochs: expected an integer in [0, 10000], found 2.5 (float)"),
+    (_set("train", "epochs", True), "train.epochs: expected an integer in [0, 10000], found True (bool)"),
+    (_set("train", "hidden", 0), "train.hidden: expected an integer in [1, 512], found 0 (int)"),
     (_set("train", "batch_size", 0), "train.batch_size: expected an integer >= 1, found 0 (int)"),
     (_set("train", "loss", "mae"), "train.loss: expected one of bce, mse, found 'mae' (str)"),
     (_set("train", "dtype", "float16"), "train.dtype: expected one of float64, float32, found 'float16' (str)"),
@@ -60,7 +60,7 @@ BAD = [
     (_set("train", "seed", None), "train.seed: expected an integer >= 0, found nothing (null)"),
     (_set("dataset", "noise", 1.5), "dataset.noise: expected a number in [0.0, 1.0], found 1.5 (float)"),
     (_set("dataset", "noise", -0.01), "dataset.noise: expected a number in [0.0, 1.0], found -0.01 (float)"),
-    (_set("dataset", "test_per_class", 0), "dataset.test_per_class: expected an integer >= 1, found 0 (int)"),
+    (_set("dataset", "test_per_class", 0), "dataset.test_per_class: expected an integer in [1, 10000], found 0 (int)"),
     (_set("dataset", "train_per_class", -3), "dataset.train_per_class: expected an integer >= 0, found -3"),
     (_set("dataset", "train_per_class", "10"), "dataset.train_per_class: expected an integer >= 0, found '10'"),
     (_set("dataset", "shift", -1), "dataset.shift: expected an integer in [0, 5], found -1 (int)"),
@@ -76,22 +76,60 @@ BAD = [
     (lambda d: d.update(trian={}), "unknown section 'trian'; allowed: dataset, train, evaluate"),
     (
         _set("evaluate", "noise_levels", []),
-        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [] (list)",
+        "evaluate.noise_levels: expected a list of 1 to 20 numbers in [0.0, 1.0], found [] (list)",
     ),
     (
         _set("evaluate", "noise_levels", [0.1, 1.5]),
-        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, 1.5] (list)",
+        "evaluate.noise_levels: expected a list of 1 to 20 numbers in [0.0, 1.0], found [0.1, 1.5] (list)",
     ),
     (
         _set("evaluate", "noise_levels", [0.1, True]),
-        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found [0.1, True] (list)",
+        "evaluate.noise_levels: expected a list of 1 to 20 numbers in [0.0, 1.0], found [0.1, True] (list)",
     ),
     (
         _set("evaluate", "noise_levels", 0.1),
-        "evaluate.noise_levels: expected a non-empty list of numbers in [0.0, 1.0], found 0.1 (float)",
+        "evaluate.noise_levels: expected a list of 1 to 20 numbers in [0.0, 1.0], found 0.1 (float)",
     ),
     (_set("evaluate", "per_class", 0), "evaluate.per_class: expected an integer >= 1, found 0 (int)"),
     (lambda d: d.update(train=[1, 2]), "train: expected a mapping of keys, found [1, 2] (list)"),
+    # Upper bounds: git-tracked outputs stay small (README, "What the project refuses")
+    (_set("train", "hidden", 513), "train.hidden: expected an integer in [1, 512], found 513 (int)"),
+    (_set("train", "hidden", 10**9), "train.hidden: expected an integer in [1, 512], found 1000000000 (int)"),
+    (_set("train", "epochs", 10_001), "train.epochs: expected an integer in [0, 10000], found 10001 (int)"),
+    (_set("train", "epochs", 10**10), "train.epochs: expected an integer in [0, 10000], found 10000000000 (int)"),
+    (
+        _set("dataset", "test_per_class", 10**9),
+        "dataset.test_per_class: expected an integer in [1, 10000], found 1000000000 (int)",
+    ),
+    (
+        _set("evaluate", "noise_levels", [0.1] * 21),
+        "evaluate.noise_levels: expected a list of 1 to 20 numbers in [0.0, 1.0], found [0.1, 0.1, 0.1, 0.1, ...]",
+    ),
+    # ... and a run fits in memory: estimated before anything is allocated
+    (
+        _set("dataset", "train_per_class", 10**9),
+        "dataset.train_per_class: expected a run that needs at most 2 GiB of memory, found 1000000000 (int): "
+        "3000000003 training glyphs need about 358 GiB, the whole run about 358 GiB",
+    ),
+    (
+        _set("dataset", "train_per_class", 6_000_000),
+        "dataset.train_per_class: expected a run that needs at most 2 GiB of memory, found 6000000 (int): "
+        "18000003 training glyphs need about 2.15 GiB, the whole run about 2.28 GiB",
+    ),
+    (
+        _set("evaluate", "per_class", 10**9),
+        "evaluate.per_class: expected a run that needs at most 2 GiB of memory, found 1000000000 (int): "
+        "the noisy glyphs of evaluate need about 954 GiB",
+    ),
+    (
+        _set("dataset", "train_per_class", 10**400),
+        "dataset.train_per_class: expected a run that needs at most 2 GiB of memory, found 1000000000000000000000",
+    ),
+    (
+        lambda d: d["train"].update(batch_size=100_000, hidden=512) or d["dataset"].update(train_per_class=100_000),
+        "train.batch_size: expected a run that needs at most 2 GiB of memory, found 100000 (int): "
+        "batches of 100000 rows by 512 hidden units need about 6.15 GiB",
+    ),
 ]
 
 
@@ -179,7 +217,7 @@ YAML_1_1_VS_1_2 = [
     ("dataset", "train_per_class", "0x1F", 31),
     ("dataset", "train_per_class", "1_000", 1000),
     ("dataset", "train_per_class", "1e3", "expected an integer >= 0, found 1000.0 (float)"),
-    ("train", "epochs", "1:30", "expected an integer >= 0, found '1:30' (str)"),  # YAML 1.1: sexagesimal 90
+    ("train", "epochs", "1:30", "expected an integer in [0, 10000], found '1:30' (str)"),  # YAML 1.1: sexagesimal 90
     ("train", "bias", "on", "train.bias: expected true or false, found 'on' (str)"),  # YAML 1.1: True
     ("train", "bias", "yes", "train.bias: expected true or false, found 'yes' (str)"),
     ("train", "shuffle", "no", "train.shuffle: expected true or false, found 'no' (str)"),
@@ -223,3 +261,20 @@ def test_a_reused_anchor_is_refused_in_one_line(tmp_path):
     with pytest.raises(PipelineError) as err:
         load_params(path)
     assert str(err.value).startswith(f"{path}: invalid YAML: found duplicate anchor 's'"), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "section,values",
+    [
+        ("train", {"hidden": 512, "epochs": 10_000}),
+        ("dataset", {"test_per_class": 10_000, "train_per_class": 5_000_000}),
+        ("evaluate", {"noise_levels": [0.0] * 20, "per_class": 1_000_000}),
+        ("train", {"batch_size": 10**9}),  # a batch is at most the training set: 3 glyphs
+    ],
+)
+def test_the_largest_allowed_values_load(tmp_path, section, values):
+    path = write_params(tmp_path, lambda d: d[section].update(values))
+    loaded = getattr(load_params(path), section)
+    assert {key: getattr(loaded, key) for key in values} == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+    }

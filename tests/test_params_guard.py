@@ -76,9 +76,14 @@ BROKEN = {
     "misspelled-dataset-key": (("  noise: ", "  noize: "), ["repro"], "dataset.noize: unknown key"),
     "unread-key-repro": (("  lr: 0.1 ", "  momentum: 0.9\n  lr: 0.1 "), ["repro"], "train.momentum: unknown key"),
     "unknown-section": (("evaluate:\n", "extra:\n  x: 1\nevaluate:\n"), ["repro"], "unknown section 'extra'"),
-    "bad-value-exp-run": ((), ["exp", "run", "-S", "train.hidden=0"], "train.hidden: expected an integer >= 1"),
+    "bad-value-exp-run": ((), ["exp", "run", "-S", "train.hidden=0"], "train.hidden: expected an integer in [1, 512]"),
     "appended-key-exp-run": ((), ["exp", "run", "-S", "+train.newkey=1"], "train.newkey: unknown key"),
     "on-for-bias-exp-run": ((), ["exp", "run", "-S", "train.bias=on"], "train.bias: expected true or false"),
+    "too-big-exp-run": (
+        (),
+        ["exp", "run", "-S", "dataset.train_per_class=1000000000"],
+        "dataset.train_per_class: expected a run that needs at most 2 GiB of memory",
+    ),
 }
 
 
