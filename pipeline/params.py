@@ -51,8 +51,8 @@ def _key(check: Check | None = None, most: int | None = None) -> Any:
 
 # Upper bounds. Every git-tracked output stays small whatever the params, and a run fits in memory:
 MAX_TEST_PER_CLASS = 10_000  # metrics/confusion.json has a row per test glyph: 30,000 rows, about 1.5 MB
-MAX_HIDDEN = 512  # hidden_weights.png and the explorer draw a map per hidden unit (512: about 350 kB of PNG)
-MAX_EPOCHS = 10_000  # metrics/history.tsv and the explorer's curves have a row per epoch (about 220 kB)
+MAX_HIDDEN = 512  # hidden_weights.png and the explorer draw a map per hidden unit (512: about 340 kB of PNG)
+MAX_EPOCHS = 10_000  # metrics/history.tsv and the explorer's curves have a row per epoch (about 230 kB)
 MAX_NOISE_LEVELS = 20  # a point each in metrics/robustness.json and a key each in metrics.json
 MEMORY_LIMIT = 2 * 2**30  # bytes the hungriest stage may need, as `memory_needed` estimates it
 
