@@ -36,6 +36,7 @@ from pipeline.params import TrainParams, load_params
 TEMPLATE = Path(__file__).with_name("explorer.html")
 REPLAY_STEPS = 20_000  # training steps the page may replay on load (about 0.1 s); more: inline weights
 NEAREST_GLYPHS = 5_000  # distinct training glyphs the page compares a drawing with, at most (35 kB)
+PAGE_WEIGHTS = 512 * 1024  # bytes of inline float64 weights at most (700 kB of base64); the robust recipe's 397 kB fit
 
 
 def float64s(array: np.ndarray) -> str:
@@ -68,7 +69,17 @@ def trace_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_tra
     )
     if replayable:
         return {"epochs": epochs, "replay": {"initial": {k: float64s(v[0]) for k, v in weights.items()}}}
-    return {"epochs": epochs, "weights": {k: float64s(v) for k, v in weights.items()}}
+    kept = thinned(len(epochs), 8 * sum(v[0].size for v in weights.values()))
+    return {"epochs": [epochs[i] for i in kept], "weights": {k: float64s(v[kept]) for k, v in weights.items()}}
+
+
+def thinned(snapshots: int, size: int) -> list[int]:
+    """Which of `snapshots` snapshots of `size` bytes each the page carries: as many as PAGE_WEIGHTS holds
+    (at least the first and the last), evenly spaced, so the git-tracked page stays small for any network."""
+    most = max(2, PAGE_WEIGHTS // size)
+    if snapshots <= most:
+        return list(range(snapshots))
+    return sorted({round(i * (snapshots - 1) / (most - 1)) for i in range(most)})
 
 
 def page_data(

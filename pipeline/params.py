@@ -3,18 +3,24 @@
 Every key is required and every unknown key is refused by name, so a typo such as `train.lrr`
 fails loudly instead of silently training with a default. Errors are one line naming the file,
 the key, what is allowed and what was found.
+
+The file is read as DVC reads it (ruamel.yaml, YAML 1.2, the very call DVC makes), so the values a
+stage uses are the ones `dvc.lock`, `dvc params diff` and `dvc exp show` record: `017` is 17, `on` and
+`yes` are strings (refused where true or false is expected), `1e3` is 1000.0, `1:30` is a string, and
+a duplicate key is refused. PyYAML (YAML 1.1) read each of these differently.
 """
 
 from __future__ import annotations
 
 import math
 import reprlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from pipeline import paths
 from pipeline.errors import PipelineError
@@ -39,8 +45,17 @@ def _one_of(*allowed: str) -> Check:
     return (lambda v: v in allowed), "one of " + ", ".join(allowed)
 
 
-def _key(check: Check | None = None) -> Any:
-    return field(metadata={"check": check})
+def _key(check: Check | None = None, most: int | None = None) -> Any:
+    """A required key; `most`: how many items a list may hold."""
+    return field(metadata={"check": check, "most": most})
+
+
+# Upper bounds. Every git-tracked output stays small whatever the params, and a run fits in memory:
+MAX_TEST_PER_CLASS = 10_000  # metrics/confusion.json has a row per test glyph: 30,000 rows, about 1.5 MB
+MAX_HIDDEN = 512  # hidden_weights.png and the explorer draw a map per hidden unit (512: about 340 kB of PNG)
+MAX_EPOCHS = 10_000  # metrics/history.tsv and the explorer's curves have a row per epoch (about 230 kB)
+MAX_NOISE_LEVELS = 20  # a point each in metrics/robustness.json and a key each in metrics.json
+MEMORY_LIMIT = 2 * 2**30  # bytes the hungriest stage may need, as `memory_needed` estimates it
 
 
 @dataclass(frozen=True)
@@ -48,15 +63,15 @@ class DatasetParams:
     seed: int = _key(_ge(0))
     noise: float = _key(_within(0.0, 1.0))
     train_per_class: int = _key(_ge(0))
-    test_per_class: int = _key(_ge(1))
+    test_per_class: int = _key(_within(1, MAX_TEST_PER_CLASS))
     shift: int = _key(_within(0, 5))
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    hidden: int = _key(_ge(1))
+    hidden: int = _key(_within(1, MAX_HIDDEN))
     lr: float = _key(_gt(0.0))
-    epochs: int = _key(_ge(0))
+    epochs: int = _key(_within(0, MAX_EPOCHS))
     batch_size: int = _key(_ge(1))
     loss: str = _key(_one_of(*LOSSES))
     bias: bool = _key()
@@ -67,7 +82,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    noise_levels: tuple[float, ...] = _key(_within(0.0, 1.0))
+    noise_levels: tuple[float, ...] = _key(_within(0.0, 1.0), most=MAX_NOISE_LEVELS)
     per_class: int = _key(_ge(1))
     seed: int = _key(_ge(0))
 
@@ -93,7 +108,70 @@ def load_params(path: Path = paths.PARAMS) -> Params:
         if name not in doc:
             raise PipelineError(f"{path}: missing section {name!r}")
         sections[name] = parse_section(cls, name, doc[name], path)
-    return Params(**sections)
+    params = Params(**sections)
+    _check_memory(params, path)
+    return params
+
+
+# Peak memory, measured with /usr/bin/time on 900,000 training glyphs and on batches of 90,000 rows
+# by 64 hidden units (the coefficients round the measurements up):
+BASE_BYTES = 128 * 2**20  # Python, NumPy and matplotlib: 80 MB in evaluate
+GLYPH_BYTES = 128  # per training or test glyph: 108 in explore (np.unique), 94 in train, 62 in make_dataset
+BATCH_UNIT_BYTES = 128  # per batch row and hidden unit: about 13 float64 arrays of (batch, hidden) in a step
+EVALUATE_ROWS = 8  # noisy glyphs per `evaluate.per_class` at once: 3 letters per noise level, 4 moved glyphs
+SNAPSHOTS = 301  # weight snapshots in models/trace.npz at most (train.TRACE_POINTS + the initial weights)
+EPOCH_BYTES = 256  # per epoch: the history arrays and their TSV text
+
+
+def memory_needed(p: Params) -> list[tuple[int, str, str]]:
+    """The estimated peak memory of a run, in parts: (bytes, the key that sets it, what it is)."""
+    train_glyphs = 3 * ((2 * p.dataset.shift + 1) ** 2 + p.dataset.train_per_class)  # at most, with every move
+    rows = min(p.train.batch_size, train_glyphs)
+    block = min(max(1, 8192 // p.train.batch_size) * p.train.batch_size, train_glyphs)  # sgd.BLOCK_ROWS
+    weights = 34 * p.train.hidden + 3  # w1, w2, b1, b2
+    return [
+        (train_glyphs * GLYPH_BYTES, "dataset.train_per_class", f"{train_glyphs} training glyphs"),
+        (3 * p.dataset.test_per_class * GLYPH_BYTES, "dataset.test_per_class", "the test glyphs"),
+        (EVALUATE_ROWS * p.evaluate.per_class * GLYPH_BYTES, "evaluate.per_class", "the noisy glyphs of evaluate"),
+        (
+            rows * p.train.hidden * BATCH_UNIT_BYTES + block * 30 * 8 * 2,
+            "train.batch_size",
+            f"batches of {rows} rows by {p.train.hidden} hidden units",
+        ),
+        (3 * SNAPSHOTS * weights * 8, "train.hidden", "the weight snapshots"),
+        (p.train.epochs * EPOCH_BYTES, "train.epochs", "the history"),
+    ]
+
+
+def _check_memory(p: Params, path: Path) -> None:
+    parts = memory_needed(p)
+    total = BASE_BYTES + sum(size for size, _, _ in parts)
+    if total > MEMORY_LIMIT:
+        size, key, what = max(parts)
+        section, name = key.split(".")
+        found = _describe(getattr(getattr(p, section), name))
+        raise PipelineError(
+            f"{path}: {key}: expected a run that needs at most {MEMORY_LIMIT / 2**30:g} GiB of memory, "
+            f"found {found}: {_shorten(what)} need {_gib(size)}, the whole run {_gib(total)}"
+        )
+
+
+def _gib(size: int) -> str:
+    try:
+        return f"about {size / 2**30:.3g} GiB"
+    except OverflowError:  # an integer beyond the float range
+        return "over 10^300 GiB"
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def allowed_values() -> str:
+    """Every key and what it may hold, a line each: `train.lr: a number > 0.0`; then the memory bound."""
+    keys = [f"{name}.{f.name}: {_expected(f)}\n" for name, cls in _SECTION_TYPES.items() for f in fields(cls)]
+    memory = f"the run: at most {MEMORY_LIMIT / 2**30:g} GiB of memory, as pipeline/params.py estimates it\n"
+    return "".join(keys) + memory
 
 
 def _read_yaml(path: Path) -> dict:
@@ -107,20 +185,32 @@ def _read_yaml(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: cannot read: {err}") from None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # ruamel warns of a reused anchor: refused, as stderr gets one line
+            doc = YAML(typ="safe").load(text)  # DVC's own reader and call (dvc.utils.serialize.parse_yaml)
+    except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or "not valid YAML"
-        raise PipelineError(f"{path}: {where}invalid YAML: {problem}") from None
-    # PyYAML's scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`,
-    # an integer of over 4300 digits) and its composer recurses once per level of nesting.
-    except (ValueError, TypeError, AttributeError, RecursionError) as err:
-        problem = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise PipelineError(f"{path}: invalid YAML: {problem}") from None
+        problem = getattr(err, "problem", None) or _first_line(err)
+        raise PipelineError(f"{path}: {where}invalid YAML: {_one_line(problem)}") from None
+    # The scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`, an
+    # integer of over 4300 digits), warnings are errors here, and the composer recurses once per level.
+    except (ValueError, TypeError, AttributeError, RecursionError, Warning) as err:
+        raise PipelineError(f"{path}: invalid YAML: {_one_line(_first_line(err))}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, found {_describe(doc)}")
     return doc
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _one_line(text: str) -> str:
+    """`text` without control characters (a key in a message may hold any), at most 200 characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def parse_section(cls: type, name: str, raw: Any, path: Path = paths.PARAMS) -> Any:
@@ -151,6 +241,8 @@ _KINDS = {
 
 def _expected(f: Any) -> str:
     check, (kind, words) = f.metadata["check"], _KINDS[f.type]
+    if f.metadata["most"] is not None:
+        words = f"a list of 1 to {f.metadata['most']} numbers"
     if check is None:
         return words
     return check[1] if kind is str else f"{words} {check[1]}"
@@ -159,7 +251,8 @@ def _expected(f: Any) -> str:
 def _convert(value: Any, f: Any, where: str) -> Any:
     kind, check = _KINDS[f.type][0], f.metadata["check"]
     items = value if f.type.startswith("tuple") else [value]
-    converted = [_coerce(v, kind) for v in items] if isinstance(items, list) and items else [None]
+    most = f.metadata["most"] or 1
+    converted = [_coerce(v, kind) for v in items] if isinstance(items, list) and 0 < len(items) <= most else [None]
     if any(c is None or (check is not None and not check[0](c)) for c in converted):
         raise PipelineError(f"{where}: expected {_expected(f)}, found {_describe(value)}")
     return tuple(converted) if f.type.startswith("tuple") else converted[0]
@@ -173,10 +266,10 @@ def _coerce(value: Any, kind: type) -> Any:
         return None
     if kind is int:
         return value if isinstance(value, int) else None
-    if isinstance(value, (str, int)):  # PyYAML reads `1e-3` (no dot) as a string; accept it as a number
+    if isinstance(value, int):  # a string is never a number: DVC records it as the string it is
         try:
             value = float(value)
-        except (ValueError, OverflowError):  # OverflowError: an int beyond the float range
+        except OverflowError:  # an int beyond the float range
             return None
     if isinstance(value, float) and math.isfinite(value):
         return value

@@ -13,6 +13,9 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 
+# check_params
+PARAMS_OK = Path("data/params.ok")  # written once params.yaml passed the checks; the same bytes whatever the values
+
 # make_dataset
 X_TRAIN, Y_TRAIN = Path("data/x_train.npy"), Path("data/y_train.npy")
 X_TEST, Y_TEST = Path("data/x_test.npy"), Path("data/y_test.npy")

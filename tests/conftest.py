@@ -109,7 +109,7 @@ def edit_params(project: Path, section: str, **values) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-STAGES = ["make_dataset", "train", "evaluate", "predict", "explore"]
+STAGES = ["check_params", "make_dataset", "train", "evaluate", "predict", "explore"]
 
 
 def run_stages(project: Path, stages: list[str] = STAGES) -> None:

@@ -3,7 +3,7 @@
 
     python tests/fingerprints.py [--stages]   # from the project root; prints one JSON object
 
---stages first runs the pipeline's five stages in this process, as `python -m pipeline.STAGE` would
+--stages first runs the pipeline's stages in this process, as `python -m pipeline.STAGE` would
 (an emulator then starts Python and imports NumPy and Matplotlib once, not six times).
 
 Each configuration trains on noisy glyphs from make_dataset's generator, then computes what the
@@ -100,7 +100,7 @@ def digest(params: TrainParams, data: tuple[np.ndarray, ...], scratch: Path) -> 
 
 def run_stages() -> None:
     """Each stage's main(), as its `python -m` entry point runs it; a failure ends this process."""
-    for stage in ("make_dataset", "train", "evaluate", "predict", "explore"):
+    for stage in ("check_params", "make_dataset", "train", "evaluate", "predict", "explore"):
         sys.argv = [f"python -m pipeline.{stage}"]
         status = exit_on_error(importlib.import_module(f"pipeline.{stage}").main)
         if status:
@@ -109,7 +109,7 @@ def run_stages() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", action="store_true", help="first run the five stages, in this process")
+    parser.add_argument("--stages", action="store_true", help="first run the stages, in this process")
     if parser.parse_args().stages:
         run_stages()
     train_rng, test_rng = np.random.default_rng(11).spawn(2)

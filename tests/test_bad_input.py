@@ -88,7 +88,7 @@ BAD_PARAMS = {
     ),
     "missing-key": (
         re.sub(r"^  epochs: .*\n", "", COMMITTED, flags=re.M),
-        ["params.yaml: train.epochs: missing; expected an integer >= 0"],
+        ["params.yaml: train.epochs: missing; expected an integer in [0, 10000]"],
     ),
     "lr-fast": (retype("lr", "fast"), ["params.yaml: train.lr: expected a number > 0.0", "found 'fast' (str)"]),
     "lr-zero": (retype("lr", "0"), ["params.yaml: train.lr: expected a number > 0.0", "found 0 (int)"]),
@@ -96,16 +96,19 @@ BAD_PARAMS = {
     "lr-huge-integer": (retype("lr", "9" * 400), ["params.yaml: train.lr: expected a number > 0.0", "(int)"]),
     "epochs-negative": (
         retype("epochs", "-1"),
-        ["params.yaml: train.epochs: expected an integer >= 0", "found -1 (int)"],
+        ["params.yaml: train.epochs: expected an integer in [0, 10000]", "found -1 (int)"],
     ),
     "epochs-fraction": (
         retype("epochs", "2.5"),
-        ["params.yaml: train.epochs: expected an integer >= 0", "found 2.5 (float)"],
+        ["params.yaml: train.epochs: expected an integer in [0, 10000]", "found 2.5 (float)"],
     ),
-    "hidden-zero": (retype("hidden", "0"), ["params.yaml: train.hidden: expected an integer >= 1", "found 0 (int)"]),
+    "hidden-zero": (
+        retype("hidden", "0"),
+        ["params.yaml: train.hidden: expected an integer in [1, 512]", "found 0 (int)"],
+    ),
     "hidden-boolean": (
         retype("hidden", "true"),
-        ["params.yaml: train.hidden: expected an integer >= 1", "found True (bool)"],
+        ["params.yaml: train.hidden: expected an integer in [1, 512]", "found True (bool)"],
     ),
     "batch-size-zero": (
         retype("batch_size", "0"),
@@ -120,8 +123,17 @@ BAD_PARAMS = {
         ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found -0.1 (float)"],
     ),
     "noise-boolean": (
-        retype("noise", "yes"),
+        retype("noise", "true"),
         ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found True (bool)"],
+    ),
+    "noise-yes": (  # YAML 1.2, as DVC reads it: a string, not a boolean
+        retype("noise", "yes"),
+        ["params.yaml: dataset.noise: expected a number in [0.0, 1.0]", "found 'yes' (str)"],
+    ),
+    "bias-on": (retype("bias", "on"), ["params.yaml: train.bias: expected true or false", "found 'on' (str)"]),
+    "duplicate-key": (
+        retype("lr", "0.1\n  lr: 0.5"),
+        ["params.yaml: line ", 'invalid YAML: found duplicate key "lr"'],
     ),
     "loss-unknown": (retype("loss", "mae"), ["params.yaml: train.loss: expected one of bce, mse", "found 'mae' (str)"]),
     "count-negative": (
@@ -130,7 +142,7 @@ BAD_PARAMS = {
     ),
     "count-fraction": (
         retype("test_per_class", "2.5"),
-        ["params.yaml: dataset.test_per_class: expected an integer >= 1", "found 2.5 (float)"],
+        ["params.yaml: dataset.test_per_class: expected an integer in [1, 10000]", "found 2.5 (float)"],
     ),
     "shift-beyond-the-frame": (
         retype("shift", "9"),

@@ -67,7 +67,7 @@ def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
     git_commit(repo, "first repro")
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("lr: 0.1 ", "lr: 0.5 "))
-    assert ran(dvc(repo, "repro").stdout) == ["train", "evaluate", "predict", "explore"]
+    assert ran(dvc(repo, "repro").stdout) == ["check_params", "train", "evaluate", "predict", "explore"]
 
     params_diff = dvc(repo, "params", "diff", "--md").stdout
     assert re.search(r"\| params\.yaml\s*\|\s*train\.lr\s*\|\s*0\.1\s*\|\s*0\.5\s*\|", params_diff), params_diff
@@ -79,7 +79,12 @@ def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
     run(["git", "checkout", "params.yaml"], cwd=repo)  # back to lr 0.1: the run cache restores train, ...
     out = dvc(repo, "repro").stdout
     assert ran(out) == ["explore"], out  # (a plain `cache: false` out: DVC keeps no run cache for it; 1 s)
-    assert re.findall(r"Stage '(\w+)' is cached - skipping run", out) == ["train", "evaluate", "predict"]
+    assert re.findall(r"Stage '(\w+)' is cached - skipping run", out) == [
+        "check_params",
+        "train",
+        "evaluate",
+        "predict",
+    ]
     assert dvc(repo, "metrics", "diff", "--json").stdout.strip() in ("{}", "")
     params.write_text(params.read_text().replace("lr: 0.1 ", "lr: 0.5 "))
     assert ran(dvc(repo, "repro").stdout) == ["explore"]  # and lr 0.5 again, from the run cache too

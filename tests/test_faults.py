@@ -203,6 +203,7 @@ def test_after_a_failed_run_checkout_restores_the_last_good_outputs(repo):
     # DVC deletes a stage's outputs before running it, so the failed train left no model at all.
     assert not (repo / "models/model.npz").exists()
 
-    run(["git", "checkout", "--", "params.yaml", "metrics"], cwd=repo)  # params and git-tracked outputs
+    # params, the lock (check_params passed and recorded the new params) and git-tracked outputs
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock", "metrics"], cwd=repo)
     dvc(repo, "checkout")  # the cached outputs
     assert_all_good(repo, good)

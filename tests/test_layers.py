@@ -11,7 +11,7 @@ LAYERS = [
     {"glyphs", "model", "compiled"},  # the glyphs, the math, the math compiled
     {"artifacts", "glyph_files", "params", "sgd"},  # files between stages, glyph files, params.yaml, the loop
     {"checkpoint", "pictures", "figures"},  # the model file, pictures
-    {"make_dataset", "train", "evaluate", "predict", "explore"},  # stages
+    {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
 ]
 
 

@@ -3,7 +3,7 @@ NumPy dispatch levels, BLAS thread counts, two other BLAS kernels, and aarch64 (
 workplace's arm64-python tool is there.
 
 Each run happens in a subprocess, since NumPy reads NPY_DISABLE_CPU_FEATURES and the dynamic linker
-reads LD_PRELOAD only at start-up. What is compared: every file the five stages write (data/, models/,
+reads LD_PRELOAD only at start-up. What is compared: every file the stages write (data/, models/,
 metrics/ with its images), and tests/fingerprints.py's digests of training and evaluation under
 both dtypes, both losses, biases on and off, and batch sizes 1, 64 and 1024 with shuffling.
 """
@@ -26,7 +26,8 @@ from tests.conftest import ROOT, copy_of, copy_project, env
 
 ARM64_PYTHON = ROOT.parent / "shared" / "tools" / "arm64-python"
 ARM64_PACKAGES = (
-    "numpy pyyaml matplotlib pillow kiwisolver contourpy cycler fonttools packaging pyparsing python-dateutil six"
+    "numpy pyyaml ruamel.yaml matplotlib pillow kiwisolver contourpy cycler fonttools packaging pyparsing"
+    " python-dateutil six"
 )
 
 
@@ -38,7 +39,7 @@ def declared_outputs(project: Path) -> list[str]:
 
 
 def outputs(project: Path, python: list[str], extra_env: dict[str, str]) -> dict[str, str]:
-    """Run the five stages and tests/fingerprints.py with `python` (in one process: see its --stages);
+    """Run the stages and tests/fingerprints.py with `python` (in one process: see its --stages);
     digests of everything they wrote."""
     for name in declared_outputs(project):
         (project / name).unlink(missing_ok=True)

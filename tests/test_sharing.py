@@ -117,10 +117,29 @@ def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_p
     )
     assert typo.returncode != 0 and "Could not override 'train.lrr'" in typo.stderr, typo.stderr
     assert "Could not override 'train.lrr'" in README
-    params = work / "params.yaml"  # the outputs are there, so DVC checks train's params before running anything
-    params.write_text(params.read_text().replace("  lr: 0.1 ", "  lrr: 0.1 "))
-    missing = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro"], cwd=work, env=env(), capture_output=True, text=True, check=False
-    )
-    assert missing.returncode != 0 and "Parameters 'train.lr' are missing from 'params.yaml'" in missing.stderr
-    assert "Parameters 'train.lr' are missing from 'params.yaml'" in README
+    # `dvc repro` runs check_params first, which refuses the file (tests/test_params_guard.py); `-s`
+    # (--single-item) skips it, and DVC deletes train's outputs before it checks train's params.
+    params = work / "params.yaml"
+    committed = params.read_text()
+    kept = {
+        name: (work / name).read_bytes() for name in ("models/model.npz", "models/trace.npz", "metrics/history.tsv")
+    }
+    recover = "git checkout -- metrics && dvc checkout"
+    assert f"`{recover}`" in README
+    for first_plain_repro, message in (
+        (False, "Parameters 'train.lr' are missing from 'params.yaml'"),
+        (True, "data/params.ok"),
+    ):
+        params.write_text(committed.replace("  lr: 0.1 ", "  lrr: 0.1 "))
+        if first_plain_repro:  # the check failed, and DVC removed its output
+            assert "train.lrr: unknown key" in dvc(work, "repro", check=False).stderr
+        missing = dvc(work, "repro", "-s", "train", check=False)
+        assert missing.returncode != 0 and message in missing.stderr, missing.stderr
+        assert message in README
+        assert not (work / "models/model.npz").exists()
+        # The troubleshooting table's fix: the key, then the one command that brings every output back.
+        params.write_text(committed)
+        run(["git", "checkout", "--", "metrics"], cwd=work)
+        dvc(work, "checkout")
+        assert {name: (work / name).read_bytes() for name in kept} == kept
+        assert "Data and pipelines are up to date." in dvc(work, "status").stdout

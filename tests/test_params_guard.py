@@ -1,0 +1,114 @@
+"""A bad params.yaml under real `dvc repro` and `dvc exp run`: refused in one line, and nothing deleted.
+
+DVC removes a stage's outputs before it looks at the stage's params, so without the check_params
+stage a misspelled key cost the model and its history, and a key no stage reads passed unseen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, copy_of, dvc, run
+
+GUARD = "check_params"
+STAMP = "data/params.ok"
+
+
+@pytest.fixture(scope="module")
+def repo(dvc_repo, tmp_path_factory) -> Path:
+    """This module's copy of the session's repository, after its first `dvc repro`."""
+    return copy_of(dvc_repo, tmp_path_factory.mktemp("guard") / "project")
+
+
+@pytest.fixture
+def clean(repo) -> Path:
+    """The repository with its committed params.yaml (and every output in place: the tests check it)."""
+    run(["git", "checkout", "--", "params.yaml"], cwd=repo)
+    return repo
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    """Every output of every stage but the stamp, and a digest of its bytes."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values()
+    names = [
+        next(iter(entry)) if isinstance(entry, dict) else entry
+        for stage in stages
+        for kind in ("outs", "metrics", "plots")
+        for entry in stage.get(kind, [])
+    ]
+    assert {"models/model.npz", "models/trace.npz", "metrics/history.tsv"} <= set(names)
+    return {name: hashlib.sha256((repo / name).read_bytes()).hexdigest() for name in names if name != STAMP}
+
+
+def test_check_params_is_first_and_every_stage_that_reads_params_depends_on_it():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert next(iter(stages)) == GUARD
+    guard = stages[GUARD]
+    assert guard["params"] == [{"params.yaml": None}], "the whole file, so any key, read or not, reruns it"
+    assert guard["outs"] == [STAMP]
+    for name, stage in stages.items():
+        if name != GUARD and stage.get("params"):
+            assert STAMP in stage["deps"], f"{name} reads params but DVC may run it before {GUARD}"
+
+
+def edit(repo: Path, old: str, new: str) -> None:
+    params = repo / "params.yaml"
+    text = params.read_text()
+    assert old in text, old
+    params.write_text(text.replace(old, new, 1))
+
+
+# (how params.yaml is broken, the DVC command, the project's one error line) -- each used to delete
+# models/model.npz, models/trace.npz and metrics/history.tsv, or to pass as "up to date"/"successful"
+BROKEN = {
+    "misspelled-repro": (("  lr: 0.1 ", "  lrr: 0.1 "), ["repro"], "train.lrr: unknown key; allowed: hidden, lr,"),
+    "misspelled-repro-train": (("  lr: 0.1 ", "  lrr: 0.1 "), ["repro", "train"], "train.lrr: unknown key"),
+    "misspelled-repro-evaluate": (
+        ("  per_class: ", "  per_klass: "),
+        ["repro", "evaluate"],
+        "evaluate.per_klass: unknown key",
+    ),
+    "misspelled-dataset-key": (("  noise: ", "  noize: "), ["repro"], "dataset.noize: unknown key"),
+    "unread-key-repro": (("  lr: 0.1 ", "  momentum: 0.9\n  lr: 0.1 "), ["repro"], "train.momentum: unknown key"),
+    "unknown-section": (("evaluate:\n", "extra:\n  x: 1\nevaluate:\n"), ["repro"], "unknown section 'extra'"),
+    "bad-value-exp-run": ((), ["exp", "run", "-S", "train.hidden=0"], "train.hidden: expected an integer in [1, 512]"),
+    "appended-key-exp-run": ((), ["exp", "run", "-S", "+train.newkey=1"], "train.newkey: unknown key"),
+    "on-for-bias-exp-run": ((), ["exp", "run", "-S", "train.bias=on"], "train.bias: expected true or false"),
+    "too-big-exp-run": (
+        (),
+        ["exp", "run", "-S", "dataset.train_per_class=1000000000"],
+        "dataset.train_per_class: expected a run that needs at most 2 GiB of memory",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_bad_params_yaml_is_refused_before_any_output_is_removed(clean, case):
+    change, command, message = BROKEN[case]
+    before = outputs(clean)
+    if change:
+        edit(clean, *change)
+    proc = dvc(clean, *command, check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: params.yaml: ") and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"failed to reproduce '{GUARD}'" in proc.stderr, proc.stderr
+    assert re.findall(r"Running stage '(\w+)'", proc.stdout) == [GUARD], proc.stdout
+    assert outputs(clean) == before
+    assert "nothing to commit" in run(["git", "status", "--", "metrics"], cwd=clean).stdout
+
+
+def test_a_fixed_params_yaml_reruns_nothing_but_the_check(clean):
+    edit(clean, "  lr: 0.1 ", "  lrr: 0.1 ")
+    assert dvc(clean, "repro", check=False).returncode != 0
+    edit(clean, "  lrr: 0.1 ", "  lr: 0.1 ")
+    proc = dvc(clean, "repro")
+    assert re.findall(r"Running stage '(\w+)'", proc.stdout) == [], proc.stdout  # the stamp: from the run cache
+    assert re.findall(r"Stage '(\w+)' is cached", proc.stdout) == [GUARD], proc.stdout
+    assert "Data and pipelines are up to date." in dvc(clean, "status").stdout
