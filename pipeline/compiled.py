@@ -209,6 +209,8 @@ def pairwise_sum(a, n, zero, stack, values):
     Above 128 entries NumPy splits n into n2 = n/2 rounded down to a multiple of 8, and n - n2, and adds
     the halves' sums. Written as a loop with an explicit stack: Numba cannot cache recursive functions.
     stack : (3, 64) int64 and values : (64,) are scratch (the depth is below 64 for any n < 2^63)."""
+    if n == 1:  # a batch of one (NumPy's loop: 0 + (0 + a[0]), which turns -0.0 into +0.0)
+        return zero + (zero + a[0])
     if n <= 128:
         return zero + pairwise_leaf(a, 0, n, zero)
     lows, counts, states = stack[0], stack[1], stack[2]
@@ -241,28 +243,10 @@ def slices(W, rows, cols, k, S1, S2):
     """`portable._slices` of W[:rows, :cols]: S1 + S2 = W up to a remainder, each on a grid where any
     sum of k entries is exact. W float64 or float32; S1, S2 float64, written in place. Returns the two
     grid steps (S1 and S2 are integer multiples of them), or (0, 0) when W is not finite."""
-    largest, nan = 0.0, False
-    for r in range(rows):
-        m0 = m1 = m2 = m3 = 0.0  # four running maxima: no chain of dependent compares
-        i = 0
-        while i + 4 <= cols:
-            a0, a1, a2, a3 = (
-                abs(np.float64(W[r, i])),
-                abs(np.float64(W[r, i + 1])),
-                abs(np.float64(W[r, i + 2])),
-                abs(np.float64(W[r, i + 3])),
-            )
-            m0, m1, m2, m3 = max(m0, a0), max(m1, a1), max(m2, a2), max(m3, a3)
-            nan |= math.isnan(a0) | math.isnan(a1) | math.isnan(a2) | math.isnan(a3)
-            i += 4
-        while i < cols:
-            a0 = abs(np.float64(W[r, i]))
-            m0 = max(m0, a0)
-            nan |= math.isnan(a0)
-            i += 1
-        largest = max(largest, m0, m1, m2, m3)
-    # np.maximum.reduce is NaN when any entry is; Python's frexp gives exponent 0 for NaN and inf
-    exponent = 0 if (nan or largest == np.inf) else math.frexp(largest)[1]
+    if W.itemsize == 8:
+        exponent, finite = _largest_exponent(W.view(np.int64), rows, cols, 52, 1022, 1074)
+    else:
+        exponent, finite = _largest_exponent(W.view(np.int32), rows, cols, 23, 126, 149)
     spare = 0  # k.bit_length(), at least 2
     while k >> spare:
         spare += 1
@@ -275,10 +259,32 @@ def slices(W, rows, cols, k, S1, S2):
             s1 = (w + big1) - big1
             S1[r, i] = s1
             S2[r, i] = ((w - s1) + big2) - big2
-    if nan or largest == np.inf:
+    if not finite:
         return 0.0, 0.0
     # The grids: S1 holds multiples of ulp(big1), S2 of ulp(big2) (at least the smallest subnormal)
     return max(math.ldexp(1.0, exponent + spare - 53), TINY), max(math.ldexp(1.0, exponent + 2 * spare - 107), TINY)
+
+
+@KERNEL
+def _largest_exponent(B, rows, cols, mantissa_bits, bias, subnormal):
+    """(e, finite) for the largest |w| of W[:rows, :cols], given as its bit patterns B: e as Python's
+    math.frexp(float(max|w|))[1] gives it, 0 for 0, NaN and infinity (as frexp does), and whether every
+    w is finite. The largest |w| has the largest pattern once the sign bit is cleared (NaN and infinity
+    the largest of all): an integer maximum, which LLVM vectorizes, where a float one must run in order."""
+    top = B.dtype.type(0)
+    sign = ~(B.dtype.type(1) << (8 * B.itemsize - 1))
+    for r in range(rows):
+        for i in range(cols):
+            top = max(top, B[r, i] & sign)
+    field = np.int64(top >> mantissa_bits)
+    if field == (1 << (8 * B.itemsize - 1 - mantissa_bits)) - 1:  # all ones: NaN or infinity
+        return 0, False
+    if field > 0:
+        return field - bias, True
+    bit_length = 0  # a subnormal or zero: its exponent is its bit length less the subnormal scale
+    while top >> bit_length:
+        bit_length += 1
+    return (bit_length - subnormal if bit_length else 0), True
 
 
 # ---- one batch: forward, loss gradient, backward, update ----

@@ -1,0 +1,90 @@
+"""Where the compiled engine's time goes: each kernel of one training step, and an epoch's loss, timed alone.
+
+    python benchmarks/profile_compiled.py [--batch 1024] [--dtype float64]
+
+Runs pipeline/compiled.py's kernels on the arrays a batch of noisy glyphs gives them (30-5-3, bce, no
+biases) and prints nanoseconds per example for each, best of 5 repeats, then the whole step (the sum)
+and the rate it implies. A kernel called once per batch costs its time divided by the batch size, so
+at batch 1 the fixed costs of each call show. Timings on a shared machine are noisy: compare rows of
+one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from pipeline import compiled
+from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
+from pipeline.model import init_network
+
+
+def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
+    """The step's kernels in order, each a closure over its own arrays (as `compiled.train_epoch` makes them)."""
+    X, y = noisy_copies(clean_glyphs(), max(m, 3000) // 3, 0.1, np.random.default_rng(0))
+    net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
+    H, K, T, none = 5, 3, compiled.tables(dtype), np.empty(0, dtype)
+    rows, labels = np.arange(m), y[:m].astype(np.int64)
+    floats, ints, typed = (
+        np.empty((4 * H + PIXELS) * m),
+        np.empty((2 * H + PIXELS) * m, np.int64),
+        np.empty(3 * (H + K) * m, dtype),
+    )
+    P, M, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = compiled.batch_arrays(
+        floats, ints, typed, PIXELS, H, K, m
+    )
+    S1, S2, dW1 = np.empty((1, PIXELS * H)), np.empty((1, PIXELS * H)), np.empty((PIXELS, H), dtype)
+    W, stack, values = compiled.scratch_rows(max(m * H, 1024), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    counts, scratch = np.array([m, m * K], dtype), np.empty(m, dtype)
+    w1_row, zero, one, lr = net.w1.reshape(1, -1), dtype.type(0), dtype.type(1), dtype.type(1e-9)
+    Z2_all = np.zeros((m, K), dtype)
+    return {
+        "pixel_rows (uint8 -> float, mask)": lambda: compiled.pixel_rows(X, rows, P, M),
+        "forward: slices of w1, X W1, sigmoids, A1 W2": lambda: compiled.forward(
+            P, m, w1_row, net.w2, none, none, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W
+        ),
+        "  of which the two sigmoid passes": lambda: (
+            compiled.sigmoid_row(Z1.reshape(-1), H * m, A1.reshape(-1), T, W),
+            compiled.sigmoid_row(Z2.reshape(-1), K * m, A2.reshape(-1), T, W),
+        ),
+        "output_delta": lambda: compiled.output_delta(0, labels, m, A2, dZ2, counts),
+        "hidden_delta": lambda: compiled.hidden_delta(net.w2, dZ2, A1, dZ1, m, one),
+        "pixel_gradient (X^T dZ1, integer sums)": lambda: compiled.pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2),
+        "update (dW2, biases: pairwise sums)": lambda: compiled.update(
+            lr, net.w1, net.w2, none, none, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values
+        ),
+        "epoch_summary (loss, accuracy) per example": lambda: compiled.epoch_summary(0, Z2_all, labels, T),
+    }
+
+
+def best(f: Callable[[], object], repeats: int) -> float:
+    f()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            f()
+        times.append((time.perf_counter() - start) / repeats)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    args = parser.parse_args()
+    compiled.compile_ahead()
+    m, total = args.batch, 0.0
+    print(f"compiled engine, batch {m}, {args.dtype}: ns per example (each kernel timed alone)")
+    for name, f in kernels(m, np.dtype(args.dtype)).items():
+        ns = best(f, max(1, 20_000 // m)) / m * 1e9
+        total += 0.0 if name.startswith("  ") else ns
+        print(f"  {name:46s} {ns:8.1f}")
+    print(f"  {'a step and its loss, summed':46s} {total:8.1f}  ({1e9 / total:,.0f} examples/s)")
+
+
+if __name__ == "__main__":
+    main()
