@@ -304,24 +304,30 @@ def pixel_rows(X, rows, P, M):
 @KERNEL
 def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
     """Z1 = (X W1)^T : (H, m) for P : (30, m) pixels and w1's slices S1, S2 : (30, H), as
-    `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once."""
+    `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once.
+    A product with a 0/1 pixel is exact, so the sums multiply rather than branch on the pixels."""
     H = S1.shape[1]
-    for h in range(H):  # one hidden unit at a time: its two rows of m sums stay in the L1 cache
-        a1, a2 = acc1[h], acc2[h]
-        a1[:] = 0.0
-        a2[:] = 0.0
+    if m == 1:  # one example: the H sums side by side, pixel after pixel
+        acc1[:, 0] = 0.0
+        acc2[:, 0] = 0.0
         for p in range(P.shape[0]):
-            s1, s2, x = S1[p, h], S2[p, h], P[p]
-            if m == 1:  # one example: add the inked pixels' weights only
-                if x[0] != 0.0:
-                    a1[0] += s1
-                    a2[0] += s2
-                continue
-            for i in range(m):  # a product with a 0/1 pixel is exact
-                a1[i] += x[i] * s1
-                a2[i] += x[i] * s2
+            x = P[p, 0]
+            for h in range(H):
+                acc1[h, 0] += x * S1[p, h]
+                acc2[h, 0] += x * S2[p, h]
+    else:
+        for h in range(H):  # one hidden unit at a time: its two rows of m sums stay in the L1 cache
+            a1, a2 = acc1[h], acc2[h]
+            a1[:] = 0.0
+            a2[:] = 0.0
+            for p in range(P.shape[0]):
+                s1, s2, x = S1[p, h], S2[p, h], P[p]
+                for i in range(m):
+                    a1[i] += x[i] * s1
+                    a2[i] += x[i] * s2
+    for h in range(H):
         for i in range(m):
-            Z1[h, i] = a1[i] + a2[i]  # rounded once to float64 (and to float32 on the store)
+            Z1[h, i] = acc1[h, i] + acc2[h, i]  # rounded once to float64 (and to float32 on the store)
 
 
 @KERNEL
