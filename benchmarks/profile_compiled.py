@@ -50,7 +50,7 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
             compiled.sigmoid_row(Z1.reshape(-1), H * m, A1.reshape(-1), T, W),
             compiled.sigmoid_row(Z2.reshape(-1), K * m, A2.reshape(-1), T, W),
         ),
-        "output_delta": lambda: compiled.output_delta(0, labels, m, A2, dZ2, counts),
+        "loss_gradient": lambda: compiled.loss_gradient(0, labels, m, A2, dZ2, counts),
         "hidden_delta": lambda: compiled.hidden_delta(net.w2, dZ2, A1, dZ1, m, one),
         "pixel_gradient (X^T dZ1, integer sums)": lambda: compiled.pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2),
         "update (dW2, biases: pairwise sums)": lambda: compiled.update(

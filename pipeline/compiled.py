@@ -287,6 +287,42 @@ def _largest_exponent(B, rows, cols, mantissa_bits, bias, subnormal):
     return (bit_length - subnormal if bit_length else 0), True
 
 
+# ---- the losses (model.LOSSES): each one's value and gradient side by side ----
+
+BCE, MSE = LOSS_IDS["bce"], LOSS_IDS["mse"]
+
+
+@KERNEL
+def loss_outputs(loss, z, target, n, out, T, W):
+    """out[:n] = the loss of n outputs with logits z and 0/1 targets, as `model.LOSSES[loss].outputs`:
+    bce -log s(z) = softplus(-z) for a target 1, softplus(z) for a 0; mse (s(z) - y)^2. z is overwritten."""
+    one = T[0][ONE]
+    if loss == BCE:
+        for i in range(n):
+            z[i] = z[i] * (one - (target[i] + target[i]))  # z (1 - 2y): exact, a sign
+        softplus_row(z, n, out, T, W)
+    else:
+        sigmoid_row(z, n, out, T, W)
+        for i in range(n):
+            d = out[i] - target[i]
+            out[i] = d * d
+
+
+@KERNEL
+def loss_gradient(loss, labels, m, A2, dZ2, counts):
+    """dLoss/dZ2 : (K, m), as `model.LOSSES[loss].delta`: bce (A2 - Y) / m; mse 2 (A2 - Y) A2 (1 - A2) / (m K).
+    counts = [m, m K] in the weights' dtype (NumPy divides by them rounded to it)."""
+    one = counts[0] / counts[0]
+    zero, two = one - one, one + one
+    for c in range(A2.shape[0]):
+        for i in range(m):
+            d = A2[c, i] - (one if labels[i] == c else zero)
+            if loss == BCE:
+                dZ2[c, i] = d / counts[0]
+            else:
+                dZ2[c, i] = two * d * A2[c, i] * (one - A2[c, i]) / counts[1]
+
+
 # ---- one batch: forward, loss gradient, backward, update ----
 
 
@@ -354,21 +390,6 @@ def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
             for i in range(m):
                 Z2[c, i] += b2[c]
     sigmoid_row(Z2.reshape(K * m), K * m, A2.reshape(K * m), T, W)
-
-
-@KERNEL
-def output_delta(loss, labels, m, A2, dZ2, counts):
-    """dLoss/dZ2 : (K, m), as `model.output_delta`: bce (A2 - Y) / m; mse 2 (A2 - Y) A2 (1 - A2) / (m K).
-    counts = [m, m K] in the weights' dtype (NumPy divides by them rounded to it)."""
-    one = counts[0] / counts[0]
-    zero, two = one - one, one + one
-    for c in range(A2.shape[0]):
-        for i in range(m):
-            d = A2[c, i] - (one if labels[i] == c else zero)
-            if loss == 0:
-                dZ2[c, i] = d / counts[0]
-            else:
-                dZ2[c, i] = two * d * A2[c, i] * (one - A2[c, i]) / counts[1]
 
 
 @KERNEL
@@ -481,7 +502,7 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
         for i in range(m):
             for c in range(K):
                 Z2_out[start + i, c] = Z2[c, i]
-        output_delta(loss, labels, m, A2, dZ2, counts)
+        loss_gradient(loss, labels, m, A2, dZ2, counts)
         hidden_delta(w2, dZ2, A1, dZ1, m, one)
         pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2)
         update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values)
@@ -510,22 +531,14 @@ def epoch_summary(loss, Z2, labels, T):
     N, K = Z2.shape
     per_example = np.zeros(N, Z2.dtype)  # 0 + the K outputs' losses, added in order
     block = min(N, 1024)
-    z, out, W = np.empty(block, Z2.dtype), np.empty(block, Z2.dtype), scratch_rows(block, Z2.dtype)
-    one = T[0][ONE]
+    z, target, out = np.empty(block, Z2.dtype), np.empty(block, Z2.dtype), np.empty(block, Z2.dtype)
+    W, one = scratch_rows(block, Z2.dtype), T[0][ONE]
     for start in range(0, N, block):
         n = min(block, N - start)
         for c in range(K):
             for i in range(n):
-                z[i] = Z2[start + i, c]
-            if loss == 0:  # -log s(z) = softplus(-z) for a target 1, softplus(z) for a 0
-                for i in range(n):
-                    z[i] = -z[i] if labels[start + i] == c else z[i]
-                softplus_row(z, n, out, T, W)
-            else:
-                sigmoid_row(z, n, out, T, W)
-                for i in range(n):
-                    d = out[i] - one if labels[start + i] == c else out[i] - (one - one)
-                    out[i] = d * d
+                z[i], target[i] = Z2[start + i, c], one if labels[start + i] == c else one - one
+            loss_outputs(loss, z, target, n, out, T, W)
             for i in range(n):
                 per_example[start + i] += out[i]
     correct, largest = 0, 0.0
