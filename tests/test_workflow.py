@@ -4,10 +4,14 @@ formatter, the reproducibility checks; then it reports how the change moves the 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, copy_of, git_commit, run
 
 
 def test_the_workflow_runs_what_ci_runs_in_the_same_order_then_the_diffs():
@@ -27,3 +31,32 @@ def test_the_workflow_runs_what_ci_runs_in_the_same_order_then_the_diffs():
     assert order == sorted(order), order
     summary = runs[order[-1]]
     assert 'dvc metrics diff --md "$BASE"' in summary and 'dvc params diff --md "$BASE"' in summary
+
+
+def check_reproducible(repo: Path) -> subprocess.CompletedProcess:
+    return run(["bash", "scripts/check-reproducible"], cwd=repo, check=False)
+
+
+@pytest.mark.parametrize("name", ["data/samples/z_new.txt", "pipeline/scratch.py", "metrics/notes.txt"])
+def test_check_reproducible_refuses_untracked_files_in_what_feeds_the_pipeline(dvc_repo, tmp_path, name):
+    repo = copy_of(dvc_repo, tmp_path / "repo")
+    lock = (repo / "dvc.lock").read_bytes()
+    shutil.copy2(repo / "data/samples/b.txt", repo / name)
+    proc = check_reproducible(repo)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "untracked" in lines[0] and name in lines[0], proc.stderr
+    assert "Running stage" not in proc.stdout, "it ran the pipeline before refusing"
+    assert (repo / "dvc.lock").read_bytes() == lock
+
+
+def test_check_reproducible_fails_on_a_new_file_in_metrics_that_git_does_not_hold(dvc_repo, tmp_path):
+    """A stage's output that nobody committed: dvc repro writes it anew, and git diff alone cannot see it."""
+    repo = copy_of(dvc_repo, tmp_path / "repo")
+    run(["git", "rm", "-q", "--cached", "metrics/images/samples.png"], cwd=repo)
+    (repo / "metrics/images/samples.png").unlink()
+    git_commit(repo, "forgot samples.png")
+    proc = check_reproducible(repo)
+    assert (repo / "metrics/images/samples.png").is_file(), proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "metrics/images/samples.png" in proc.stderr and "git does not hold" in proc.stderr, proc.stderr
