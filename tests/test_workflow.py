@@ -60,3 +60,13 @@ def test_check_reproducible_fails_on_a_new_file_in_metrics_that_git_does_not_hol
     assert (repo / "metrics/images/samples.png").is_file(), proc.stdout + proc.stderr
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "metrics/images/samples.png" in proc.stderr and "git does not hold" in proc.stderr, proc.stderr
+
+
+def test_every_action_the_workflow_uses_is_pinned_by_commit_with_its_tag_beside_it():
+    """A tag can be moved to other code; a commit cannot. The comment says which release the commit is."""
+    text = (ROOT / ".github/workflows/ci.yml").read_text()
+    uses = re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)(.*)$", text, flags=re.M)
+    assert {action.split("@")[0] for action, _ in uses} >= {"actions/checkout", "actions/setup-python"}
+    for action, rest in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), f"{action} is not pinned by a full commit SHA"
+        assert re.match(r"\s+# v\d+", rest), f"{action}: no `# vN...` comment naming its tag"
