@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,53 @@ def test_every_action_the_workflow_uses_is_pinned_by_commit_with_its_tag_beside_
     for action, rest in uses:
         assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", action), f"{action} is not pinned by a full commit SHA"
         assert re.match(r"\s+# v\d+", rest), f"{action}: no `# vN...` comment naming its tag"
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# What writes the output bytes, dvc.lock and the plots page (constraints.txt says which does what).
+SHAPES_THE_BYTES = [
+    "numpy",
+    "numba",
+    "llvmlite",
+    "matplotlib",
+    "pillow",
+    "kiwisolver",
+    "pyparsing",
+    "cycler",
+    "contourpy",
+    "fonttools",
+    "python-dateutil",
+    "ruamel.yaml",
+    "pyyaml",
+    "dvc",
+    "dvc-data",
+    "dvc-objects",
+    "funcy",
+    "scmrepo",
+    "dulwich",
+    "pygit2",
+    "gitpython",
+    "hydra-core",
+    "omegaconf",
+    "antlr4-python3-runtime",
+    "dvc-render",
+    "dpath",
+    "vl-convert-python",
+    "ruff",
+]
+
+
+def test_constraints_pin_what_shapes_dvc_lock_and_the_plots_page_at_the_installed_versions():
+    lines = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line and not line.startswith("#")]
+    for line in lines:
+        # ../shared/tools/arm64-python and scripts/check-numpy-versions take a pin line whole
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+", line), f"not a bare pin: {line!r}"
+    pins = dict(line.split("==") for line in lines)
+    pins = {normalized(name): version for name, version in pins.items()}
+    assert len(pins) == len(lines), "a package pinned twice"
+    for name in SHAPES_THE_BYTES:
+        assert normalized(name) in pins, f"constraints.txt does not pin {name}"
+        assert metadata.version(name) == pins[normalized(name)], f"{name}: installed is not the pinned version"
