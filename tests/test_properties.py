@@ -379,7 +379,7 @@ def test_any_bytes_as_an_npz_file_load_or_are_refused_in_one_line(tmp_path, data
     path = tmp_path / "model.npz"
     path.write_bytes(data)
     try:
-        arrays = load_npz(path, "train")
+        arrays = load_npz(path, "train", ("w1", "w2"), 1 << 20)
     except PipelineError as err:
         assert_one_line_naming(err, f"{path}: ")
         assert str(err).endswith("; rerun `dvc repro train`")
