@@ -357,5 +357,7 @@ def load_history(path: Path = paths.HISTORY) -> dict[str, np.ndarray]:
             raise stale(path, f"line {lineno}: expected 3 numbers, found {line[:40]!r}", "train")
         if not all(map(math.isfinite, rows[-1])):  # a NaN would reach the explorer's JSON.parse and the curves
             raise stale(path, f"line {lineno}: expected finite numbers, found {line[:40]!r}", "train")
+        if rows[-1][0] != lineno - 1:  # train writes epochs 1, 2, ... in order
+            raise stale(path, f"line {lineno}: expected step {lineno - 1}, found {line[:40]!r}", "train")
     table = np.array(rows, dtype=np.float64).reshape(-1, len(columns))
     return {"step": table[:, 0].astype(np.int64), "loss": table[:, 1], "accuracy": table[:, 2]}

@@ -536,6 +536,12 @@ BAD_FILES = {
         "evaluate",
         "metrics/history.tsv: line 3: expected finite numbers, found '2\\t0.5\\tinf'",
     ),
+    "tsv-step-out-of-order": (
+        "metrics/history.tsv",
+        _history_with("9.223372036854776e+18\t0.5\t1"),
+        "evaluate",
+        "metrics/history.tsv: line 3: expected step 2, found '9.223372036854776e+18\\t0.5\\t1'",
+    ),
     "npz-wrong-weights": (
         "models/model.npz",
         lambda p: _with_integer_weights(p / "models/model.npz"),
