@@ -22,6 +22,9 @@ from pipeline.model import ACTIVATION, LOSSES, Network
 CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,16}")
 MAX_CLASS_NAME = 16
 DIGEST = re.compile(r"([0-9a-f]{16})?")  # artifacts.digest, or "" for a model saved before it existed
+# Training stops once a logit passes +-707, so its weights stay far below this; beyond it the forward pass
+# could overflow (30 pixels, 512 hidden units, sums over a data set) and print NaN scores.
+MAX_WEIGHT = 2.0**64
 FLOATS = (np.dtype(np.float64), np.dtype(np.float32))  # train.dtype's choices, in this machine's byte order
 KEYS = ("w1", "w2", "b1", "b2", "sizes", "classes", "loss", "activation", "bias", "trained_on")  # all that is read
 # The largest entry read: w1 of the widest network params.yaml allows (512 hidden units) is 123 kB. The
@@ -91,13 +94,18 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
     if bias and (b1 is None or b2 is None or b1.shape != expected[1:2] or b2.shape != expected[2:]):
         raise ValueError("biases missing or of the wrong shape")
     for name, array in {"w1": w1, "w2": w2, "b1": b1, "b2": b2}.items():
-        if array is not None and (array.dtype != w1.dtype or not np.isfinite(array).all()):
-            found = "another dtype" if array.dtype != w1.dtype else "NaN or infinity"
-            raise ValueError(f"expected finite {w1.dtype} weights, found {found} in {name}")
+        if array is not None and (array.dtype != w1.dtype or not (np.abs(array) < MAX_WEIGHT).all()):
+            found = "another dtype" if array.dtype != w1.dtype else _worst(array)
+            raise ValueError(f"expected finite {w1.dtype} weights below 2^64 in size, found {found} in {name}")
     trained_on = arrays.get("trained_on", np.array(""))  # absent from models saved before it existed
     if trained_on.shape != () or trained_on.dtype.kind != "U" or not DIGEST.fullmatch(str(trained_on)):
         raise ValueError(f"expected trained_on, a digest of 16 hex digits, found {quoted(trained_on)}")
     return Network(w1, w2, b1, b2, str(loss), classes, str(trained_on))
+
+
+def _worst(array: np.ndarray) -> str:
+    """The value of `array` furthest from training's range: a NaN, else the largest in size."""
+    return "NaN" if np.isnan(array).any() else f"{array.flat[np.argmax(np.abs(array))]:g}"
 
 
 def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:

@@ -478,13 +478,19 @@ BAD_FILES = {
         "models/model.npz",
         lambda p: _model_edited(p / "models/model.npz", w1=_with_nan("w1")),
         "predict",
-        "models/model.npz: not a model file (expected finite float64 weights, found NaN or infinity in w1)",
+        "models/model.npz: not a model file (expected finite float64 weights below 2^64 in size, found NaN in w1)",
     ),
     "npz-infinite-weight": (
         "models/model.npz",
         lambda p: _model_edited(p / "models/model.npz", w2=_with_nan("w2", -np.inf)),
         "evaluate",
-        "models/model.npz: not a model file (expected finite float64 weights, found NaN or infinity in w2)",
+        "models/model.npz: not a model file (expected finite float64 weights below 2^64 in size, found -inf in w2)",
+    ),
+    "npz-huge-weight": (  # finite, but the forward pass overflows: predict printed `A (nan)`
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", w1=_with_nan("w1", 1e308)),
+        "predict",
+        "models/model.npz: not a model file (expected finite float64 weights below 2^64 in size, found 1e+308 in w1)",
     ),
     "npz-float16-weights": (
         "models/model.npz",
