@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths, pictures, portable
-from pipeline.artifacts import load_history, load_npz, load_split, save_text, stale
+from pipeline.artifacts import check_finite, load_history, load_npz, load_split, save_text, stale
 from pipeline.checkpoint import load_network, to_arrays
 from pipeline.errors import exit_on_error
 from pipeline.glyph_files import read_glyph, sample_files
@@ -157,6 +157,7 @@ def main() -> None:
     x_train, y_train = load_split("train")
     samples = [(path.name, read_glyph(path)) for path in sample_files()]
     data = page_data(params, net, load_trace(net), load_history(), x_train, y_train, samples)
+    check_finite(paths.EXPLORER, data)  # JSON.parse refuses NaN: one line, not a page that fails to load
     save_text(paths.EXPLORER, render_page(data))
 
 

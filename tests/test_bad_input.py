@@ -752,3 +752,24 @@ def test_json_never_gets_nan_or_infinity(tmp_path):
         assert str(err.value) == f"{path}: train.per_noise[1]: expected a finite number, found {shown}; not written"
         assert path.read_text() == "{}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_the_explorer_page_never_gets_nan(copy, stage_runner, monkeypatch):
+    """Were a NaN to pass the loaders (here: a history loader that lets one through), the page would
+    fail in the browser (`JSON.parse`); the stage refuses it in one line and keeps the old page."""
+    from pipeline import artifacts, explore
+
+    def history_with_nan(path=None):
+        history = artifacts.load_history()
+        history["loss"][1] = np.nan
+        return history
+
+    monkeypatch.setattr(explore, "load_history", history_with_nan)
+    before = snapshot(copy)
+    proc = stage_runner("explore", cwd=copy)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        one_error_line(proc)
+        == "error: metrics/explorer.html: history.loss[1]: expected a finite number, found nan; not written"
+    )
+    assert snapshot(copy) == before
