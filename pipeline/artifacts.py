@@ -10,16 +10,18 @@ file and the stage to rerun.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 import tokenize
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,20 +55,53 @@ _UNREADABLE = (
 
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it to `path`."""
+    """Call `write` on a temporary file beside `path`, then rename it to `path` (inside `together()`,
+    once every write of the block has succeeded). A write the disk refuses (full, read-only, gone) is a
+    one-line PipelineError naming `path`, and the file there before is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if _PENDING:
+            _PENDING[-1].append((Path(tmp), path))
+        else:
+            os.replace(tmp, path)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            reason = shown(err.strerror) if err.strerror else _first_line(err)
+            raise PipelineError(f"{shown(str(path))}: cannot write ({reason}); {_KEPT}") from None
         raise
+
+
+_KEPT = "the files there before are kept"
+_PENDING: list[list[tuple[Path, Path]]] = []  # per open together() block: (temporary file, target) to rename
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """Writes inside the block land together: each goes to a temporary file, and all are renamed into
+    place only when the block ends without an error; otherwise none is, so a stage's outputs (a model and
+    its trace) never mix two runs."""
+    pending: list[tuple[Path, Path]] = []
+    _PENDING.append(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _PENDING.pop()
+    for tmp, target in pending:
+        os.replace(tmp, target)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
@@ -98,7 +133,24 @@ def save_text(path: Path, text: str) -> None:
 
 
 def save_json(path: Path, obj: Any) -> None:
-    save_text(path, json.dumps(rounded(obj), indent=2) + "\n")
+    """`obj` as JSON, refused (a one-line error, nothing written) if it holds NaN or an infinity, which
+    JSON has no words for: Python would write `NaN`, which JSON readers (DVC's, a browser's) refuse."""
+    check_finite(path, obj)
+    save_text(path, json.dumps(rounded(obj), indent=2, allow_nan=False) + "\n")
+
+
+def check_finite(path: Path, obj: Any, where: str = "") -> None:
+    """Raise a PipelineError naming `path` and the key of the first float in `obj` that is not finite."""
+    if isinstance(obj, dict):
+        items = [(f"{where}.{key}" if where else str(key), value) for key, value in obj.items()]
+    elif isinstance(obj, (list, tuple)):
+        items = [(f"{where}[{i}]", value) for i, value in enumerate(obj)]
+    elif isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        raise PipelineError(f"{shown(str(path))}: {shown(where)}: expected a finite number, found {obj}; not written")
+    else:
+        return
+    for key, value in items:
+        check_finite(path, value, key)
 
 
 def save_tsv(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -128,28 +180,90 @@ def rounded(obj: Any) -> Any:
     return obj
 
 
-def _np_load(f: IO[bytes]) -> np.ndarray | dict[str, np.ndarray]:
-    """np.load, reading an .npz archive eagerly into a dict; NumPy's warnings (about odd headers,
-    which no stage writes) are errors, so a damaged file still gets a one-line message."""
+def _np_load(f: IO[bytes]) -> np.ndarray:
+    """np.load of a .npy file (its own size bounds what is read); NumPy's warnings (about odd headers,
+    which no stage writes) are errors, so a damaged file still gets a one-line message. An array stored
+    in Fortran order comes back C-contiguous: the same values, in the layout every stage computes on."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded = np.load(f, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+            raise _FoundArchive
+        return _c_order(loaded)
 
 
-def _read_arrays(path: Path, stage: str) -> np.ndarray | dict[str, np.ndarray]:
-    """What np.load finds in `path`, any failure a one-line error naming the stage to rerun."""
+class _FoundArchive(Exception):
+    """np.load found a zip archive where a .npy file belongs."""
+
+
+def _read_arrays(path: Path, stage: str) -> np.ndarray:
+    """The array np.load finds in the .npy file `path`, any failure a one-line error naming the stage to rerun."""
     check_regular(path, stage)
     try:
         with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
             return _np_load(f)
     except FileNotFoundError:
         raise stale(path, "missing", stage) from None
+    except _FoundArchive:  # np.load reads a zip archive whatever the file's name
+        raise stale(path, "expected a .npy array, found an .npz archive", stage) from None
     except _UNREADABLE as err:
         raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+
+
+def _read_entries(path: Path, names: tuple[str, ...], limit: int, stage: str) -> dict[str, np.ndarray]:
+    """The arrays `names` (those present) of the .npz archive `path`, nothing else read. Each entry's
+    size, as its zip header and its .npy header declare it, is checked before its data is read: at most
+    `limit` bytes, and the two declarations agree (a 2 MB archive can hold a 2 GiB compressed entry)."""
+    check_regular(path, stage)
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":  # np.load reads a .npy array whatever the file's name
+                raise stale(path, "expected an .npz archive, found a .npy array", stage)
+            f.seek(0)
+            with warnings.catch_warnings(), zipfile.ZipFile(f) as archive:
+                warnings.simplefilter("error")
+                present = set(archive.namelist())
+                entries = [archive.getinfo(f"{name}.npy") for name in names if f"{name}.npy" in present]
+                return {e.filename[:-4]: _read_entry(path, archive, e, limit, stage) for e in entries}
+    except FileNotFoundError:
+        raise stale(path, "missing", stage) from None
+    except _UNREADABLE as err:
+        raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_entry(path: Path, archive: zipfile.ZipFile, entry: zipfile.ZipInfo, limit: int, stage: str) -> np.ndarray:
+    """One .npy entry of `archive`, read only once its declared sizes are within `limit` and agree."""
+    name = shown(entry.filename)
+    if entry.file_size > limit:
+        raise stale(path, f"{name}: expected at most {limit} bytes, found an entry of {entry.file_size}", stage)
+    with archive.open(entry) as f:
+        read_header = _NPY_HEADERS.get(np.lib.format.read_magic(f))
+        if read_header is None:
+            raise stale(path, f"{name}: expected a .npy entry of format 1.0 or 2.0", stage)
+        shape, _, dtype = read_header(f)
+        header = f.tell()
+    if dtype.hasobject:
+        raise stale(path, f"{name}: expected plain numbers or strings, found dtype {dtype}", stage)
+    data = math.prod(shape) * dtype.itemsize
+    if header + data != entry.file_size:
+        raise stale(
+            path,
+            f"{name}: its .npy header declares {data} bytes of data, its zip entry holds {entry.file_size - header}",
+            stage,
+        )
+    with archive.open(entry) as f:
+        array = np.lib.format.read_array(f, allow_pickle=False)
+    return _c_order(array)
+
+
+def _c_order(array: np.ndarray) -> np.ndarray:
+    """`array` in C order: a Fortran-order array (np.save of a transposed one) is copied, so every stage
+    computes on the layout it expects (views such as `.view(np.uint32)` need the last axis contiguous)."""
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def check_regular(path: Path, stage: str) -> None:
@@ -167,18 +281,14 @@ def check_regular(path: Path, stage: str) -> None:
 def load_npy(path: Path, dtype: np.dtype | type, shape: tuple[int | None, ...], stage: str) -> np.ndarray:
     """Load an array written by `stage`, checking dtype and shape (None matches any length)."""
     array = _read_arrays(path, stage)
-    if not isinstance(array, np.ndarray):  # np.load reads a zip archive whatever the file's name
-        raise stale(path, "expected a .npy array, found an .npz archive", stage)
     check_array(path, array, dtype, shape, stage)
     return array
 
 
-def load_npz(path: Path, stage: str) -> dict[str, np.ndarray]:
-    """All arrays of an .npz archive written by `stage`, read eagerly."""
-    arrays = _read_arrays(path, stage)
-    if isinstance(arrays, np.ndarray):  # np.load reads a .npy array whatever the file's name
-        raise stale(path, "expected an .npz archive, found a .npy array", stage)
-    return arrays
+def load_npz(path: Path, stage: str, names: tuple[str, ...], limit: int) -> dict[str, np.ndarray]:
+    """The arrays `names` of an .npz archive written by `stage` (those it holds), each at most `limit`
+    bytes; other entries are never read."""
+    return _read_entries(path, names, limit, stage)
 
 
 def check_array(
@@ -214,6 +324,8 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """X : (N, 30) uint8 of 0/1 and y : (N,) uint8 labels of `split`, checked."""
     x_path, y_path = paths.split(split)
     X = load_npy(x_path, np.uint8, (None, PIXELS), "make_dataset")
+    if len(X) == 0:  # make_dataset writes the three clean glyphs and at least one test glyph per letter
+        raise stale(x_path, "expected at least one glyph, found none", "make_dataset")
     y = load_npy(y_path, np.uint8, (len(X),), "make_dataset")
     if len(X) and X.max() > 1:
         raise stale(x_path, f"expected pixels 0 or 1, found {X.max()}", "make_dataset")
@@ -243,5 +355,9 @@ def load_history(path: Path = paths.HISTORY) -> dict[str, np.ndarray]:
             rows.append([])  # reported below with the line number
         if len(rows[-1]) != len(columns):
             raise stale(path, f"line {lineno}: expected 3 numbers, found {line[:40]!r}", "train")
+        if not all(map(math.isfinite, rows[-1])):  # a NaN would reach the explorer's JSON.parse and the curves
+            raise stale(path, f"line {lineno}: expected finite numbers, found {line[:40]!r}", "train")
+        if rows[-1][0] != lineno - 1:  # train writes epochs 1, 2, ... in order
+            raise stale(path, f"line {lineno}: expected step {lineno - 1}, found {line[:40]!r}", "train")
     table = np.array(rows, dtype=np.float64).reshape(-1, len(columns))
     return {"step": table[:, 0].astype(np.int64), "loss": table[:, 1], "accuracy": table[:, 2]}

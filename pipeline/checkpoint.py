@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.artifacts import load_npz, save_npz, stale
 from pipeline.errors import shown
+from pipeline.glyphs import CLASSES
 from pipeline.model import ACTIVATION, LOSSES, Network
 
 # What training writes as class names (glyphs.CLASSES: A, B, C), with room for other words, and
@@ -21,6 +22,14 @@ from pipeline.model import ACTIVATION, LOSSES, Network
 CLASS_NAME = re.compile(r"[A-Za-z0-9_-]{1,16}")
 MAX_CLASS_NAME = 16
 DIGEST = re.compile(r"([0-9a-f]{16})?")  # artifacts.digest, or "" for a model saved before it existed
+# Training stops once a logit passes +-707, so its weights stay far below this; beyond it the forward pass
+# could overflow (30 pixels, 512 hidden units, sums over a data set) and print NaN scores.
+MAX_WEIGHT = 2.0**64
+FLOATS = (np.dtype(np.float64), np.dtype(np.float32))  # train.dtype's choices, in this machine's byte order
+KEYS = ("w1", "w2", "b1", "b2", "sizes", "classes", "loss", "activation", "bias", "trained_on")  # all that is read
+# The largest entry read: w1 of the widest network params.yaml allows (512 hidden units) is 123 kB. The
+# limit is checked against each entry's declared size before it is read, so no entry can cost more.
+MAX_ENTRY = 8 * 1024 * 1024
 
 
 def save_network(path: Path, net: Network) -> None:
@@ -30,7 +39,7 @@ def save_network(path: Path, net: Network) -> None:
 def load_network(path: Path, inputs: int) -> Network:
     """The network saved by the train stage at `path`, which must take `inputs` inputs."""
     try:
-        return from_arrays(load_npz(path, "train"), inputs)
+        return from_arrays(load_npz(path, "train", KEYS, MAX_ENTRY), inputs)
     except ValueError as err:
         raise stale(path, f"not a model file ({err})", "train") from None
 
@@ -59,12 +68,22 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
     if missing:
         raise ValueError(f"missing array {missing[0]!r}")
     w1, w2, sizes = arrays["w1"], arrays["w2"], arrays["sizes"]
-    if w1.dtype.kind != "f" or w2.dtype != w1.dtype or w1.ndim != 2 or w2.ndim != 2:
+    if w1.dtype not in FLOATS or w2.dtype != w1.dtype or w1.ndim != 2 or w2.ndim != 2:
         raise ValueError(f"expected 2-d float weights, found w1 {w1.dtype}{w1.shape}, w2 {w2.dtype}{w2.shape}")
     classes = class_names(arrays["classes"], w2.shape[1])
+    if classes != CLASSES:  # evaluate, predict and explore index the classes by the labels 0..2
+        raise ValueError(f"expected the classes training writes, {', '.join(CLASSES)}, found {', '.join(classes)}")
     expected = (inputs, w1.shape[1], len(classes))
-    if w1.shape[0] != inputs or w2.shape != expected[1:] or tuple(sizes.tolist()) != expected:
-        raise ValueError(f"inconsistent layer sizes: w1 {w1.shape}, w2 {w2.shape}, sizes {sizes.tolist()}")
+    if (
+        sizes.dtype.kind != "i"
+        or sizes.shape != (3,)
+        or w1.shape[0] != inputs
+        or w2.shape != expected[1:]
+        or tuple(sizes.tolist()) != expected
+    ):
+        raise ValueError(f"inconsistent layer sizes: w1 {w1.shape}, w2 {w2.shape}, sizes {quoted(sizes, True)}")
+    if w1.shape[1] < 1:
+        raise ValueError(f"expected at least 1 hidden unit, found {w1.shape[1]}")
     activation = arrays.get("activation", np.array(ACTIVATION))
     if activation.shape != () or str(activation) != ACTIVATION:
         raise ValueError(f"expected the activation {ACTIVATION}, found {quoted(activation)}")
@@ -74,10 +93,19 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
     b1, b2 = (arrays.get("b1"), arrays.get("b2")) if bias else (None, None)
     if bias and (b1 is None or b2 is None or b1.shape != expected[1:2] or b2.shape != expected[2:]):
         raise ValueError("biases missing or of the wrong shape")
+    for name, array in {"w1": w1, "w2": w2, "b1": b1, "b2": b2}.items():
+        if array is not None and (array.dtype != w1.dtype or not (np.abs(array) < MAX_WEIGHT).all()):
+            found = "another dtype" if array.dtype != w1.dtype else _worst(array)
+            raise ValueError(f"expected finite {w1.dtype} weights below 2^64 in size, found {found} in {name}")
     trained_on = arrays.get("trained_on", np.array(""))  # absent from models saved before it existed
     if trained_on.shape != () or trained_on.dtype.kind != "U" or not DIGEST.fullmatch(str(trained_on)):
         raise ValueError(f"expected trained_on, a digest of 16 hex digits, found {quoted(trained_on)}")
     return Network(w1, w2, b1, b2, str(loss), classes, str(trained_on))
+
+
+def _worst(array: np.ndarray) -> str:
+    """The value of `array` furthest from training's range: a NaN, else the largest in size."""
+    return "NaN" if np.isnan(array).any() else f"{array.flat[np.argmax(np.abs(array))]:g}"
 
 
 def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:
@@ -102,6 +130,8 @@ def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:
     return names
 
 
-def quoted(value: np.ndarray) -> str:
-    """A value from a model file, as an error line may show it: short, one line, printable."""
-    return shown(repr(value.tolist()) if value.dtype.kind in "US" else f"{value.dtype}{value.shape}", 60)
+def quoted(value: np.ndarray, numbers: bool = False) -> str:
+    """A value from a model file, as an error line may show it: short, one line, printable (a few
+    numbers shown as numbers when `numbers`)."""
+    kinds = "USiub" if numbers and value.size <= 8 else "US"
+    return shown(repr(value.tolist()) if value.dtype.kind in kinds else f"{value.dtype}{value.shape}", 60)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import paths, pictures
-from pipeline.artifacts import load_history, load_split, save_json
+from pipeline.artifacts import load_history, load_split, save_json, together
 from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
@@ -197,20 +197,22 @@ def main() -> None:
     counts = confusion_counts(y_test, predicted, len(net.classes))
     curve = robustness(net, params)
     moved = moved_glyphs(net, params, all_params.dataset.noise)
-    save_json(
-        paths.METRICS,
-        {
-            "train": train_scores,
-            "test": test_scores | precision_recall(counts, net.classes),
-            "robustness": {level_key(level): acc for level, acc in curve},
-            "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))},
-        },
-    )
-    save_json(
-        paths.CONFUSION, [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)]
-    )
-    save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
-    draw(net, x_test, y_test, z_test, counts, moved)
+    with together():  # metrics and pictures of one run, or the old ones
+        save_json(
+            paths.METRICS,
+            {
+                "train": train_scores,
+                "test": test_scores | precision_recall(counts, net.classes),
+                "robustness": {level_key(level): acc for level, acc in curve},
+                "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))},
+            },
+        )
+        save_json(
+            paths.CONFUSION,
+            [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)],
+        )
+        save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
+        draw(net, x_test, y_test, z_test, counts, moved)
 
 
 if __name__ == "__main__":

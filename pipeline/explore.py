@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths, pictures, portable
-from pipeline.artifacts import load_history, load_npz, load_split, save_text, stale
+from pipeline.artifacts import check_finite, load_history, load_npz, load_split, save_text, stale
 from pipeline.checkpoint import load_network, to_arrays
 from pipeline.errors import exit_on_error
 from pipeline.glyph_files import read_glyph, sample_files
@@ -36,6 +36,7 @@ from pipeline.params import TrainParams, load_params
 TEMPLATE = Path(__file__).with_name("explorer.html")
 REPLAY_STEPS = 20_000  # training steps the page may replay on load (about 0.1 s); more: inline weights
 NEAREST_GLYPHS = 5_000  # distinct training glyphs the page compares a drawing with, at most (35 kB)
+TRACE_ENTRY = 64 * 1024 * 1024  # bytes of one trace entry at most: w1 of 512 hidden units and 301 epochs is 37 MB
 PAGE_WEIGHTS = 512 * 1024  # bytes of inline float64 weights at most (700 kB of base64); the robust recipe's 397 kB fit
 
 
@@ -121,17 +122,32 @@ SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def render_page(data: dict) -> str:
-    payload = json.dumps(data, separators=(",", ":")).translate(SCRIPT_SAFE)  # floats: shortest exact form
+    # floats: shortest exact form; never NaN or Infinity, which JSON.parse refuses (the loaders keep them out)
+    payload = json.dumps(data, separators=(",", ":"), allow_nan=False).translate(SCRIPT_SAFE)
     return TEMPLATE.read_text(encoding="utf-8").replace("/*DATA*/", payload)
 
 
 def load_trace(net: Network) -> dict[str, np.ndarray]:
-    trace = load_npz(paths.TRACE, "train")
-    if "epoch" not in trace or "w1" not in trace or trace["w1"].shape[1:] != net.w1.shape:
-        raise stale(paths.TRACE, f"expected the weights of {paths.MODEL} per epoch", "train")
-    if not np.array_equal(trace["w1"][-1], net.w1):
-        raise stale(paths.TRACE, f"its last weights are not those of {paths.MODEL}", "train")
-    return trace
+    """models/trace.npz, checked against `net`: epochs 0 < ... increasing, and for each one every weight
+    array of `net`, finite, the last ones `net`'s own."""
+    trace = load_npz(paths.TRACE, "train", ("epoch", "w1", "w2", "b1", "b2"), TRACE_ENTRY)
+    model = {name: array for name, array in to_arrays(net).items() if name in ("w1", "w2", "b1", "b2")}
+    epoch = trace.get("epoch", np.zeros(0, np.int64))
+    if epoch.dtype != np.int64 or epoch.ndim != 1 or len(epoch) == 0 or epoch[0] != 0 or (np.diff(epoch) <= 0).any():
+        raise stale(paths.TRACE, f"expected epochs 0, 1, ... in order, found {epoch.dtype}{epoch.shape}", "train")
+    for name, weights in model.items():
+        found = trace.get(name)
+        if found is None or found.dtype != weights.dtype or found.shape != (len(epoch), *weights.shape):
+            shape = "none" if found is None else f"{found.dtype}{found.shape}"
+            want = f"{weights.dtype}{(len(epoch), *weights.shape)}"
+            raise stale(
+                paths.TRACE, f"{name}: expected the weights of {paths.MODEL} per epoch, {want}, found {shape}", "train"
+            )
+        if not np.isfinite(found).all():
+            raise stale(paths.TRACE, f"{name}: expected finite weights, found NaN or infinity", "train")
+        if not np.array_equal(found[-1], weights):
+            raise stale(paths.TRACE, f"its last weights are not those of {paths.MODEL}", "train")
+    return {"epoch": epoch} | {name: trace[name] for name in model}
 
 
 def main() -> None:
@@ -141,6 +157,7 @@ def main() -> None:
     x_train, y_train = load_split("train")
     samples = [(path.name, read_glyph(path)) for path in sample_files()]
     data = page_data(params, net, load_trace(net), load_history(), x_train, y_train, samples)
+    check_finite(paths.EXPLORER, data)  # JSON.parse refuses NaN: one line, not a page that fails to load
     save_text(paths.EXPLORER, render_page(data))
 
 

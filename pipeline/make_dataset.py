@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import save_npy
+from pipeline.artifacts import save_npy, together
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs, noisy_copies, shifted_copies
 from pipeline.params import DatasetParams, load_params
@@ -39,9 +39,10 @@ def make_dataset(p: DatasetParams) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.make_dataset", description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
-    for split, arrays in make_dataset(params.dataset).items():
-        for path, array in zip(paths.split(split), arrays):
-            save_npy(path, array)
+    with together():  # glyphs and labels of one run, or the old ones
+        for split, arrays in make_dataset(params.dataset).items():
+            for path, array in zip(paths.split(split), arrays):
+                save_npy(path, array)
 
 
 if __name__ == "__main__":

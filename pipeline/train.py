@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import digest, load_split, save_npz, save_tsv
+from pipeline.artifacts import digest, load_split, save_npz, save_tsv, together
 from pipeline.checkpoint import save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
@@ -74,9 +74,10 @@ def main() -> None:
     params = load_params()
     X, y = load_split("train")
     net, history, trace = train(params.train, X, y)
-    save_network(paths.MODEL, net)
-    save_npz(paths.TRACE, trace)
-    save_tsv(paths.HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
+    with together():  # the model, its trace and its history agree, or the old ones stay
+        save_network(paths.MODEL, net)
+        save_npz(paths.TRACE, trace)
+        save_tsv(paths.HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
 
 
 if __name__ == "__main__":

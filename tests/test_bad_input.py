@@ -12,7 +12,11 @@ import hashlib
 import importlib
 import io
 import re
+import struct
 import sys
+import time
+import zipfile
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -151,7 +155,16 @@ BAD_PARAMS = {
 }
 
 
-IN_A_SUBPROCESS = {"yaml-syntax", "yaml-bad-date", "lr-fast", "count-negative", "npy-truncated", "npz-is-an-npy"}
+IN_A_SUBPROCESS = {
+    "yaml-syntax",
+    "yaml-bad-date",
+    "lr-fast",
+    "count-negative",
+    "npy-truncated",
+    "npz-is-an-npy",
+    "npz-2-classes",
+    "npz-trace-no-epochs",
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_PARAMS))
@@ -289,6 +302,51 @@ def _with_integer_weights(path: Path) -> bytes:
     return _npz(**arrays | {"w1": arrays["w1"].astype(np.int64)})
 
 
+def _model_edited(path: Path, **changes) -> bytes:
+    """The model at `path` with some arrays replaced (a function of the old arrays each)."""
+    with np.load(path) as model:
+        arrays = dict(model)
+    return _npz(**arrays | {key: change(arrays) for key, change in changes.items()})
+
+
+def _model_with_classes(names: tuple[str, ...]):
+    """A model consistent in itself (w2, sizes and names agree) but with `names` as its classes."""
+
+    def w2(a):
+        return np.resize(a["w2"], (a["w2"].shape[0], len(names)))
+
+    return lambda p: _model_edited(
+        p / "models/model.npz",
+        w2=w2,
+        classes=lambda a: np.array(names, dtype="<U1"),
+        sizes=lambda a: np.array([30, a["w1"].shape[1], len(names)]),
+    )
+
+
+def _with_nan(key: str, value: float = np.nan):
+    def change(a):
+        array = a[key].copy()
+        array.flat[0] = value
+        return array
+
+    return change
+
+
+def _trace_edited(project: Path, **changes) -> bytes:
+    with np.load(project / "models/trace.npz") as trace:
+        arrays = dict(trace)
+    return _npz(**arrays | {key: change(arrays) for key, change in changes.items()})
+
+
+def _history_with(line: str):
+    def content(project: Path) -> bytes:
+        lines = (project / "metrics/history.tsv").read_text().splitlines()
+        lines[2] = line
+        return ("\n".join(lines) + "\n").encode()
+
+    return content
+
+
 MISSING = object()  # the file deleted
 
 # (file, its new content or a function of the project giving it, stage run, fragment of the one error line)
@@ -379,6 +437,117 @@ BAD_FILES = {
         "predict",
         "models/model.npz: expected an .npz archive, found a .npy array",
     ),
+    # crafted models that are zip-sound and self-consistent, but not what training writes (issue 17, item 8)
+    "npz-0-classes": (
+        "models/model.npz",
+        _model_with_classes(()),
+        "predict",
+        "models/model.npz: not a model file (expected the classes training writes, A, B, C, found )",
+    ),
+    "npz-2-classes": (
+        "models/model.npz",
+        _model_with_classes(("A", "B")),
+        "evaluate",
+        "models/model.npz: not a model file (expected the classes training writes, A, B, C, found A, B)",
+    ),
+    "npz-4-classes": (
+        "models/model.npz",
+        _model_with_classes(("A", "B", "C", "D")),
+        "evaluate",
+        "models/model.npz: not a model file (expected the classes training writes, A, B, C, found A, B, C, D)",
+    ),
+    "npz-0-hidden": (
+        "models/model.npz",
+        lambda p: _model_edited(
+            p / "models/model.npz",
+            w1=lambda a: a["w1"][:, :0],
+            w2=lambda a: a["w2"][:0],
+            sizes=lambda a: np.array([30, 0, 3]),
+        ),
+        "predict",
+        "models/model.npz: not a model file (expected at least 1 hidden unit, found 0)",
+    ),
+    "npz-sizes-a-string": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", sizes=lambda a: np.array("30 5 3")),
+        "predict",
+        "models/model.npz: not a model file (inconsistent layer sizes: w1 (30, 5), w2 (5, 3), sizes '30 5 3')",
+    ),
+    # NaN weights: predict printed `A (nan)` and evaluate wrote `NaN` into metrics.json (item 10)
+    "npz-nan-weight": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", w1=_with_nan("w1")),
+        "predict",
+        "models/model.npz: not a model file (expected finite float64 weights below 2^64 in size, found NaN in w1)",
+    ),
+    "npz-infinite-weight": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", w2=_with_nan("w2", -np.inf)),
+        "evaluate",
+        "models/model.npz: not a model file (expected finite float64 weights below 2^64 in size, found -inf in w2)",
+    ),
+    "npz-huge-weight": (  # finite, but the forward pass overflows: predict printed `A (nan)`
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", w1=_with_nan("w1", 1e308)),
+        "predict",
+        "models/model.npz: not a model file (expected finite float64 weights below 2^64 in size, found 1e+308 in w1)",
+    ),
+    "npz-float16-weights": (
+        "models/model.npz",
+        lambda p: _model_edited(
+            p / "models/model.npz", w1=lambda a: a["w1"].astype(np.float16), w2=lambda a: a["w2"].astype(np.float16)
+        ),
+        "predict",
+        "models/model.npz: not a model file (expected 2-d float weights, found w1 float16(30, 5)",
+    ),
+    "npz-trace-no-epochs": (
+        "models/trace.npz",
+        lambda p: _trace_edited(p, **{key: (lambda a, k=key: a[k][:0]) for key in ("epoch", "w1", "w2")}),
+        "explore",
+        "models/trace.npz: expected epochs 0, 1, ... in order, found int64(0,)",
+    ),
+    "npz-trace-nan": (
+        "models/trace.npz",
+        lambda p: _trace_edited(p, w2=_with_nan("w2")),
+        "explore",
+        "models/trace.npz: w2: expected finite weights, found NaN or infinity",
+    ),
+    "npz-trace-w2-missing": (
+        "models/trace.npz",
+        lambda p: _trace_edited(p, w2=lambda a: a["w2"][:, :, :2]),
+        "explore",
+        "models/trace.npz: w2: expected the weights of models/model.npz per epoch, float64(301, 5, 3), found",
+    ),
+    "npy-empty-training-set": (
+        "data/x_train.npy",
+        _npy(np.zeros((0, 30), np.uint8)),
+        "train",
+        "data/x_train.npy: expected at least one glyph, found none",
+    ),
+    "npy-empty-test-set": (
+        "data/x_test.npy",
+        _npy(np.zeros((0, 30), np.uint8)),
+        "evaluate",
+        "data/x_test.npy: expected at least one glyph, found none",
+    ),
+    "tsv-nan": (
+        "metrics/history.tsv",
+        _history_with("2\tnan\t0.5"),
+        "explore",
+        "metrics/history.tsv: line 3: expected finite numbers, found '2\\tnan\\t0.5'",
+    ),
+    "tsv-infinite": (
+        "metrics/history.tsv",
+        _history_with("2\t0.5\tinf"),
+        "evaluate",
+        "metrics/history.tsv: line 3: expected finite numbers, found '2\\t0.5\\tinf'",
+    ),
+    "tsv-step-out-of-order": (
+        "metrics/history.tsv",
+        _history_with("9.223372036854776e+18\t0.5\t1"),
+        "evaluate",
+        "metrics/history.tsv: line 3: expected step 2, found '9.223372036854776e+18\\t0.5\\t1'",
+    ),
     "npz-wrong-weights": (
         "models/model.npz",
         lambda p: _with_integer_weights(p / "models/model.npz"),
@@ -403,7 +572,7 @@ def test_a_damaged_file_between_stages_names_the_file_and_the_stage_to_rerun(cop
     assert proc.returncode == 2, proc.stderr
     line = one_error_line(proc)
     assert line.startswith(f"error: {fragment}"), line
-    producer = "make_dataset" if name.startswith("data/") else "train"
+    producer = "make_dataset" if name.startswith("data/") else "train"  # models/ and metrics/history.tsv
     assert line.endswith(f"; rerun `dvc repro {producer}`"), line
     assert snapshot(copy) == before
 
@@ -432,3 +601,175 @@ def test_predict_model_option_errors(built, tmp_path):
     assert one_error_line(a_directory) == (
         f"error: {tmp_path}: expected a regular file, found a directory; rerun `dvc repro train`"
     )
+
+
+# --- arrays that load, but not as the stages wrote them ----------------------------------------------
+
+
+def test_a_fortran_order_training_set_gives_the_same_outputs_as_the_c_order_one(built, copy):
+    """np.save of a transposed array writes Fortran order: the same values, which predict and explore
+    crashed on (a view needs the last axis contiguous). The loader makes it C-contiguous, so every stage
+    computes exactly what it does on the file make_dataset writes."""
+    x = np.load(copy / "data/x_train.npy")
+    np.save(copy / "data/x_train.npy", np.asfortranarray(x))
+    assert np.load(copy / "data/x_train.npy").flags.f_contiguous
+    for stage in ("predict", "explore", "evaluate"):
+        proc = run_module(f"pipeline.{stage}", cwd=copy)
+        assert proc.returncode == 0, proc.stderr
+    for name in (
+        "metrics/predictions.json",
+        "metrics/explorer.html",
+        "metrics/metrics.json",
+        "metrics/images/samples.png",
+    ):
+        assert (copy / name).read_bytes() == (built / name).read_bytes(), name
+
+
+def zip_bomb(npz: bytes, size: int, name: str = "bomb.npy") -> bytes:
+    """The archive `npz` plus an entry `name`: a valid .npy of `size` zero bytes (a multiple of 1 MiB),
+    deflated to about size / 1000 bytes, as the issue's 2 MB file with a 2 GiB entry."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (size,)})
+    header = header.getvalue()
+    mib = bytes(1 << 20)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    chunk = c.compress(mib) + c.flush(zlib.Z_FULL_FLUSH)  # after a full flush, every MiB deflates the same
+    stream = head + chunk * (size >> 20) + c.flush()
+    crc = zlib.crc32(header)
+    for _ in range(size >> 20):
+        crc = zlib.crc32(mib, crc)
+    buf = io.BytesIO(npz)
+    with zipfile.ZipFile(buf, "a") as archive:  # written stored, then its headers say deflated, CRC and size
+        archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), stream)
+        local = archive.getinfo(name).header_offset
+    data = bytearray(buf.getvalue())
+    central = data.rindex(b"PK\x01\x02")  # the new entry's central directory record, the last one
+    for method in (local + 8, central + 10):  # then CRC at +6, compressed size at +10, size at +14
+        data[method : method + 2] = struct.pack("<H", zipfile.ZIP_DEFLATED)
+        data[method + 6 : method + 10] = struct.pack("<I", crc)
+        data[method + 14 : method + 18] = struct.pack("<I", len(header) + size)
+    return bytes(data)
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[str]:
+    """The names of the zip entries opened for reading from now on."""
+    names: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def recording_open(self, name, mode="r", *args, **kwargs):
+        if mode == "r":
+            names.append(name if isinstance(name, str) else name.filename)
+        return real_open(self, name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", recording_open)
+    return names
+
+
+def test_a_zip_bomb_beside_the_model_is_never_inflated(built, tmp_path, opened):
+    """A 2 MB model file with an extra entry of 2 GiB cost 2.1 GB and 8-14 s in every stage: the
+    loader read every entry. Now it reads only the entries a model has."""
+    from pipeline.checkpoint import load_network
+
+    model_entries = {
+        f"{key}.npy" for key in ("w1", "w2", "sizes", "classes", "loss", "activation", "bias", "trained_on")
+    }
+
+    bomb = tmp_path / "model.npz"
+    bomb.write_bytes(zip_bomb((built / "models/model.npz").read_bytes(), 2 << 30))
+    assert bomb.stat().st_size < 3_000_000
+    with zipfile.ZipFile(bomb) as archive:
+        assert archive.getinfo("bomb.npy").file_size > 2 << 30
+    net = load_network(bomb, 30)
+    assert net.classes == ("A", "B", "C")
+    assert "bomb.npy" not in opened and set(opened) <= model_entries
+    start = time.perf_counter()
+    proc = run_module("pipeline.predict", "--model", str(bomb), "data/samples/b.txt", cwd=built)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "data/samples/b.txt: B (0.94)\n"
+    assert time.perf_counter() - start < 5
+
+
+def test_a_zip_bomb_in_the_trace_is_never_inflated(copy, stage_runner, opened):
+    trace = copy / "models/trace.npz"
+    trace.write_bytes(zip_bomb(trace.read_bytes(), 1 << 30))
+    proc = stage_runner("explore", cwd=copy)
+    assert proc.returncode == 0, proc.stderr
+    assert "bomb.npy" not in opened
+
+
+def _entry_replaced(npz: bytes, name: str, content: bytes, deflated: bool = False) -> bytes:
+    """`npz` with its entry `name` holding `content` instead."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(npz)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            if info.filename == name:
+                dst.writestr(name, content, zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED)
+            else:
+                dst.writestr(info, src.read(info))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "content, deflated, found",
+    [
+        # a needed entry beyond any model training writes (512 hidden units: 123 kB): refused unread
+        (_npy(np.zeros((30, 40_000))), True, "w1.npy: expected at most 8388608 bytes, found an entry of 9600128"),
+        # the .npy header and the zip entry disagree on the size: trailing bytes, or a shape the data lacks
+        (
+            _npy(np.zeros((30, 5))) + bytes(1000),
+            False,
+            "w1.npy: its .npy header declares 1200 bytes of data, its zip entry holds 2200",
+        ),
+        (
+            _npy(np.zeros((30, 5)))[:-8],
+            False,
+            "w1.npy: its .npy header declares 1200 bytes of data, its zip entry holds 1192",
+        ),
+    ],
+    ids=["too-large", "trailing-bytes", "short"],
+)
+def test_each_model_entry_is_checked_against_its_declared_sizes_before_it_is_read(
+    built, tmp_path, content, deflated, found
+):
+    path = tmp_path / "model.npz"
+    path.write_bytes(_entry_replaced((built / "models/model.npz").read_bytes(), "w1.npy", content, deflated))
+    proc = run_module("pipeline.predict", "--model", str(path), "data/samples/b.txt", cwd=built)
+    assert proc.returncode == 2, proc.stderr
+    assert one_error_line(proc) == f"error: {path}: {found}; rerun `dvc repro train`"
+
+
+def test_json_never_gets_nan_or_infinity(tmp_path):
+    """Python's json writes NaN and Infinity, which no JSON reader (DVC's, a browser's) accepts."""
+    from pipeline.artifacts import save_json
+
+    path = tmp_path / "metrics.json"
+    path.write_text("{}\n")
+    for value, shown in ((float("nan"), "nan"), (np.float32("inf"), "inf"), (-np.inf, "-inf")):
+        with pytest.raises(PipelineError) as err:
+            save_json(path, {"train": {"loss": 0.5, "per_noise": [1.0, value]}})
+        assert str(err.value) == f"{path}: train.per_noise[1]: expected a finite number, found {shown}; not written"
+        assert path.read_text() == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_the_explorer_page_never_gets_nan(copy, stage_runner, monkeypatch):
+    """Were a NaN to pass the loaders (here: a history loader that lets one through), the page would
+    fail in the browser (`JSON.parse`); the stage refuses it in one line and keeps the old page."""
+    from pipeline import artifacts, explore
+
+    def history_with_nan(path=None):
+        history = artifacts.load_history()
+        history["loss"][1] = np.nan
+        return history
+
+    monkeypatch.setattr(explore, "load_history", history_with_nan)
+    before = snapshot(copy)
+    proc = stage_runner("explore", cwd=copy)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        one_error_line(proc)
+        == "error: metrics/explorer.html: history.loss[1]: expected a finite number, found nan; not written"
+    )
+    assert snapshot(copy) == before

@@ -8,6 +8,7 @@ the cache; the git-tracked metrics (`cache: false`) come back with `git checkout
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -22,8 +23,9 @@ import pytest
 import yaml
 
 from pipeline.artifacts import save_npy, write_atomic
+from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs
-from tests.conftest import copy_of, dvc, env, run, run_module
+from tests.conftest import copy_of, dvc, edit_params, env, run, run_module
 
 DATA = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy"]
 
@@ -207,3 +209,72 @@ def test_after_a_failed_run_checkout_restores_the_last_good_outputs(repo):
     run(["git", "checkout", "--", "params.yaml", "dvc.lock", "metrics"], cwd=repo)
     dvc(repo, "checkout")  # the cached outputs
     assert_all_good(repo, good)
+
+
+TRAIN_OUTPUTS = ["models/model.npz", "models/trace.npz", "metrics/history.tsv"]
+
+
+def _digests(project: Path, names: list[str]) -> dict[str, str]:
+    return {name: hashlib.md5((project / name).read_bytes()).hexdigest() for name in names}
+
+
+def test_a_full_disk_while_train_writes_is_one_line_and_keeps_the_old_model_trace_and_history(
+    built, tmp_path, monkeypatch, capsys
+):
+    """ENOSPC on the second file train writes (the trace): three chained OSError tracebacks before, and a
+    new model beside the old trace. Now one line, exit 2, and the three old files as they were."""
+    project = copy_of(built, tmp_path / "copy")
+    edit_params(project, "train", lr=0.2)  # a run whose outputs differ from the old ones
+    before = _digests(project, TRAIN_OUTPUTS)
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync_until_the_disk_is_full(fd: int) -> None:
+        synced.append(fd)
+        if len(synced) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_until_the_disk_is_full)
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", ["python -m pipeline.train"])
+    from pipeline import train
+
+    capsys.readouterr()
+    status = exit_on_error(train.main)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err == "error: models/trace.npz: cannot write (No space left on device); the files there before are kept\n"
+    assert len(synced) == 2
+    assert _digests(project, TRAIN_OUTPUTS) == before
+    assert sorted(p.name for p in (project / "models").iterdir()) == [
+        ".gitignore",
+        "model.npz",
+        "trace.npz",
+    ]  # no temporary
+
+
+def test_a_real_full_file_system_under_models(built, tmp_path):
+    """The same with a real file system: a 2 MB tmpfs over models/ (needs root and mount; else skipped)."""
+    project = copy_of(built, tmp_path / "copy")
+    edit_params(project, "train", epochs=1000)  # a trace of 300 snapshots: 400 kB
+    models = project / "models"
+    saved = {p.name: p.read_bytes() for p in models.iterdir()}
+    mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(models)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True, check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        for name, data in saved.items():
+            (models / name).write_bytes(data)
+        free = os.statvfs(models).f_bavail * os.statvfs(models).f_frsize
+        (models / "filler").write_bytes(bytes(max(0, free - 200_000)))  # room for a model, not for a trace
+        before = _digests(project, TRAIN_OUTPUTS)
+        proc = run_module("pipeline.train", cwd=project)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr == (
+            "error: models/trace.npz: cannot write (No space left on device); the files there before are kept\n"
+        )
+        assert _digests(project, TRAIN_OUTPUTS) == before
+        assert sorted(p.name for p in models.iterdir()) == [".gitignore", "filler", "model.npz", "trace.npz"]
+    finally:
+        subprocess.run(["umount", str(models)], check=True)

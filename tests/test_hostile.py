@@ -315,7 +315,7 @@ def test_a_special_file_is_refused_before_it_is_opened(tmp_path, monkeypatch):
     from pipeline import artifacts
 
     with pytest.raises(PipelineError, match="expected a regular file, found a FIFO"):
-        artifacts.load_npz(pipe, "train")
+        artifacts.load_npz(pipe, "train", ("w1",), 1 << 20)
     with pytest.raises(PipelineError, match="expected a regular file, found a FIFO"):
         artifacts.load_history(pipe)
 

@@ -21,10 +21,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.artifacts import load_npy, load_npz
+from pipeline.artifacts import load_history, load_npy, load_npz, save_npz
+from pipeline.checkpoint import from_arrays, load_network, to_arrays
 from pipeline.errors import PipelineError
 from pipeline.glyph_files import read_glyph
-from pipeline.glyphs import parse_glyph
+from pipeline.glyphs import CLASSES, parse_glyph
+from pipeline.model import init_network
 from pipeline.params import DatasetParams, EvaluateParams, TrainParams, load_params, parse_section
 from tests.conftest import ROOT
 
@@ -379,7 +381,7 @@ def test_any_bytes_as_an_npz_file_load_or_are_refused_in_one_line(tmp_path, data
     path = tmp_path / "model.npz"
     path.write_bytes(data)
     try:
-        arrays = load_npz(path, "train")
+        arrays = load_npz(path, "train", ("w1", "w2"), 1 << 20)
     except PipelineError as err:
         assert_one_line_naming(err, f"{path}: ")
         assert str(err).endswith("; rerun `dvc repro train`")
@@ -396,3 +398,128 @@ def test_an_npy_header_promising_terabytes_is_refused_not_allocated(tmp_path):
         load_npy(path, np.uint8, (None, 30), "make_dataset")
     assert_one_line_naming(err.value, f"{path}: ")
     assert str(err.value).endswith("; rerun `dvc repro make_dataset`")
+
+
+# --- hostile model, trace and history files (issue 17, items 8 to 10) ----------------------------------
+
+DTYPES = ["<f8", "<f4", "<f2", ">f8", "<i8", "|u1", "|b1", "<U3", "|S3", "<c16"]
+SPECIALS = [np.nan, np.inf, -np.inf, 1e308, -0.0, 5e-324]
+
+
+@st.composite
+def hostile_arrays(draw) -> np.ndarray:
+    """An array of any small shape (empty axes too) and dtype, floats with NaN, infinities and extremes."""
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+    dtype = np.dtype(draw(st.sampled_from(DTYPES)))
+    array = np.zeros(shape, dtype)
+    if array.size and dtype.kind in "fc":
+        with np.errstate(over="ignore"):  # 1e308 is infinite in float16 and float32
+            array.flat[draw(st.integers(0, array.size - 1))] = draw(st.sampled_from(SPECIALS))
+    return np.asfortranarray(array) if draw(st.booleans()) else array
+
+
+def _valid_model(hidden: int, bias: bool) -> dict[str, np.ndarray]:
+    net = init_network(np.random.default_rng(0), 30, hidden, CLASSES, "bce", bias)
+    return to_arrays(net)
+
+
+@st.composite
+def hostile_archives(draw, valid: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`valid`'s arrays with some removed, some replaced by hostile ones or given a NaN, and others added."""
+    arrays = dict(valid)
+    for key in draw(st.lists(st.sampled_from(sorted(valid)), max_size=3, unique=True)):
+        action = draw(st.sampled_from(["drop", "replace", "nan", "transpose"]))
+        if action == "drop":
+            del arrays[key]
+        elif action == "replace":
+            arrays[key] = draw(hostile_arrays())
+        elif arrays[key].dtype.kind == "f" and arrays[key].size:
+            arrays[key] = arrays[key].copy()
+            with np.errstate(over="ignore"):
+                arrays[key].flat[draw(st.integers(0, arrays[key].size - 1))] = draw(st.sampled_from(SPECIALS))
+        else:
+            arrays[key] = arrays[key].T
+    for key in draw(st.lists(st.text("abcz_1", min_size=1, max_size=4), max_size=2)):
+        arrays[key] = draw(hostile_arrays())
+    return arrays
+
+
+def _write_archive(path: Path, arrays: dict[str, np.ndarray], how: str) -> bytes:
+    if how == "compressed":
+        np.savez_compressed(path, **arrays)
+    elif how == "savez":
+        np.savez(path, **arrays)
+    else:
+        save_npz(path, arrays)
+    return path.read_bytes()
+
+
+@FEW
+@given(
+    valid=st.builds(_valid_model, st.integers(1, 6), st.booleans()).flatmap(hostile_archives),
+    how=st.sampled_from(["ours", "savez", "compressed"]),
+)
+def test_a_hostile_model_file_loads_as_a_model_training_could_write_or_is_refused_in_one_line(tmp_path, valid, how):
+    path = tmp_path / "model.npz"
+    data = _write_archive(path, valid, how)
+    try:
+        net = load_network(path, 30)
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: ")
+        assert str(err).endswith("; rerun `dvc repro train`")
+    else:  # what the README promises of a loaded model, checked without the loader's own code
+        hidden = net.w1.shape[1]
+        assert net.classes == ("A", "B", "C") and hidden >= 1 and net.w1.shape == (30, hidden)
+        assert net.w1.dtype in (np.float64, np.float32) and net.w1.dtype.isnative
+        for w in (net.w1, net.w2, net.b1, net.b2):
+            assert w is None or (w.dtype == net.w1.dtype and w.flags.c_contiguous and (np.abs(w) < 2.0**64).all())
+        assert net.w2.shape == (hidden, 3) and (net.b1 is None or net.b1.shape == (hidden,))
+    assert path.read_bytes() == data  # nothing changed or removed
+
+
+@FEW
+@given(data=st.data(), hidden=st.integers(1, 4), epochs=st.integers(1, 4), how=st.sampled_from(["ours", "savez"]))
+def test_a_hostile_trace_loads_checked_or_is_refused_in_one_line(tmp_path, monkeypatch, data, hidden, epochs, how):
+    from pipeline.explore import load_trace
+
+    monkeypatch.chdir(tmp_path)
+    net = from_arrays(_valid_model(hidden, False), 30)
+    valid = {
+        "epoch": np.arange(epochs, dtype=np.int64),
+        "w1": np.stack([net.w1] * epochs),
+        "w2": np.stack([net.w2] * epochs),
+    }
+    Path("models").mkdir(exist_ok=True)
+    written = _write_archive(Path("models/trace.npz"), data.draw(hostile_archives(valid)), how)
+    try:
+        trace = load_trace(net)
+    except PipelineError as err:
+        assert_one_line_naming(err, "models/trace.npz: ")
+        assert str(err).endswith("; rerun `dvc repro train`")
+    else:
+        n = len(trace["epoch"])
+        assert n >= 1 and trace["epoch"][0] == 0 and (np.diff(trace["epoch"]) > 0).all()
+        assert trace["w1"].shape == (n, 30, hidden) and np.isfinite(trace["w1"]).all()
+        assert np.array_equal(trace["w1"][-1], net.w1) and np.array_equal(trace["w2"][-1], net.w2)
+    assert Path("models/trace.npz").read_bytes() == written
+
+
+history_cells = st.sampled_from(["1", "0.5", "nan", "NaN", "inf", "-inf", "1e999", "", "x", "2"]) | st.floats().map(str)
+
+
+@FEW
+@given(rows=st.lists(st.lists(history_cells, min_size=2, max_size=4), max_size=5))
+@example(rows=[["1", "nan", "0.5"]])  # a NaN made the explorer's JSON.parse fail
+@example(rows=[["9.223372036854776e+18", "1", "1"]])  # a step no int64 holds
+def test_a_hostile_history_loads_finite_or_is_refused_in_one_line(tmp_path, rows):
+    path = tmp_path / "history.tsv"
+    text = "step\tloss\taccuracy\n" + "".join("\t".join(row) + "\n" for row in rows)
+    path.write_text(text)
+    try:
+        history = load_history(path)
+    except PipelineError as err:
+        assert_one_line_naming(err, f"{path}: ")
+    else:  # the explorer embeds these as JSON, which has no NaN or Infinity
+        assert all(np.isfinite(history[name]).all() for name in ("loss", "accuracy"))
+        assert len(history["step"]) == len(rows)
+    assert path.read_text() == text

@@ -7,11 +7,12 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clone, clone_with_outputs, dvc, env, run
+from tests.conftest import ROOT, clone, clone_with_outputs, dvc, env, free_port, run
 from tests.conftest import git_commit as commit
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t"]
@@ -143,3 +144,40 @@ def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_p
         dvc(work, "checkout")
         assert {name: (work / name).read_bytes() for name in kept} == kept
         assert "Data and pipelines are up to date." in dvc(work, "status").stdout
+
+
+@pytest.mark.parametrize(
+    "remote, args, found",
+    [
+        (None, [], "config file error: no remote specified in "),
+        (None, ["-r", "nosuch"], "config file error: remote 'nosuch' doesn't exist"),
+        ("local", [], "remote 'bad': {tmp}/a-file/store is not a directory it can write (Not a directory)"),
+        ("s3", [], "remote 'bad': cannot reach its endpoint http://127.0.0.1:{port} (Connection refused)"),
+    ],
+    ids=["no-remote", "unknown-remote", "bad-local-path", "unreachable-s3"],
+)
+def test_push_run_cache_refuses_a_remote_it_cannot_use_in_one_line_at_once(repo, tmp_path, remote, args, found):
+    """Where `dvc push --run-cache` says one line, the script printed DVC's traceback (170 lines after
+    35 s for an S3 endpoint that is down: DVC retries it). Now one line on stderr, exit 2, in seconds."""
+    work = clone(repo, tmp_path / "work")
+    (tmp_path / "a-file").write_text("not a directory\n")
+    port = free_port()  # nothing listens there
+    if remote == "local":
+        dvc(work, "remote", "add", "-d", "bad", str(tmp_path / "a-file/store"))
+    elif remote == "s3":
+        dvc(work, "remote", "add", "-d", "bad", "s3://bucket/path")
+        dvc(work, "remote", "modify", "bad", "endpointurl", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    proc = run(
+        [sys.executable, str(ROOT / "scripts/push-run-cache"), *args],
+        cwd=work,
+        check=False,
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="x",
+    )
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("push-run-cache: error: " + found.format(tmp=tmp_path, port=port)), lines[0]
