@@ -48,7 +48,7 @@ def numpy_digests() -> str:
 def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digests(cpu, tmp_path, numpy_digests):
     """Numba compiles for `cpu` (NUMBA_CPU_FEATURES="": none of this machine's features added) into an
     empty cache: no kernel's assembly has an FMA instruction (for haswell and skylake-avx512, CPUs that
-    have them), and where this machine can run the code, the 24 fingerprint configurations give the
+    have them), and where this machine can run the code, the 26 fingerprint configurations give the
     NumPy engine's digests."""
     env = {
         "NUMBA_CPU_NAME": cpu,

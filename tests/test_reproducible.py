@@ -1,4 +1,4 @@
-"""Same bytes on every machine: the pipeline's files and 24 training configurations, compared across
+"""Same bytes on every machine: the pipeline's files and 26 training configurations, compared across
 NumPy dispatch levels, BLAS thread counts, two other BLAS kernels, and aarch64 (emulated) when the
 workplace's arm64-python tool is there.
 
