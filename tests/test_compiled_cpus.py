@@ -62,3 +62,14 @@ def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digest
     assert not fused
     if host_can_run(cpu):
         assert run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, **env).stdout == numpy_digests
+
+
+@pytest.mark.skipif(
+    "NUMBA_CPU_NAME" in os.environ, reason="NUMBA_CPU_NAME is set: this CPU's own code is not what runs"
+)
+def test_code_for_this_cpu_has_no_fused_multiply_add(tmp_path):
+    """The code Numba compiles for the machine the suite runs on (every feature it has, FMA included,
+    on any recent x86-64 or aarch64) has no fused multiply-add either."""
+    asm = json.loads(run([sys.executable, "-c", ASSEMBLY_PROBE], cwd=ROOT, NUMBA_CACHE_DIR=str(tmp_path)).stdout)
+    assert len(asm) > 20
+    assert not {name: FMA.findall(text) for name, text in asm.items() if FMA.search(text)}
