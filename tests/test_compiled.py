@@ -19,7 +19,7 @@ from pipeline import compiled, portable, sgd
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import LOSSES, init_network
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_one_line_error, copy_of, run
 
 FINGERPRINTS = ROOT / "tests" / "fingerprints.py"
 
@@ -201,3 +201,11 @@ def test_no_kernel_is_compiled_with_fastmath():
     assert len(dispatchers) > 10
     for dispatcher in dispatchers:
         assert not dispatcher.targetoptions.get("fastmath"), dispatcher.py_func.__name__
+
+
+def test_a_bad_engine_name_through_the_train_stage_is_one_line_and_keeps_the_model(built, tmp_path):
+    work = copy_of(built, tmp_path / "work")
+    before = (work / "models" / "model.npz").read_bytes()
+    proc = run([sys.executable, "-m", "pipeline.train"], cwd=work, check=False, PIPELINE_ENGINE="fastest")
+    assert_one_line_error(proc, "PIPELINE_ENGINE: expected numpy, numba or auto, found 'fastest'")
+    assert (work / "models" / "model.npz").read_bytes() == before
