@@ -39,7 +39,7 @@ def pieces(m: int, dtype: str, loss: str) -> dict[str, Callable[[], object]]:
         "  matmul         A1 W2      (m,5)@(5,3)": lambda: portable.matmul(A1, net.w2),
         "  sigmoid        output     (m,3)": lambda: portable.sigmoid(Z2),
         "backward (given forward's outputs)": lambda: backward(net, X, y, activations),
-        "  one_hot, output_delta     (m,3)": lambda: LOSSES[loss].delta(A2, one_hot(y, 3, A2.dtype)),
+        "  one_hot, loss delta       (m,3)": lambda: LOSSES[loss].delta(A2, one_hot(y, 3, A2.dtype)),
         "  matmul         dZ2 W2^T   (m,3)@(3,5)": lambda: portable.matmul(dZ2, net.w2.T),
         "  dA1 A1 (1 - A1)           (m,5)": lambda: dA1 * A1 * (1 - A1),
         "  pixels_matmul  X^T dZ1    (30,m)@(m,5)": lambda: portable.pixels_matmul(X.T, dZ1),
