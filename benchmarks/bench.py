@@ -1,7 +1,8 @@
 """Training speed side by side in one process run: our trainer, scikit-learn, the tutorial's loop; memory; DVC.
 
     pip install -c constraints.txt -e '.[bench]'
-    python benchmarks/bench.py [--samples 300000] [--rounds 3] [--skip-dvc] [--baseline REV]
+    python benchmarks/bench.py [--samples 300000] [--rounds 3] [--baseline REV] [--batches 1 64 1024]
+                               [--skip-memory] [--skip-dvc]
 
 "ours" is the compiled engine (PIPELINE_ENGINE=numba), "ours numpy" the NumPy reference; both give
 the same bytes. Every trainer fits the same 30-5-3 logistic network with plain SGD (lr 0.1, no momentum, no
@@ -124,12 +125,16 @@ from pipeline.model import init_network
 from pipeline.sgd import fit
 samples, batch_size = int(sys.argv[2]), int(sys.argv[3])
 X, y = noisy_copies(clean_glyphs(), samples // 3, 0.1, np.random.default_rng(0))
-try:  # revisions since the math takes its sizes as arguments
-    net = init_network(np.random.default_rng(0), 30, 5, ("A", "B", "C"), "bce", False)
-except TypeError:  # earlier ones
-    net = init_network(np.random.default_rng(0), 5, "bce", False)
+def network():
+    try:  # revisions since the math takes its sizes as arguments
+        return init_network(np.random.default_rng(0), 30, 5, ("A", "B", "C"), "bce", False)
+    except TypeError:  # earlier ones
+        return init_network(np.random.default_rng(0), 5, "bce", False)
+def train(n):
+    fit(network(), X[:n], y[:n], lr=0.1, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
+train(30)  # a compiled engine loads (or compiles) outside the timing, as warm_up does for ours
 start = time.perf_counter()
-fit(net, X, y, lr=0.1, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
+train(len(X))
 print(time.perf_counter() - start)
 """
 
@@ -142,16 +147,20 @@ def checkout(rev: str, dest: Path) -> Path:
 
 
 def baseline(tree: Path, samples: int, batch_size: int) -> float:
+    """Seconds for one epoch with REV's trainer, its compiled engine if it has one (as "ours")."""
     out = subprocess.run(
         [sys.executable, "-c", BASELINE_CHILD, str(tree), str(samples), str(batch_size)],
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "PIPELINE_ENGINE": "numba"},
     ).stdout
     return float(out)
 
 
-def speed(samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str, Path] | None = None) -> None:
+def speed(
+    samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str, Path] | None = None, batches=(1, 64, 1024)
+) -> None:
     """Samples/s of each trainer and ours/theirs, each the median over rounds that run them back to back."""
     X, y = data(samples)
     print(
@@ -159,7 +168,7 @@ def speed(samples: int, sklearn_bs1_samples: int, rounds: int, before: tuple[str
         f"median of {rounds} rounds; ratios are per round, then the median. ours: the compiled engine "
         f"(loaded in {warm_up():.2f} s), float64 unless named; ours numpy: the NumPy engine"
     )
-    for bs in (1, 64, 1024):
+    for bs in batches:
         n_sk = len(X) if bs > 1 else min(len(X), sklearn_bs1_samples)
         trainers = {
             "ours": lambda: len(X) / ours(X, y, bs, "numba"),
@@ -269,11 +278,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each measurement (medians are reported)")
     parser.add_argument("--skip-dvc", action="store_true")
     parser.add_argument("--baseline", metavar="REV", help="also time the trainer of this git revision")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024], choices=[1, 64, 1024])
+    parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         before = (args.baseline, checkout(args.baseline, Path(tmp))) if args.baseline else None
-        speed(args.samples, args.sklearn_bs1_samples, args.rounds, before)
-    memory(args.memory_samples, 1024)
+        speed(args.samples, args.sklearn_bs1_samples, args.rounds, before, args.batches)
+    if not args.skip_memory:
+        memory(args.memory_samples, 1024)
     if not args.skip_dvc:
         dvc_floor(args.rounds)
 

@@ -28,21 +28,25 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
     net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
     H, K, T, none = 5, 3, compiled.tables(dtype), np.empty(0, dtype)
     rows, labels = np.arange(m), y[:m].astype(np.int64)
-    floats, ints, typed = (
-        np.empty((4 * H + PIXELS) * m),
-        np.empty((2 * H + PIXELS) * m, np.int64),
+    bytes_, floats, ints, typed = (
+        np.empty(PIXELS * m, np.uint8),
+        np.empty(4 * H * m),
+        np.empty(2 * H * m, np.int64),
         np.empty(3 * (H + K) * m, dtype),
     )
-    P, M, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = compiled.batch_arrays(
-        floats, ints, typed, PIXELS, H, K, m
+    P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = compiled.batch_arrays(
+        bytes_, floats, ints, typed, PIXELS, H, K, m
     )
     S1, S2, dW1 = np.empty((1, PIXELS * H)), np.empty((1, PIXELS * H)), np.empty((PIXELS, H), dtype)
-    W, stack, values = compiled.scratch_rows(max(m * H, 1024), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    rows_k = compiled.SUMMARY_ROWS * K
+    W, stack = compiled.scratch_rows(max(m * H, rows_k), dtype), np.empty((3, 64), np.int64)
+    values = np.empty(64, dtype)
+    z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, m))
     counts, scratch = np.array([m, m * K], dtype), np.empty(m, dtype)
     w1_row, zero, one, lr = net.w1.reshape(1, -1), dtype.type(0), dtype.type(1), dtype.type(1e-9)
     Z2_all = np.zeros((m, K), dtype)
     return {
-        "pixel_rows (uint8 -> float, mask)": lambda: compiled.pixel_rows(X, rows, P, M),
+        "pixel_rows (one pixel a row)": lambda: compiled.pixel_rows(X, rows, P),
         "forward: slices of w1, X W1, sigmoids, A1 W2": lambda: compiled.forward(
             P, m, w1_row, net.w2, none, none, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W
         ),
@@ -52,11 +56,13 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
         ),
         "loss_gradient": lambda: compiled.loss_gradient(0, labels, m, A2, dZ2, counts),
         "hidden_delta": lambda: compiled.hidden_delta(net.w2, dZ2, A1, dZ1, m, one),
-        "pixel_gradient (X^T dZ1, integer sums)": lambda: compiled.pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2),
+        "pixel_gradient (X^T dZ1, integer sums)": lambda: compiled.pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2),
         "update (dW2, biases: pairwise sums)": lambda: compiled.update(
             lr, net.w1, net.w2, none, none, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values
         ),
-        "epoch_summary (loss, accuracy) per example": lambda: compiled.epoch_summary(0, Z2_all, labels, T),
+        "summarize (the loss and accuracy of the batch)": lambda: compiled.summarize(
+            0, Z2_all, labels, 0, m, per_example, z, target, out, cell, T, W
+        ),
     }
 
 

@@ -10,7 +10,9 @@ a time instead of one array at a time, so every result has the same bits on ever
   summation (`pairwise_sum`), which is what `np.add.reduce` does over a contiguous axis.
 
 Shapes: m = examples in the batch, H = hidden units, K = classes. Activations are kept one unit a row,
-(H, m) and (K, m), so the loops over a batch's examples run over contiguous memory.
+(H, m) and (K, m), so the loops over a batch's examples run over contiguous memory. A batch of one
+runs as one kernel (`step_one`), its numbers in registers. The epoch's loss and accuracy are taken
+every SUMMARY_ROWS examples, from logits just written and still in the cache (`summarize`).
 Every kernel works in the weights' dtype (float64 or float32): a scalar of that dtype comes from the
 `consts` array, never from a Python literal, which Numba would make float64.
 """
@@ -28,6 +30,8 @@ ENGINE = numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath,
 # The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on
 # every array passed, which cost more than a one-example step's arithmetic).
 KERNEL = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+# A scalar step that kernels call in their loops, inlined into them so that LLVM can vectorize the loop.
+INLINE = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 # Indices into `consts`, the scalars of one dtype.
 ZERO, ONE, LOWEST, HIGHEST, INV_STEP, STEP_HI, STEP_LO, ROUND_SHIFT, E0, E1, E2, TABLE_SIZE = range(12)
@@ -50,7 +54,7 @@ def tables(dtype: np.dtype) -> tuple[np.ndarray, ...]:
     return consts, powers, pow2, centers, log_centers
 
 
-TINY = 2.0**-1074  # the smallest subnormal float64
+TINY, NORMAL = 2.0**-1074, 2.0**-1022  # the smallest subnormal float64, and the smallest normal one
 POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
 
 
@@ -63,41 +67,59 @@ POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2
 
 @KERNEL
 def exp_row(x, n, sign, out, T, W):
-    """out[:n] = e^(sign x[:n]), sign = 1 or -1: `portable._exp` (x clipped, k = round(sign x 256/ln2),
-    r = k ln2/256 - sign x, e^-r - 1 by its polynomial, times 2^(k/256) = 2^(j/256) 2^(k // 256))."""
+    """out[:n] = e^(sign x[:n]), sign = 1 or -1: `portable._exp`, in two passes (`exp_reduce` and
+    `exp_scale`): the first has no table look-ups, so LLVM vectorizes it."""
     consts, powers, pow2 = T[0], T[1], T[2]
     F1, I1 = W[0], W[4]
+    c = exp_constants(consts, sign)
+    for i in range(n):
+        F1[i], I1[i] = exp_reduce(x[i], sign, c)
+    for i in range(n):
+        out[i] = exp_scale(F1[i], I1[i], powers, pow2)
+
+
+@INLINE
+def exp_constants(consts, sign):
+    """The scalars `exp_reduce` reads, for e^(sign x): the clipping range, sign 256/ln2, and the rest."""
     lo = consts[LOWEST] if sign > 0 else -consts[HIGHEST]
     hi = consts[HIGHEST] if sign > 0 else -consts[LOWEST]
     scale = consts[INV_STEP] if sign > 0 else -consts[INV_STEP]
     rs, step_hi, step_lo, zero = consts[ROUND_SHIFT], consts[STEP_HI], consts[STEP_LO], consts[ZERO]
-    e0, e1, e2 = -consts[E0], consts[E1], consts[E2]
-    for i in range(n):
-        v = x[i]
-        v = lo if v < lo else v  # np.maximum and np.minimum: a NaN stays NaN
-        v = hi if v > hi else v
-        shifted = v * scale
-        shifted += rs  # rounds to the integer k, as portable's bit trick reads it
-        k = shifted - rs
-        r = k * step_hi
-        if sign > 0:
-            r -= v
-        else:
-            r += v
-        r += k * step_lo
-        p = r * e0
-        p += e1
-        p *= r
-        p = e2 - p
-        p *= r * r
-        p -= r
-        F1[i] = p
-        I1[i] = np.int32(zero if math.isnan(k) else k)  # a NaN's k would be an undefined integer; p stays NaN
-    for i in range(n):
-        k = I1[i]
-        t = powers[k & (_N - 1)] * pow2[(k >> _TABLE_BITS) + POW2_OFFSET]  # exact: a normal number
-        p = F1[i] * t
-        out[i] = p + t
+    return lo, hi, scale, rs, step_hi, step_lo, zero, -consts[E0], consts[E1], consts[E2]
+
+
+@INLINE
+def exp_reduce(v, sign, c):
+    """(p, k) for e^(sign v) = 2^(k/256) (1 + p), as `portable._exp`: v clipped, k = round(sign v 256/ln2),
+    r = k ln2/256 - sign v, and p = e^-r - 1 by its polynomial. k is an int32 (0 for a NaN v, whose
+    integer would be undefined; p stays NaN)."""
+    lo, hi, scale, rs, step_hi, step_lo, zero, e0, e1, e2 = c
+    v = lo if v < lo else v  # np.maximum and np.minimum: a NaN stays NaN
+    v = hi if v > hi else v
+    shifted = v * scale
+    shifted += rs  # rounds to the integer k, as portable's bit trick reads it
+    k = shifted - rs
+    r = k * step_hi
+    if sign > 0:
+        r -= v
+    else:
+        r += v
+    r += k * step_lo
+    p = r * e0
+    p += e1
+    p *= r
+    p = e2 - p
+    p *= r * r
+    p -= r
+    return p, np.int32(zero if math.isnan(k) else k)
+
+
+@INLINE
+def exp_scale(p, k, powers, pow2):
+    """2^(k/256) (1 + p) = t + p t, t = 2^(j/256) 2^(k // 256) (exact: a normal number), j = k mod 256."""
+    t = powers[k & (_N - 1)] * pow2[(k >> _TABLE_BITS) + POW2_OFFSET]
+    p = p * t
+    return p + t
 
 
 @KERNEL
@@ -243,26 +265,46 @@ def slices(W, rows, cols, k, S1, S2):
     """`portable._slices` of W[:rows, :cols]: S1 + S2 = W up to a remainder, each on a grid where any
     sum of k entries is exact. W float64 or float32; S1, S2 float64, written in place. Returns the two
     grid steps (S1 and S2 are integer multiples of them), or (0, 0) when W is not finite."""
-    if W.itemsize == 8:
-        exponent, finite = _largest_exponent(W.view(np.int64), rows, cols, 52, 1022, 1074)
-    else:
-        exponent, finite = _largest_exponent(W.view(np.int32), rows, cols, 23, 126, 149)
+    exponent, finite = largest_exponent(W, rows, cols)
+    big1, big2, q1, q2 = grids(exponent, k)
+    for r in range(rows):
+        for i in range(cols):
+            S1[r, i], S2[r, i] = split(np.float64(W[r, i]), big1, big2)
+    return (q1, q2) if finite else (0.0, 0.0)
+
+
+@INLINE
+def grids(exponent, k):
+    """(big1, big2, q1, q2) of `portable._slices` for max|w| < 2^exponent and sums of k entries: adding
+    and taking away big1 rounds w to a multiple of q1, big2 the rest to a multiple of q2 (at least the
+    smallest subnormal)."""
     spare = 0  # k.bit_length(), at least 2
     while k >> spare:
         spare += 1
     spare = max(2, spare)
     big1 = math.ldexp(1.5, exponent + spare - 1)
     big2 = math.ldexp(1.5, exponent + spare - 54 + spare - 1)
-    for r in range(rows):
-        for i in range(cols):
-            w = np.float64(W[r, i])
-            s1 = (w + big1) - big1
-            S1[r, i] = s1
-            S2[r, i] = ((w - s1) + big2) - big2
-    if not finite:
-        return 0.0, 0.0
-    # The grids: S1 holds multiples of ulp(big1), S2 of ulp(big2) (at least the smallest subnormal)
-    return max(math.ldexp(1.0, exponent + spare - 53), TINY), max(math.ldexp(1.0, exponent + 2 * spare - 107), TINY)
+    return (
+        big1,
+        big2,
+        max(math.ldexp(1.0, exponent + spare - 53), TINY),
+        max(math.ldexp(1.0, exponent + 2 * spare - 107), TINY),
+    )
+
+
+@INLINE
+def split(w, big1, big2):
+    """(s1, s2): w rounded to big1's grid, and what is left rounded to big2's."""
+    s1 = (w + big1) - big1
+    return s1, ((w - s1) + big2) - big2
+
+
+@KERNEL
+def largest_exponent(W, rows, cols):
+    """(e, finite) for W[:rows, :cols] float64 or float32: every |w| < 2^e, and whether all are finite."""
+    if W.itemsize == 8:
+        return _largest_exponent(W.view(np.int64), rows, cols, 52, 1022, 1074)
+    return _largest_exponent(W.view(np.int32), rows, cols, 23, 126, 149)
 
 
 @KERNEL
@@ -272,7 +314,7 @@ def _largest_exponent(B, rows, cols, mantissa_bits, bias, subnormal):
     w is finite. The largest |w| has the largest pattern once the sign bit is cleared (NaN and infinity
     the largest of all): an integer maximum, which LLVM vectorizes, where a float one must run in order."""
     top = B.dtype.type(0)
-    sign = ~(B.dtype.type(1) << (8 * B.itemsize - 1))
+    sign = B.dtype.type((1 << (8 * B.itemsize - 1)) - 1)  # all bits but the sign bit, in B's own width
     for r in range(rows):
         for i in range(cols):
             top = max(top, B[r, i] & sign)
@@ -327,43 +369,40 @@ def loss_gradient(loss, labels, m, A2, dZ2, counts):
 
 
 @KERNEL
-def pixel_rows(X, rows, P, M):
-    """The batch's 0/1 pixels X[rows] : (m, 30), one pixel a row: P : (30, m) float64, and M : (30, m)
-    int64 masks (-1 where inked, 0 where blank) for `pixel_gradient`'s integer sums."""
-    for p in range(X.shape[1]):
-        for i in range(rows.shape[0]):
-            v = X[rows[i], p]
-            P[p, i] = v
-            M[p, i] = -np.int64(v)
+def pixel_rows(X, rows, P):
+    """The batch's 0/1 pixels X[rows] : (m, 30), one pixel a row: P : (30, m) uint8, 30 bytes an
+    example (the kernels widen them as they read them: that costs less than moving wider numbers)."""
+    for i in range(rows.shape[0]):  # each example's row read once, in order
+        x = X[rows[i]]
+        for p in range(X.shape[1]):
+            P[p, i] = x[p]
 
 
 @KERNEL
 def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
-    """Z1 = (X W1)^T : (H, m) for P : (30, m) pixels and w1's slices S1, S2 : (30, H), as
+    """Z1 = (X W1)^T : (H, m) for P : (30, m) uint8 pixels and w1's slices S1, S2 : (30, H), as
     `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once.
-    A product with a 0/1 pixel is exact, so the sums multiply rather than branch on the pixels."""
-    H = S1.shape[1]
-    if m == 1:  # one example: the H sums side by side, pixel after pixel
-        acc1[:, 0] = 0.0
-        acc2[:, 0] = 0.0
-        for p in range(P.shape[0]):
-            x = P[p, 0]
-            for h in range(H):
-                acc1[h, 0] += x * S1[p, h]
-                acc2[h, 0] += x * S2[p, h]
-    else:
-        for h in range(H):  # one hidden unit at a time: its two rows of m sums stay in the L1 cache
-            a1, a2 = acc1[h], acc2[h]
-            a1[:] = 0.0
-            a2[:] = 0.0
-            for p in range(P.shape[0]):
-                s1, s2, x = S1[p, h], S2[p, h], P[p]
-                for i in range(m):
-                    a1[i] += x[i] * s1
-                    a2[i] += x[i] * s2
-    for h in range(H):
+    So three pixels are added at a time (a third of the loads and stores of the sums), and a product
+    with a 0/1 pixel is exact, so the sums multiply rather than branch on the pixels."""
+    H, pixels = S1.shape[1], P.shape[0]
+    for h in range(H):  # one hidden unit at a time: its two rows of m sums stay in the L1 cache
+        a1, a2 = acc1[h], acc2[h]
+        a1[:] = 0.0
+        a2[:] = 0.0
+        for p in range(0, pixels - pixels % 3, 3):
+            x, y, z = P[p], P[p + 1], P[p + 2]
+            s1x, s1y, s1z, s2x, s2y, s2z = S1[p, h], S1[p + 1, h], S1[p + 2, h], S2[p, h], S2[p + 1, h], S2[p + 2, h]
+            for i in range(m):
+                u, v, w = np.float64(x[i]), np.float64(y[i]), np.float64(z[i])
+                a1[i] += (u * s1x + v * s1y) + w * s1z
+                a2[i] += (u * s2x + v * s2y) + w * s2z
+        for p in range(pixels - pixels % 3, pixels):
+            s1, s2, x = S1[p, h], S2[p, h], P[p]
+            for i in range(m):
+                a1[i] += np.float64(x[i]) * s1
+                a2[i] += np.float64(x[i]) * s2
         for i in range(m):
-            Z1[h, i] = acc1[h, i] + acc2[h, i]  # rounded once to float64 (and to float32 on the store)
+            Z1[h, i] = a1[i] + a2[i]  # rounded once to float64 (and to float32 on the store)
 
 
 @KERNEL
@@ -406,18 +445,18 @@ def hidden_delta(w2, dZ2, A1, dZ1, m, one):
 
 
 @KERNEL
-def pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2):
+def pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2):
     """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`.
 
     For m > 1 that is, for each slice of dZ1, a sum of the inked examples' entries, exact in any order.
     Each slice lies on a grid q: its entries are integers times q, so the sums run in int64 (which
     LLVM vectorizes: integer addition has no rounding to keep in order), then scale back exactly.
-    M : (30, m) the pixels as int64 masks; G1, G2 : (H, m) float64 and N1, N2 : (H, m) int64 scratch."""
+    P : (30, m) uint8 pixels; G1, G2 : (H, m) float64 and N1, N2 : (H, m) int64 scratch."""
     H = dZ1.shape[0]
     if m == 1:  # one exact product each
         for p in range(P.shape[0]):
             for h in range(H):
-                dW1[p, h] = P[p, 0] * np.float64(dZ1[h, 0])
+                dW1[p, h] = np.float64(P[p, 0]) * np.float64(dZ1[h, 0])
         return
     q1, q2 = slices(dZ1, H, m, m, G1, G2)
     if q1 == 0.0:  # not finite: training has diverged, and the float sums make that show (as NaN)
@@ -425,17 +464,47 @@ def pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2):
             for h in range(H):
                 dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
         return
-    for h in range(H):
-        for i in range(m):
-            N1[h, i] = np.int64(G1[h, i] / q1)  # exact: an integer below 2^53
-            N2[h, i] = np.int64(G2[h, i] / q2)
-    for p in range(P.shape[0]):
-        for h in range(H):
-            n1 = n2 = 0
+    grid_integers(G1, q1, N1, H, m)
+    grid_integers(G2, q2, N2, H, m)
+    pixels = P.shape[0]
+    for h in range(H):  # each unit's two rows of m integers read once for three pixels
+        n1, n2 = N1[h], N2[h]
+        for p in range(0, pixels - pixels % 3, 3):
+            x, y, z = P[p], P[p + 1], P[p + 2]
+            x1 = y1 = z1 = x2 = y2 = z2 = 0
             for i in range(m):
-                n1 += M[p, i] & N1[h, i]
-                n2 += M[p, i] & N2[h, i]
-            dW1[p, h] = np.float64(n1) * q1 + np.float64(n2) * q2  # each product exact; one rounding
+                mx, my, mz = -np.int64(x[i]), -np.int64(y[i]), -np.int64(z[i])  # all ones where inked, else 0
+                x1 += mx & n1[i]
+                y1 += my & n1[i]
+                z1 += mz & n1[i]
+                x2 += mx & n2[i]
+                y2 += my & n2[i]
+                z2 += mz & n2[i]
+            dW1[p, h] = np.float64(x1) * q1 + np.float64(x2) * q2  # each product exact; one rounding
+            dW1[p + 1, h] = np.float64(y1) * q1 + np.float64(y2) * q2
+            dW1[p + 2, h] = np.float64(z1) * q1 + np.float64(z2) * q2
+        for p in range(pixels - pixels % 3, pixels):
+            x, t1, t2 = P[p], 0, 0
+            for i in range(m):
+                mask = -np.int64(x[i])
+                t1 += mask & n1[i]
+                t2 += mask & n2[i]
+            dW1[p, h] = np.float64(t1) * q1 + np.float64(t2) * q2
+
+
+@KERNEL
+def grid_integers(G, q, N, H, m):
+    """N[:H, :m] = G / q, exactly (G is on the grid of q, a power of two: the quotients are integers below
+    2^53). As G (1/q), a multiplication, unless 1/q would overflow (q below 2^-1022)."""
+    if q >= NORMAL:
+        scale = 1.0 / q
+        for h in range(H):
+            for i in range(m):
+                N[h, i] = np.int64(G[h, i] * scale)
+    else:
+        for h in range(H):
+            for i in range(m):
+                N[h, i] = np.int64(G[h, i] / q)
 
 
 @KERNEL
@@ -443,7 +512,7 @@ def exact_dot(x, g, m):
     """The sum of x[i] g[i] for i < m, in order (0/1 x and g on a grid: every order gives the same)."""
     total = 0.0
     for i in range(m):
-        total += x[i] * g[i]
+        total += np.float64(x[i]) * g[i]
     return total
 
 
@@ -467,6 +536,75 @@ def update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, value
             b2[c] -= lr * pairwise_sum(dZ2[c], m, zero, stack, values)
 
 
+# ---- a batch of one: the same step, fused ----
+
+
+@KERNEL
+def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
+    """`forward`, `loss_gradient`, `hidden_delta`, `pixel_gradient` and `update` for a batch of one,
+    X[row] : (30,) uint8, fused into one pass: the same operations in the same order, with the numbers
+    in registers rather than in the kernels' (H, m) arrays, whose loads and stores cost more than one
+    example's arithmetic. Z2_out[out_row] : (K,) gets the logits; work : (2 H + K + 1,) scratch, whose
+    last entry rounds a float64 to the weights' dtype (as a store into the kernels' arrays does)."""
+    consts, powers, pow2 = T[0], T[1], T[2]
+    zero, one = consts[ZERO], consts[ONE]
+    pixels, (H, K) = X.shape[1], w2.shape
+    a1, dz1, dz2, rounded = work[:H], work[H : 2 * H], work[2 * H : 2 * H + K], work[2 * H + K :]
+    c = exp_constants(consts, -1)
+    exponent, _ = largest_exponent(w1.reshape(1, pixels * H), 1, pixels * H)  # Z1 = X W1 on the slices' grids
+    big1, big2, _, _ = grids(exponent, pixels)
+    for h in range(H):
+        acc1 = acc2 = 0.0
+        for p in range(pixels):
+            s1, s2 = split(np.float64(w1[p, h]), big1, big2)
+            v = np.float64(X[row, p])
+            acc1 += v * s1
+            acc2 += v * s2
+        rounded[0] = acc1 + acc2
+        z = rounded[0]
+        if b1.shape[0]:
+            z += b1[h]
+        e, k = exp_reduce(z, -1, c)
+        a1[h] = one / (exp_scale(e, k, powers, pow2) + one)  # A1 = sigmoid(Z1)
+    rounded[0] = K
+    count = rounded[0]  # m K, for mse
+    for j in range(K):
+        z = w2[0, j] * a1[0]  # Z2 = A1 W2 + b2, summed over the H units in order
+        for h in range(1, H):
+            z += w2[h, j] * a1[h]
+        if b2.shape[0]:
+            z += b2[j]
+        Z2_out[out_row, j] = z
+        e, k = exp_reduce(z, -1, c)
+        a2 = one / (exp_scale(e, k, powers, pow2) + one)  # A2 = sigmoid(Z2)
+        d = a2 - (one if label == j else zero)  # dZ2, as loss_gradient with m = 1
+        if loss == BCE:
+            dz2[j] = d / one
+        else:
+            dz2[j] = (one + one) * d * a2 * (one - a2) / count
+    for h in range(H):  # dZ1 = (dZ2 W2^T) A1 (1 - A1), as hidden_delta
+        d = w2[h, 0] * dz2[0]
+        for j in range(1, K):
+            d += w2[h, j] * dz2[j]
+        dz1[h] = d * a1[h] * (one - a1[h])
+    for p in range(pixels):  # W1 -= lr X^T dZ1: one exact product each, as pixel_gradient with m = 1
+        v = np.float64(X[row, p])
+        for h in range(H):
+            rounded[0] = v * np.float64(dz1[h])
+            w1[p, h] -= lr * rounded[0]
+    for h in range(H):  # W2 -= lr A1^T dZ2 and the biases: each batch sum of one term is 0 + (0 + t)
+        for j in range(K):
+            w2[h, j] -= lr * (zero + (zero + a1[h] * dz2[j]))
+    if b1.shape[0]:
+        for h in range(H):
+            b1[h] -= lr * (zero + (zero + dz1[h]))
+        for j in range(K):
+            b2[j] -= lr * (zero + (zero + dz2[j]))
+
+
+SUMMARY_ROWS = 1024  # rows of logits summarized at once: 24 KiB of float64 for K = 3, in the L1 cache
+
+
 @ENGINE
 def scratch_rows(n, dtype):
     """W for the row kernels: four float rows and an int32 row of n entries."""
@@ -476,102 +614,157 @@ def scratch_rows(n, dtype):
 @ENGINE
 def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     """One pass over X[order] : (N, 30) uint8, batch by batch, as `sgd.train_epoch`: the weights move in
-    place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update."""
+    place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update. Returns the
+    epoch's (sum of the examples' losses, correct argmax count, largest |logit|) over Z2_out, as
+    `sgd.numpy_epoch` finds them (the sum before its division by `model.LOSSES[loss].count`)."""
     N, (H, K), pixels, dtype = order.shape[0], w2.shape, X.shape[1], w1.dtype
     bs = max(1, min(batch_size, N))
     S1, S2, dW1 = np.empty((1, pixels * H)), np.empty((1, pixels * H)), np.empty((pixels, H), dtype)
     labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
-    W, stack, values = scratch_rows(max(bs * H, 1024), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
-    floats, ints = np.empty((4 * H + pixels) * bs), np.empty((2 * H + pixels) * bs, np.int64)
-    typed = np.empty(3 * (H + K) * bs, dtype)
+    rows_k = SUMMARY_ROWS * K
+    W, stack, values = scratch_rows(max(bs * H, rows_k), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    bytes_, floats, ints = np.empty(pixels * bs, np.uint8), np.empty(4 * H * bs), np.empty(2 * H * bs, np.int64)
+    typed, work = np.empty(3 * (H + K) * bs, dtype), np.empty(2 * H + K + 1, dtype)
+    visited, per_example = np.empty(N, np.int64), np.empty(N, dtype)  # labels in visiting order; losses
+    z, target, out, cell = np.empty(rows_k, dtype), np.empty(rows_k, dtype), np.empty(rows_k, dtype), np.empty(1, dtype)
     zero, one = T[0][ZERO], T[0][ONE]
     w1_row = w1.reshape(1, pixels * H)
     m = bs
-    P, M, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(floats, ints, typed, pixels, H, K, m)
+    P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m)
+    correct, largest, summarized = 0, 0.0, 0  # the epoch's summary, over the rows of Z2_out before `summarized`
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start
-            arrays = batch_arrays(floats, ints, typed, pixels, H, K, m)
-            P, M, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = arrays
-        rows = order[start : start + m]
+            arrays = batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m)
+            P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = arrays
         for i in range(m):
-            labels[i] = y[rows[i]]
-        counts[0], counts[1] = m, m * K
-        pixel_rows(X, rows, P, M)
-        forward(P, m, w1_row, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
-        for i in range(m):
-            for c in range(K):
-                Z2_out[start + i, c] = Z2[c, i]
-        loss_gradient(loss, labels, m, A2, dZ2, counts)
-        hidden_delta(w2, dZ2, A1, dZ1, m, one)
-        pixel_gradient(P, M, dZ1, m, dW1, G1, G2, N1, N2)
-        update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values)
+            visited[start + i] = labels[i] = y[order[start + i]]
+        if m == 1:
+            step_one(X, order[start], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T)
+        else:
+            rows = order[start : start + m]
+            counts[0], counts[1] = m, m * K
+            pixel_rows(X, rows, P)
+            forward(P, m, w1_row, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
+            for i in range(m):
+                for c in range(K):
+                    Z2_out[start + i, c] = Z2[c, i]
+            loss_gradient(loss, labels, m, A2, dZ2, counts)
+            hidden_delta(w2, dZ2, A1, dZ1, m, one)
+            pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2)
+            update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values)
+        if start + m - summarized >= SUMMARY_ROWS or start + m == N:  # the rows just written, while cached
+            n = start + m - summarized
+            right, top = summarize(loss, Z2_out, visited, summarized, n, per_example, z, target, out, cell, T, W)
+            correct, largest, summarized = correct + right, max_nan(largest, top), summarized + n
+    return np.float64(pairwise_sum(per_example, N, zero, stack, values)), correct, largest
 
 
 @ENGINE
-def batch_arrays(floats, ints, typed, pixels, H, K, m):
-    """A batch of m examples' arrays, each C-contiguous, carved out of three flat buffers: float64
-    P (30, m) and acc1, acc2, G1, G2 (H, m); int64 M (30, m) and N1, N2 (H, m); in the weights' dtype
-    Z1, A1, dZ1 (H, m) and Z2, A2, dZ2 (K, m)."""
-    P, M = floats[: pixels * m].reshape(pixels, m), ints[: pixels * m].reshape(pixels, m)
-    f = [floats[(pixels + j * H) * m : (pixels + (j + 1) * H) * m].reshape(H, m) for j in range(4)]
-    n = [ints[(pixels + j * H) * m : (pixels + (j + 1) * H) * m].reshape(H, m) for j in range(2)]
+def batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m):
+    """A batch of m examples' arrays, each C-contiguous, carved out of four flat buffers: uint8 P (30, m);
+    float64 acc1, acc2, G1, G2 (H, m); int64 N1, N2 (H, m); in the weights' dtype Z1, A1, dZ1 (H, m) and
+    Z2, A2, dZ2 (K, m)."""
+    P = bytes_[: pixels * m].reshape(pixels, m)
+    f = [floats[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(4)]
+    n = [ints[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(2)]
     t = [typed[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(3)]
     u = [typed[3 * H * m + j * K * m : 3 * H * m + (j + 1) * K * m].reshape(K, m) for j in range(3)]
-    return P, M, f[0], f[1], f[2], f[3], n[0], n[1], t[0], t[1], t[2], u[0], u[1], u[2]
+    return P, f[0], f[1], f[2], f[3], n[0], n[1], t[0], t[1], t[2], u[0], u[1], u[2]
 
 
-# ---- an epoch's loss and accuracy ----
+# ---- an epoch's loss and accuracy, batch by batch ----
 
 
-@ENGINE
-def epoch_summary(loss, Z2, labels, T):
-    """(sum of the examples' losses, correct argmax count, largest |logit|) of Z2 : (N, K) against
-    labels : (N,), as `model.loss_value` (before its division), `model.accuracy` and `sgd.fit`."""
-    N, K = Z2.shape
-    per_example = np.zeros(N, Z2.dtype)  # 0 + the K outputs' losses, added in order
-    block = min(N, 1024)
-    z, target, out = np.empty(block, Z2.dtype), np.empty(block, Z2.dtype), np.empty(block, Z2.dtype)
-    W, one = scratch_rows(block, Z2.dtype), T[0][ONE]
-    for start in range(0, N, block):
-        n = min(block, N - start)
-        for c in range(K):
-            for i in range(n):
-                z[i], target[i] = Z2[start + i, c], one if labels[start + i] == c else one - one
-            loss_outputs(loss, z, target, n, out, T, W)
-            for i in range(n):
-                per_example[start + i] += out[i]
+@KERNEL
+def summarize(loss, Z2, labels, start, n, per_example, z, target, out, cell, T, W):
+    """per_example[start : start + n] = the losses of the rows start .. start + n of Z2 : (N, K)
+    C-contiguous, whose labels are labels[start : start + n] (0 + the K outputs' losses, added in
+    order, as `model.loss_value`); returns (how many have their argmax at their label, their largest
+    |logit|), as `model.accuracy` and `sgd.fit`. Called on rows just written, while in the cache, a
+    block of z.shape[0] / K rows at a time: their logits in a row, as z, target and out : (block K,)."""
+    K = Z2.shape[1]
+    flat, block, zero, one = Z2.reshape(Z2.shape[0] * K), z.shape[0] // K, T[0][ZERO], T[0][ONE]
     correct, largest = 0, 0.0
-    for i in range(N):
-        best = 0
-        for c in range(K):
+    for first in range(start, start + n, block):
+        count = min(block, start + n - first)
+        for j in range(count * K):
+            z[j] = flat[first * K + j]
+        for i in range(count):
+            for c in range(K):
+                target[i * K + c] = one if labels[first + i] == c else zero
+        loss_outputs(loss, z, target, count * K, out, T, W)
+        for i in range(count):
+            total = zero
+            for c in range(K):
+                total += out[i * K + c]
+            per_example[first + i] = total
+        correct += correct_rows(Z2, labels, first, count)
+        largest = max_nan(largest, largest_abs(flat, first * K, count * K, cell))
+    return correct, largest
+
+
+@KERNEL
+def correct_rows(Z2, labels, start, n):
+    """How many of the rows start .. start + n of Z2 : (N, K) have their argmax at their label, as
+    `np.argmax` picks it: the first largest entry, or the first NaN. (Selects, not branches: which
+    entry is largest is as unpredictable as the logits.)"""
+    correct = 0
+    for i in range(start, start + n):
+        best, top = 0, Z2[i, 0]
+        for c in range(1, Z2.shape[1]):
             v = Z2[i, c]
-            a = abs(np.float64(v))
-            if a > largest or math.isnan(a):  # np.max(np.abs(Z2)): a NaN wins
-                largest = a
-            if v > Z2[i, best] or (math.isnan(v) and not math.isnan(Z2[i, best])):  # np.argmax: first max, NaN first
-                best = c
+            take = (v > top) | (math.isnan(v) & (not math.isnan(top)))
+            best = c if take else best
+            top = v if take else top
         correct += best == labels[i]
-    stack, values = np.empty((3, 64), np.int64), np.empty(64, Z2.dtype)
-    return np.float64(pairwise_sum(per_example, N, T[0][ZERO], stack, values)), correct, largest
+    return correct
+
+
+@KERNEL
+def largest_abs(x, start, n, cell):
+    """max |x[start : start + n]| as a float64, NaN if any is NaN (as np.max(np.abs(x))). cell : (1,) of
+    x's dtype is scratch. Found as the largest bit pattern with the sign bit cleared: an integer
+    maximum, which LLVM vectorizes, where a float one must run in order (NaN's pattern is the largest)."""
+    if x.itemsize == 8:
+        cell.view(np.int64)[0] = _largest_bits(x.view(np.int64), start, n)
+    else:
+        cell.view(np.int32)[0] = _largest_bits(x.view(np.int32), start, n)
+    return np.float64(cell[0])
+
+
+@KERNEL
+def _largest_bits(B, start, n):
+    """max(B[start : start + n] & ~sign bit)."""
+    top = B.dtype.type(0)
+    sign = B.dtype.type((1 << (8 * B.itemsize - 1)) - 1)  # all bits but the sign bit, in B's own width
+    for i in range(start, start + n):
+        top = max(top, B[i] & sign)
+    return top
+
+
+@KERNEL
+def max_nan(a, b):
+    """max(a, b), NaN if either is (np.maximum)."""
+    return a if (a > b or math.isnan(a)) else b
 
 
 # ---- the cache: what auto asks, and compiling ahead ----
 
 
 def example_arguments(dtype: np.dtype | type) -> dict[str, tuple]:
-    """Arguments of the types `sgd` passes, for each entry point: what is compiled, and cached, per dtype."""
+    """Arguments of the types `sgd` passes, for each entry point (one: `train_epoch`): what is compiled,
+    and cached, per dtype."""
     dtype = np.dtype(dtype)
     X, labels, T, none = np.zeros((3, 30), np.uint8), np.arange(3, dtype=np.int64), tables(dtype), np.empty(0, dtype)
     w1, w2, Z2 = np.zeros((30, 5), dtype), np.zeros((5, 3), dtype), np.zeros((3, 3), dtype)
     return {
         "train_epoch": (X, labels, np.arange(3), dtype.type(0.1), 1, 0, w1, w2, none, none, Z2, T),
-        "epoch_summary": (0, Z2, labels, T),
     }
 
 
 def is_cached(dtype: np.dtype | type) -> bool:
-    """Whether both entry points for `dtype` are in Numba's on-disk cache for this CPU and this source,
+    """Whether the entry points for `dtype` are in Numba's on-disk cache for this CPU and this source,
     so that using them costs a load (a fraction of a second), not a compile. (Numba's cache index is
     internal: if it cannot be read, the answer is no.)"""
     try:

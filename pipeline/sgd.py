@@ -118,8 +118,12 @@ def numpy_epoch(
 ) -> tuple[float, float, float]:
     """One epoch with `model.sgd_step`: (loss, accuracy, largest |logit|) of the logits Z2 it visited."""
     train_epoch(net, X, y, order, lr, batch_size, Z2)
-    visited = y[order]
-    return loss_value(net.loss, Z2, visited), accuracy(Z2, visited), float(np.max(np.abs(Z2), initial=0.0))
+    return epoch_summary(net.loss, Z2, y[order])
+
+
+def epoch_summary(loss: str, Z2: np.ndarray, visited: np.ndarray) -> tuple[float, float, float]:
+    """(loss, accuracy, largest |logit|) of an epoch's logits Z2 : (N, K) against the labels it visited."""
+    return loss_value(loss, Z2, visited), accuracy(Z2, visited), float(np.max(np.abs(Z2), initial=0.0))
 
 
 def compiled_epoch(X: np.ndarray, y: np.ndarray) -> EpochRunner:
@@ -135,8 +139,9 @@ def compiled_epoch(X: np.ndarray, y: np.ndarray) -> EpochRunner:
         dtype, loss = net.w1.dtype, compiled.LOSS_IDS[net.loss]
         T, none = tables.setdefault(dtype, compiled.tables(dtype)), np.empty(0, dtype)
         b1, b2 = (net.b1, net.b2) if net.bias else (none, none)
-        compiled.train_epoch(X, y, order, dtype.type(lr), batch_size, loss, net.w1, net.w2, b1, b2, Z2, T)
-        total, correct, largest = compiled.epoch_summary(loss, Z2, y[order], T)
+        total, correct, largest = compiled.train_epoch(
+            X, y, order, dtype.type(lr), batch_size, loss, net.w1, net.w2, b1, b2, Z2, T
+        )
         return total / LOSSES[net.loss].count(*Z2.shape), correct / len(order), largest
 
     return run

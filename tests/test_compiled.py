@@ -146,15 +146,81 @@ def extreme_gradients() -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("case", range(len(extreme_gradients())))
-def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case):
+@pytest.mark.parametrize("pixels", [PIXELS, 31, 32])  # the kernels take three pixels at a time, then the rest
+def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case, pixels):
     dZ1 = extreme_gradients()[case]
     H, m = dZ1.shape
-    P = (np.random.default_rng(case).random((PIXELS, m)) < 0.5).astype(np.float64)
-    dW1 = np.empty((PIXELS, H), dZ1.dtype)
+    P = (np.random.default_rng(case).random((pixels, m)) < 0.5).astype(np.float64)
+    dW1 = np.empty((pixels, H), dZ1.dtype)
     G1, G2, N1, N2 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), np.int64), np.empty((H, m), np.int64)
-    compiled.pixel_gradient(P, -P.astype(np.int64), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
+    compiled.pixel_gradient(P.astype(np.uint8), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
     with np.errstate(invalid="ignore"):
         assert dW1.tobytes() == portable.pixels_matmul(P, dZ1.T).tobytes()
+
+
+@pytest.mark.parametrize("case", range(len(extreme_gradients())))
+@pytest.mark.parametrize("pixels", [PIXELS, 31, 32])
+def test_the_pixel_product_is_pixels_matmul_to_the_bit(case, pixels):
+    """The forward product X W1 on weights at the same edges (the gradients' cases, as (pixels, H) weights)."""
+    W = np.resize(extreme_gradients()[case], (pixels, 5))
+    m, H = 64, W.shape[1]
+    P = (np.random.default_rng(case).random((pixels, m)) < 0.5).astype(np.float64)
+    S1, S2 = np.empty((1, pixels * H)), np.empty((1, pixels * H))
+    acc1, acc2, Z1 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), W.dtype)
+    compiled.slices(np.ascontiguousarray(W).reshape(1, -1), 1, pixels * H, pixels, S1, S2)
+    compiled.pixel_product(P.astype(np.uint8), m, S1.reshape(pixels, H), S2.reshape(pixels, H), acc1, acc2, Z1)
+    with np.errstate(invalid="ignore"):
+        assert Z1.tobytes() == np.ascontiguousarray(portable.pixels_matmul(P.T, W).T).tobytes()
+
+
+@pytest.mark.parametrize("case", range(len(extreme_gradients()) + 2))
+def test_the_slices_are_portables(case):
+    """compiled.slices against portable._slices, on the edge cases and on weights whose largest
+    magnitude is negative (its bit pattern is then a negative integer: the maximum must clear the sign)."""
+    spread = [[1.3 * 2.0**-20, -(2.0**30), 1.7 * 2.0**-21, 1e-6]] * 8  # off the grid of 2^30's slices
+    extra = [np.array(spread, np.float32), np.array(spread)]
+    W = np.ascontiguousarray((extreme_gradients() + extra)[case])
+    rows, cols = W.shape
+    S1, S2 = np.empty((rows, cols)), np.empty((rows, cols))
+    compiled.slices(W, rows, cols, 30, S1, S2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = portable._slices(W.astype(np.float64), 30)
+    assert S1.tobytes() == expected[0].tobytes() and S2.tobytes() == expected[1].tobytes()
+
+
+def aimed_logits(dtype) -> np.ndarray:
+    """Z2 : (N, 3) with ties, signed zeros, large and tiny logits, and, in the last rows, infinities and
+    NaN; N = 2,500 spans blocks of SUMMARY_ROWS rows and ends mid-block."""
+    rng = np.random.default_rng(11)
+    Z2 = (rng.standard_normal((2500, 3)) * 10.0 ** rng.integers(-3, 3, (2500, 1))).astype(dtype)
+    Z2[:50] = Z2[:50, :1]  # three-way ties
+    Z2[50:60] = [[-0.0, 0.0, -0.0]]
+    Z2[60:70, 1] = Z2[60:70, 2]  # a tie for the second place
+    Z2[70:80] *= 1e4
+    return Z2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("tail", [None, np.inf, -np.inf, np.nan])
+def test_the_batch_summaries_are_the_numpy_epochs_loss_accuracy_and_largest_logit(dtype, loss, tail):
+    Z2, labels = aimed_logits(dtype), np.random.default_rng(12).integers(0, 3, 2500)
+    if tail is not None:
+        Z2[-3:, 1] = tail
+    N, K = Z2.shape
+    T, rows_k = compiled.tables(dtype), compiled.SUMMARY_ROWS * K
+    z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, N))
+    W, stack, values = compiled.scratch_rows(rows_k, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    correct, largest = 0, 0.0
+    for start, n in [(0, 1), (1, 1500), (1501, 999)]:  # one row; more than a block; what is left
+        got = compiled.summarize(compiled.LOSS_IDS[loss], Z2, labels, start, n, per_example, z, target, out, cell, T, W)
+        correct, largest = correct + got[0], compiled.max_nan(largest, got[1])
+    total = compiled.pairwise_sum(per_example, N, dtype(0), stack, values)
+    with np.errstate(all="ignore"):
+        expected = sgd.epoch_summary(loss, Z2, labels)
+        assert np.float64(total / LOSSES[loss].count(N, K)).tobytes() == np.float64(expected[0]).tobytes()
+        assert correct / N == expected[1]
+        assert largest == expected[2] or (np.isnan(largest) and np.isnan(expected[2]))
 
 
 # ---- choosing the engine ----
