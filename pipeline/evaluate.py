@@ -9,8 +9,8 @@ Reads models/model.npz, data/*.npy, metrics/history.tsv and `evaluate.*` from pa
 - metrics/confusion.json (one {actual, predicted} row per test glyph, for DVC's confusion template)
   and metrics/robustness.json (noise level vs accuracy, for a line plot);
 - metrics/images/: the test glyphs with their predictions, the misclassified ones, the moved glyphs
-  with their predictions, each hidden unit's incoming weights as a 5x6 map (Pillow), and the
-  training curves and confusion matrix (matplotlib).
+  with their predictions, each hidden unit's incoming weights as a 5x6 map, and the training curves
+  and confusion matrix (all drawn with Pillow).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import paths, pictures
+from pipeline import figures, paths, pictures
 from pipeline.artifacts import load_history, load_split, save_json, together
 from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
@@ -106,9 +106,7 @@ def level_key(level: float) -> str:
 
 
 def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.ndarray, moved: Moved) -> None:
-    """Every picture of this stage; matplotlib is imported here only, as it costs about a second."""
-    from pipeline import figures
-
+    """Every picture of this stage."""
     draw_predictions(net, X, y, Z2)
     draw_mistakes(net, X, y, Z2)
     draw_moved(net, moved)

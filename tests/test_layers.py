@@ -10,7 +10,8 @@ LAYERS = [
     {"errors", "paths", "portable", "progress"},  # leaves: no pipeline imports
     {"glyphs", "model", "compiled"},  # the glyphs, the math, the math compiled
     {"artifacts", "glyph_files", "params", "sgd"},  # files between stages, glyph files, params.yaml, the loop
-    {"checkpoint", "pictures", "figures"},  # the model file, pictures
+    {"checkpoint", "pictures"},  # the model file, pictures
+    {"figures"},  # charts, in pictures' palette
     {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
 ]
 

@@ -25,10 +25,7 @@ import yaml
 from tests.conftest import ROOT, copy_of, copy_project, env
 
 ARM64_PYTHON = ROOT.parent / "shared" / "tools" / "arm64-python"
-ARM64_PACKAGES = (
-    "numpy pyyaml ruamel.yaml matplotlib pillow kiwisolver contourpy cycler fonttools packaging pyparsing"
-    " python-dateutil six"
-)
+ARM64_PACKAGES = "numpy pyyaml ruamel.yaml pillow"
 
 
 def declared_outputs(project: Path) -> list[str]:
