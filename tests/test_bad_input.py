@@ -199,10 +199,13 @@ GOOD_A = (ROOT / "data/samples/a.txt").read_bytes()
 def test_predict_names_every_bad_glyph_file_and_its_line_and_still_predicts_the_good_ones(built, tmp_path):
     files = {
         "rows.txt": (b"......\n" * 4, "expected 5 rows of 6 pixels, found 4 rows"),
-        "columns.txt": (b"......\n.....\n" + b"......\n" * 3, "line 2: expected 6 pixels, found 5 characters"),
+        "columns.txt": (
+            b"......\n.....\n" + b"......\n" * 3,
+            "line 2: expected 6 pixels ('#' or '1' for ink, '.' or '0' for blank), found 5 characters",
+        ),
         "letters.txt": (
             b"......\n......\n..x...\n......\n......\n",
-            "line 3: expected only '#', '1', '.' or '0', found 'x'",
+            "line 3: expected only '#' or '1' for ink, '.' or '0' for blank, found 'x'",
         ),
         "empty.txt": (b"", "expected 5 rows of 6 pixels, found 0 rows"),
         "binary.txt": (bytes(range(256)) * 4, "expected ASCII text, found byte 0x80 at offset 128"),
@@ -234,7 +237,7 @@ def test_a_bad_sample_stops_the_predict_stage_without_touching_its_outputs(copy)
     proc = run_module("pipeline.predict", cwd=copy)
     assert proc.returncode == 2
     assert one_error_line(proc) == (
-        "error: data/samples/zz_bad.txt: line 4: expected only '#', '1', '.' or '0', found '?'"
+        "error: data/samples/zz_bad.txt: line 4: expected only '#' or '1' for ink, '.' or '0' for blank, found '?'"
     )
     assert snapshot(copy) == before
 
