@@ -606,6 +606,25 @@ def test_predict_model_option_errors(built, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "directory,module,args",
+    [
+        ("data/samples", "pipeline.predict", ["a.txt"]),
+        ("data/samples", "pipeline.predict", []),
+    ],
+)
+def test_a_command_run_outside_the_project_root_says_to_run_it_from_the_root(built, directory, module, args):
+    proc = run_module(module, *args, cwd=built / directory)
+    assert proc.returncode == 2
+    assert one_error_line(proc) == (
+        f"error: models/model.npz: missing here, in {built / directory}, which is not the project root "
+        "(no dvc.yaml); run the command from the project root"
+    )
+    assert proc.stdout == ""
+    stage = run_module("pipeline.evaluate", cwd=built / directory)  # a stage reads params.yaml first
+    assert one_error_line(stage) == "error: params.yaml: no such file; run from the project root"
+
+
 # --- arrays that load, but not as the stages wrote them ----------------------------------------------
 
 
