@@ -312,6 +312,11 @@ def _model_edited(path: Path, **changes) -> bytes:
     return _npz(**arrays | {key: change(arrays) for key, change in changes.items()})
 
 
+def _model_without(path: Path, key: str) -> bytes:
+    with np.load(path) as model:
+        return _npz(**{name: model[name] for name in model if name != key})
+
+
 def _model_with_classes(names: tuple[str, ...]):
     """A model consistent in itself (w2, sizes and names agree) but with `names` as its classes."""
 
@@ -502,6 +507,46 @@ BAD_FILES = {
         ),
         "predict",
         "models/model.npz: not a model file (expected 2-d float weights, found w1 float16(30, 5)",
+    ),
+    "npz-glyphs-without-labels": (
+        "models/model.npz",
+        lambda p: _model_without(p / "models/model.npz", "train_labels"),
+        "predict",
+        "models/model.npz: not a model file (expected train_glyphs and train_labels together, found only train_glyphs)",
+    ),
+    "npz-glyphs-float": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_glyphs=lambda a: a["train_glyphs"].astype(float)),
+        "predict",
+        "models/model.npz: not a model file (expected train_glyphs, uint8 (1 to 65536, 30), found float64(3, 30))",
+    ),
+    "npz-glyphs-none": (
+        "models/model.npz",
+        lambda p: _model_edited(
+            p / "models/model.npz",
+            train_glyphs=lambda a: a["train_glyphs"][:0],
+            train_labels=lambda a: a["train_labels"][:0],
+        ),
+        "evaluate",
+        "models/model.npz: not a model file (expected train_glyphs, uint8 (1 to 65536, 30), found uint8(0, 30))",
+    ),
+    "npz-glyph-labels-short": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_labels=lambda a: a["train_labels"][:2]),
+        "predict",
+        "models/model.npz: not a model file (expected train_labels, uint8 (3,), found uint8(2,))",
+    ),
+    "npz-glyphs-not-pixels": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_glyphs=lambda a: a["train_glyphs"] * 255),
+        "predict",
+        "models/model.npz: not a model file (expected pixels 0 or 1 and labels below 3, found 255 and 2)",
+    ),
+    "npz-glyph-labels-beyond-the-classes": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_labels=lambda a: a["train_labels"] + 7),
+        "explore",
+        "models/model.npz: not a model file (expected pixels 0 or 1 and labels below 3, found 1 and 9)",
     ),
     "npz-trace-no-epochs": (
         "models/trace.npz",
@@ -695,8 +740,9 @@ def test_a_zip_bomb_beside_the_model_is_never_inflated(built, tmp_path, opened):
     from pipeline.checkpoint import load_network
 
     model_entries = {
-        f"{key}.npy" for key in ("w1", "w2", "sizes", "classes", "loss", "activation", "bias", "trained_on")
-    }
+        f"{key}.npy"
+        for key in ("w1", "w2", "sizes", "classes", "loss", "activation", "bias", "trained_on", "train_glyphs")
+    } | {"train_labels.npy"}
 
     bomb = tmp_path / "model.npz"
     bomb.write_bytes(zip_bomb((built / "models/model.npz").read_bytes(), 2 << 30))
