@@ -16,8 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from pipeline import pictures
 from tests.conftest import ROOT, copy_project, dvc, run
 
 SCREENSHOT = ROOT / "test-artifacts" / "plots.png"
@@ -192,3 +195,15 @@ def test_the_plots_page_logs_nothing_in_chromium(browser, plots_page, diff_page,
     assert text.count('"x": {"field": "step", "type": "quantitative", "title": "epoch"}') == 2  # loss, accuracy
     if which == "diff":
         assert text.count('"rev": "HEAD"') > 300 and text.count('"rev": "workspace"') > 300
+
+
+def test_image_captions_are_big_enough_to_read(tmp_path):
+    """Pillow's captions were 10 px from the top of an A to the bottom of a g; a reader wants 13 or more."""
+    path = tmp_path / "caption.png"
+    cells = pictures.glyph_cells(np.zeros((1, 30), np.uint8))
+    pictures.grid(path, cells, ["Ag"], [pictures.WRONG], columns=1, heading="")
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    red = rgb[..., 0] - rgb[..., 1] > 60  # the caption's ink, antialiased edges included
+    rows = np.flatnonzero(red.any(axis=1))
+    assert rows.size and rows.max() - rows.min() + 1 >= 13, rows
