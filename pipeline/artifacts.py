@@ -204,7 +204,7 @@ def _read_arrays(path: Path, stage: str) -> np.ndarray:
         with open(path, "rb") as f:  # our handle: np.load leaks its own when a zip is corrupt
             return _np_load(f)
     except FileNotFoundError:
-        raise stale(path, "missing", stage) from None
+        raise missing(path, stage) from None
     except _FoundArchive:  # np.load reads a zip archive whatever the file's name
         raise stale(path, "expected a .npy array, found an .npz archive", stage) from None
     except _UNREADABLE as err:
@@ -227,7 +227,7 @@ def _read_entries(path: Path, names: tuple[str, ...], limit: int, stage: str) ->
                 entries = [archive.getinfo(f"{name}.npy") for name in names if f"{name}.npy" in present]
                 return {e.filename[:-4]: _read_entry(path, archive, e, limit, stage) for e in entries}
     except FileNotFoundError:
-        raise stale(path, "missing", stage) from None
+        raise missing(path, stage) from None
     except _UNREADABLE as err:
         raise stale(path, f"unreadable ({_first_line(err)})", stage) from None
 
@@ -271,7 +271,7 @@ def check_regular(path: Path, stage: str) -> None:
     try:
         kind = paths.special(path)
     except FileNotFoundError:
-        raise stale(path, "missing", stage) from None
+        raise missing(path, stage) from None
     except OSError as err:
         raise stale(path, f"unreadable ({err.strerror})", stage) from None
     if kind is not None:
@@ -304,6 +304,17 @@ def check_array(
 
 def stale(path: Path, problem: str, stage: str) -> PipelineError:
     return PipelineError(f"{shown(str(path))}: {problem}; rerun `dvc repro {stage}`")
+
+
+def missing(path: Path, stage: str) -> PipelineError:
+    """`path` is not there: rerun `stage`; or, from a directory that is not the project root (a command run
+    in data/samples/), run from the root: rerunning a stage would not help."""
+    if paths.named_here(path) and not paths.at_root():
+        return PipelineError(
+            f"{shown(str(path))}: missing here, in {shown(os.getcwd())}, which is not the project root "
+            f"(no {paths.DVC_YAML}); run the command from the project root"
+        )
+    return stale(path, "missing", stage)
 
 
 def _first_line(err: BaseException) -> str:
@@ -341,7 +352,7 @@ def load_history(path: Path = paths.HISTORY) -> dict[str, np.ndarray]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise stale(path, "missing", "train") from None
+        raise missing(path, "train") from None
     except (OSError, UnicodeDecodeError) as err:
         raise stale(path, f"unreadable ({_first_line(err)})", "train") from None
     header = lines[0].split("\t") if lines else []

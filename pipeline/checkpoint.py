@@ -1,8 +1,10 @@
 """The trained model file: a network saved with what is needed to use it without params.yaml.
 
 models/model.npz holds plain arrays (no pickles): w1, w2, b1/b2 when biases are on, the layer
-sizes, the class names, the loss it was trained with, the activation, whether biases are on, and a
-digest of the training set (so predict can tell whether data/x_train.npy is the set it learned from).
+sizes, the class names, the loss it was trained with, the activation, whether biases are on, a digest
+of the training set (so predict can tell whether data/x_train.npy is the set it learned from), and the
+distinct glyphs of that set with their labels (train_glyphs, train_labels), so that predict names the
+nearest training glyph of a model used outside the project (`dvc artifacts get`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from pipeline.artifacts import load_npz, save_npz, stale
 from pipeline.errors import shown
-from pipeline.glyphs import CLASSES
+from pipeline.glyphs import CLASSES, codes
 from pipeline.model import ACTIVATION, LOSSES, Network
 
 # What training writes as class names (glyphs.CLASSES: A, B, C), with room for other words, and
@@ -26,22 +28,66 @@ DIGEST = re.compile(r"([0-9a-f]{16})?")  # artifacts.digest, or "" for a model s
 # could overflow (30 pixels, 512 hidden units, sums over a data set) and print NaN scores.
 MAX_WEIGHT = 2.0**64
 FLOATS = (np.dtype(np.float64), np.dtype(np.float32))  # train.dtype's choices, in this machine's byte order
-KEYS = ("w1", "w2", "b1", "b2", "sizes", "classes", "loss", "activation", "bias", "trained_on")  # all that is read
+KEYS = ("w1", "w2", "b1", "b2", "sizes", "classes", "loss", "activation", "bias", "trained_on")  # the network
+GLYPH_KEYS = ("train_glyphs", "train_labels")  # and what predict compares a glyph with; all that is read
+# Distinct training glyphs a model keeps (1.9 MB at most; the robust recipe has 4,702). A model trained on
+# more keeps none, and predict reads data/x_train.npy instead, as for a model saved before they were kept.
+MAX_GLYPHS = 1 << 16
 # The largest entry read: w1 of the widest network params.yaml allows (512 hidden units) is 123 kB. The
 # limit is checked against each entry's declared size before it is read, so no entry can cost more.
 MAX_ENTRY = 8 * 1024 * 1024
 
 
-def save_network(path: Path, net: Network) -> None:
-    save_npz(path, to_arrays(net))
+Glyphs = tuple[np.ndarray, np.ndarray]  # x : (n, 30) uint8 of 0/1, y : (n,) uint8 labels
+
+
+def save_network(path: Path, net: Network, glyphs: Glyphs | None = None) -> None:
+    """`net`, and the distinct training glyphs `glyphs` (see `distinct_glyphs`) unless None."""
+    kept = {} if glyphs is None else dict(zip(GLYPH_KEYS, glyphs))
+    save_npz(path, to_arrays(net) | kept)
+
+
+def distinct_glyphs(X: np.ndarray, y: np.ndarray) -> Glyphs | None:
+    """The distinct rows of X : (N, 30), in order of first appearance, each with the label of its first
+    appearance: `glyphs.nearest` finds the same distance and label in them as in X, y (on a tie it takes
+    the first in training order, which is a first appearance). None if there are more than MAX_GLYPHS."""
+    _, first = np.unique(codes(X), return_index=True)
+    if len(first) > MAX_GLYPHS:
+        return None
+    keep = np.sort(first)
+    return X[keep], y[keep]
 
 
 def load_network(path: Path, inputs: int) -> Network:
     """The network saved by the train stage at `path`, which must take `inputs` inputs."""
+    return load_model(path, inputs)[0]
+
+
+def load_model(path: Path, inputs: int) -> tuple[Network, Glyphs | None]:
+    """The network at `path` and the distinct training glyphs it keeps (None for a model without them)."""
     try:
-        return from_arrays(load_npz(path, "train", KEYS, MAX_ENTRY), inputs)
+        arrays = load_npz(path, "train", KEYS + GLYPH_KEYS, MAX_ENTRY)
+        return from_arrays(arrays, inputs), kept_glyphs(arrays, inputs)
     except ValueError as err:
         raise stale(path, f"not a model file ({err})", "train") from None
+
+
+def kept_glyphs(arrays: dict[str, np.ndarray], inputs: int) -> Glyphs | None:
+    """train_glyphs : (n, inputs) uint8 of 0/1 and train_labels : (n,) uint8 below len(CLASSES), both or
+    neither; raises ValueError naming what is wrong."""
+    present = [key for key in GLYPH_KEYS if key in arrays]
+    if not present:
+        return None
+    if len(present) == 1:
+        raise ValueError(f"expected {' and '.join(GLYPH_KEYS)} together, found only {present[0]}")
+    x, y = (arrays[key] for key in GLYPH_KEYS)
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != inputs or not 1 <= len(x) <= MAX_GLYPHS:
+        raise ValueError(f"expected train_glyphs, uint8 (1 to {MAX_GLYPHS}, {inputs}), found {x.dtype}{x.shape}")
+    if y.dtype != np.uint8 or y.shape != (len(x),):
+        raise ValueError(f"expected train_labels, uint8 ({len(x)},), found {y.dtype}{y.shape}")
+    if x.max() > 1 or y.max() >= len(CLASSES):
+        raise ValueError(f"expected pixels 0 or 1 and labels below {len(CLASSES)}, found {x.max()} and {y.max()}")
+    return x, y
 
 
 def to_arrays(net: Network) -> dict[str, np.ndarray]:

@@ -54,12 +54,19 @@ def parse_glyph(text: str, name: str) -> np.ndarray:
     return pixels.reshape(PIXELS)
 
 
+ALLOWED = "'#' or '1' for ink, '.' or '0' for blank"
+
+
 def _parse_row(line: str, where: str) -> list[int]:
+    # A space is the likeliest wrong blank (the trailing ones are stripped, so the row looks short): say so.
+    hint = "; a space is not a pixel: use '.' for blank" if " " in line else ""
     if len(line) != COLS:
-        raise PipelineError(f"{where}: expected {COLS} pixels, found {len(line)} characters {line[:20]!r}")
+        raise PipelineError(
+            f"{where}: expected {COLS} pixels ({ALLOWED}), found {len(line)} characters {line[:20]!r}{hint}"
+        )
     bad = [ch for ch in line if ch not in INK and ch not in BLANK]
     if bad:
-        raise PipelineError(f"{where}: expected only '#', '1', '.' or '0', found {bad[0]!r}")
+        raise PipelineError(f"{where}: expected only {ALLOWED}, found {bad[0]!r}{hint}")
     return [1 if ch in INK else 0 for ch in line]
 
 

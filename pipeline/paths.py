@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+DVC_YAML = Path("dvc.yaml")  # marks the project root, where every path below starts
 
 # check_params
 PARAMS_OK = Path("data/params.ok")  # written once params.yaml passed the checks; the same bytes whatever the values
@@ -46,6 +47,16 @@ EXPLORER = Path("metrics/explorer.html")
 
 # not a stage's: the page template `dvc plots show` uses (scripts/plots_page.py writes it)
 PLOTS_TEMPLATE = Path(".dvc/plots/offline.html")
+
+
+def at_root() -> bool:
+    """Whether the working directory is the project root, from which every path here is relative."""
+    return DVC_YAML.is_file()
+
+
+def named_here(path: Path) -> bool:
+    """Whether `path` is one of the files named in this module (as a stage or predict's default uses it)."""
+    return any(path == value for value in globals().values() if isinstance(value, Path))
 
 
 def split(name: str) -> tuple[Path, Path]:

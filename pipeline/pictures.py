@@ -19,7 +19,8 @@ from pipeline.glyphs import COLS, ROWS
 SCALE = 10  # screen pixels per glyph pixel
 MAP_SCALE = 28  # for weight maps, whose shades must be told apart
 PAD = 8  # space between cells
-LINE = 14  # height of one caption line
+FONT_SIZE = 16  # caption text about 14 px from ascender to descender (size 11 gave 10: hard to read)
+LINE = 20  # height of one caption line
 INK, PAPER, GRID = (20, 20, 20), (255, 255, 255), (200, 200, 200)
 RIGHT, WRONG, TEXT = (26, 127, 55), (207, 34, 46), (40, 40, 40)
 NEGATIVE, POSITIVE = np.array([33, 102, 172]), np.array([178, 24, 43])  # blue and red ends of the weight maps
@@ -54,7 +55,7 @@ def grid(
     """Draw cells : (n, ROWS, COLS, 3) in rows of `columns`, each with a caption (lines split on '\\n')
     shown whole: a column is as wide as its longest caption line. `heading` may have several lines."""
     headings = [heading] if isinstance(heading, str) else list(heading)
-    font = ImageFont.load_default(size=11)
+    font = ImageFont.load_default(size=FONT_SIZE)
     n, lines = len(cells), max([c.count("\n") + 1 for c in captions] or [1])
     rows, cell_w, cell_h = max(1, -(-n // columns)), COLS * scale, ROWS * scale
     widest = max([font.getlength(line) for c in captions for line in c.split("\n")] or [0])

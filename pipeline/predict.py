@@ -6,9 +6,11 @@
 
 The stage also draws metrics/images/samples.png: each sample glyph with its prediction.
 
-Beside each prediction comes the nearest glyph of the training set (data/x_train.npy) and its
-Hamming distance, the number of pixels that differ. A glyph FAR or more pixels from every training
-glyph gets a note on stderr: the model has seen nothing like it, however high its score.
+Beside each prediction comes the nearest glyph of the training set and its Hamming distance, the
+number of pixels that differ. The CLI compares with the distinct training glyphs the model file keeps,
+so a model used outside the project needs nothing else; the stage, and a model without them, read
+data/x_train.npy. A glyph FAR or more pixels from every training glyph gets a note on stderr: the model
+has seen nothing like it, however high its score.
 
 A bad file gets one line on stderr naming it (and the line); the other files are still predicted,
 and the exit status is 2 if any file was bad. Scores are the network's independent sigmoid outputs,
@@ -25,7 +27,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.artifacts import digest, load_split, save_json, stale
-from pipeline.checkpoint import load_network
+from pipeline.checkpoint import Glyphs, load_model
 from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error, shown
 from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, Nearest, nearest, render
@@ -97,12 +99,12 @@ def run_stage(net: Network) -> None:
     )
 
 
-def run_adhoc(net: Network, files: list[Path], show: bool) -> int:
+def run_adhoc(net: Network, kept: Glyphs | None, files: list[Path], show: bool) -> int:
     good, glyphs, errors = read_all(files)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
-    try:
-        near: list[Nearest | None] = list(nearest(glyphs, *training_set(net)))
+    try:  # the model's own training glyphs, so a model used outside the project needs nothing else
+        near: list[Nearest | None] = list(nearest(glyphs, *(kept or training_set(net))))
     except PipelineError as err:  # the prediction does not need the training set: say what is missing
         print(f"note: {err}; no nearest training glyphs", file=sys.stderr)
         near = [None] * len(good)
@@ -160,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.show and not args.files:
         parser.error("--show needs at least one FILE")
-    net = load_network(args.model, PIXELS)
+    net, kept = load_model(args.model, PIXELS)
     if not args.files:
         run_stage(net)
         return 0
-    return run_adhoc(net, args.files, args.show)
+    return run_adhoc(net, kept, args.files, args.show)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m pipeline.train
 
 Reads `train.*` from params.yaml and data/{x,y}_train.npy; writes models/model.npz (weights plus
-layer sizes, class names, loss, whether biases are on, and a digest of the training set),
+layer sizes, class names, loss, whether biases are on, a digest of the training set and its distinct glyphs),
 models/trace.npz (the weights before training and after each epoch, for the explorer page; at most
 TRACE_POINTS of them, evenly spaced) and metrics/history.tsv (per epoch: step, loss, accuracy).
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.artifacts import digest, load_split, save_npz, save_tsv, together
-from pipeline.checkpoint import save_network
+from pipeline.checkpoint import distinct_glyphs, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import Network, init_network
@@ -75,7 +75,7 @@ def main() -> None:
     X, y = load_split("train")
     net, history, trace = train(params.train, X, y)
     with together():  # the model, its trace and its history agree, or the old ones stay
-        save_network(paths.MODEL, net)
+        save_network(paths.MODEL, net, distinct_glyphs(X, y))
         save_npz(paths.TRACE, trace)
         save_tsv(paths.HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
 

@@ -23,7 +23,7 @@ from pipeline.artifacts import save_text
 from pipeline.errors import PipelineError, exit_on_error
 
 TEMPLATE = paths.PLOTS_TEMPLATE
-VEGA_LITE = "5.21"  # DVC's plot specs declare Vega-Lite v5 ($schema .../vega-lite/v5.json)
+VEGA_LITE = "6.4"  # compiles to Vega v6, the bundled vega; .dvc/plots/*.json declare Vega-Lite v6 to match
 TITLE = "A, B, C: DVC plots"
 # DVC fills these with plain str.replace over the whole page, the inline script included.
 PLACEHOLDERS = ("{plot_divs}", "{refresh_tag}", "{scripts}")
@@ -58,7 +58,8 @@ PAGE = """\
 <body>
 <header>
     <h1>%(title)s</h1>
-    <p>Written by <code>dvc plots show</code>; the JavaScript is inline, so this page needs no network.</p>
+    <p>Written by <code>dvc plots show</code> or <code>dvc plots diff</code>; the JavaScript is inline, so this
+    page needs no network.</p>
 </header>
 <main>
 {plot_divs}

@@ -199,10 +199,13 @@ GOOD_A = (ROOT / "data/samples/a.txt").read_bytes()
 def test_predict_names_every_bad_glyph_file_and_its_line_and_still_predicts_the_good_ones(built, tmp_path):
     files = {
         "rows.txt": (b"......\n" * 4, "expected 5 rows of 6 pixels, found 4 rows"),
-        "columns.txt": (b"......\n.....\n" + b"......\n" * 3, "line 2: expected 6 pixels, found 5 characters"),
+        "columns.txt": (
+            b"......\n.....\n" + b"......\n" * 3,
+            "line 2: expected 6 pixels ('#' or '1' for ink, '.' or '0' for blank), found 5 characters",
+        ),
         "letters.txt": (
             b"......\n......\n..x...\n......\n......\n",
-            "line 3: expected only '#', '1', '.' or '0', found 'x'",
+            "line 3: expected only '#' or '1' for ink, '.' or '0' for blank, found 'x'",
         ),
         "empty.txt": (b"", "expected 5 rows of 6 pixels, found 0 rows"),
         "binary.txt": (bytes(range(256)) * 4, "expected ASCII text, found byte 0x80 at offset 128"),
@@ -234,7 +237,7 @@ def test_a_bad_sample_stops_the_predict_stage_without_touching_its_outputs(copy)
     proc = run_module("pipeline.predict", cwd=copy)
     assert proc.returncode == 2
     assert one_error_line(proc) == (
-        "error: data/samples/zz_bad.txt: line 4: expected only '#', '1', '.' or '0', found '?'"
+        "error: data/samples/zz_bad.txt: line 4: expected only '#' or '1' for ink, '.' or '0' for blank, found '?'"
     )
     assert snapshot(copy) == before
 
@@ -307,6 +310,11 @@ def _model_edited(path: Path, **changes) -> bytes:
     with np.load(path) as model:
         arrays = dict(model)
     return _npz(**arrays | {key: change(arrays) for key, change in changes.items()})
+
+
+def _model_without(path: Path, key: str) -> bytes:
+    with np.load(path) as model:
+        return _npz(**{name: model[name] for name in model if name != key})
 
 
 def _model_with_classes(names: tuple[str, ...]):
@@ -500,6 +508,46 @@ BAD_FILES = {
         "predict",
         "models/model.npz: not a model file (expected 2-d float weights, found w1 float16(30, 5)",
     ),
+    "npz-glyphs-without-labels": (
+        "models/model.npz",
+        lambda p: _model_without(p / "models/model.npz", "train_labels"),
+        "predict",
+        "models/model.npz: not a model file (expected train_glyphs and train_labels together, found only train_glyphs)",
+    ),
+    "npz-glyphs-float": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_glyphs=lambda a: a["train_glyphs"].astype(float)),
+        "predict",
+        "models/model.npz: not a model file (expected train_glyphs, uint8 (1 to 65536, 30), found float64(3, 30))",
+    ),
+    "npz-glyphs-none": (
+        "models/model.npz",
+        lambda p: _model_edited(
+            p / "models/model.npz",
+            train_glyphs=lambda a: a["train_glyphs"][:0],
+            train_labels=lambda a: a["train_labels"][:0],
+        ),
+        "evaluate",
+        "models/model.npz: not a model file (expected train_glyphs, uint8 (1 to 65536, 30), found uint8(0, 30))",
+    ),
+    "npz-glyph-labels-short": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_labels=lambda a: a["train_labels"][:2]),
+        "predict",
+        "models/model.npz: not a model file (expected train_labels, uint8 (3,), found uint8(2,))",
+    ),
+    "npz-glyphs-not-pixels": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_glyphs=lambda a: a["train_glyphs"] * 255),
+        "predict",
+        "models/model.npz: not a model file (expected pixels 0 or 1 and labels below 3, found 255 and 2)",
+    ),
+    "npz-glyph-labels-beyond-the-classes": (
+        "models/model.npz",
+        lambda p: _model_edited(p / "models/model.npz", train_labels=lambda a: a["train_labels"] + 7),
+        "explore",
+        "models/model.npz: not a model file (expected pixels 0 or 1 and labels below 3, found 1 and 9)",
+    ),
     "npz-trace-no-epochs": (
         "models/trace.npz",
         lambda p: _trace_edited(p, **{key: (lambda a, k=key: a[k][:0]) for key in ("epoch", "w1", "w2")}),
@@ -603,6 +651,25 @@ def test_predict_model_option_errors(built, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "directory,module,args",
+    [
+        ("data/samples", "pipeline.predict", ["a.txt"]),
+        ("data/samples", "pipeline.predict", []),
+    ],
+)
+def test_a_command_run_outside_the_project_root_says_to_run_it_from_the_root(built, directory, module, args):
+    proc = run_module(module, *args, cwd=built / directory)
+    assert proc.returncode == 2
+    assert one_error_line(proc) == (
+        f"error: models/model.npz: missing here, in {built / directory}, which is not the project root "
+        "(no dvc.yaml); run the command from the project root"
+    )
+    assert proc.stdout == ""
+    stage = run_module("pipeline.evaluate", cwd=built / directory)  # a stage reads params.yaml first
+    assert one_error_line(stage) == "error: params.yaml: no such file; run from the project root"
+
+
 # --- arrays that load, but not as the stages wrote them ----------------------------------------------
 
 
@@ -673,8 +740,9 @@ def test_a_zip_bomb_beside_the_model_is_never_inflated(built, tmp_path, opened):
     from pipeline.checkpoint import load_network
 
     model_entries = {
-        f"{key}.npy" for key in ("w1", "w2", "sizes", "classes", "loss", "activation", "bias", "trained_on")
-    }
+        f"{key}.npy"
+        for key in ("w1", "w2", "sizes", "classes", "loss", "activation", "bias", "trained_on", "train_glyphs")
+    } | {"train_labels.npy"}
 
     bomb = tmp_path / "model.npz"
     bomb.write_bytes(zip_bomb((built / "models/model.npz").read_bytes(), 2 << 30))

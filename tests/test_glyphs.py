@@ -39,9 +39,18 @@ def test_render_is_the_inverse_of_parse():
         ("", "x: expected 5 rows of 6 pixels, found 0 rows"),
         ("......\n" * 4, "x: expected 5 rows of 6 pixels, found 4 rows"),
         ("......\n" * 6, "x: expected 5 rows of 6 pixels, found 6 rows"),
-        ("......\n" * 2 + "\n" + "......\n" * 2, "x: line 3: expected 6 pixels, found 0 characters"),
-        ("......\n.....\n" + "......\n" * 3, "x: line 2: expected 6 pixels, found 5 characters"),
-        ("......\n" * 3 + "...x..\n......", "x: line 4: expected only '#', '1', '.' or '0', found 'x'"),
+        (
+            "......\n" * 2 + "\n" + "......\n" * 2,
+            "x: line 3: expected 6 pixels ('#' or '1' for ink, '.' or '0' for blank), found 0 characters",
+        ),
+        (
+            "......\n.....\n" + "......\n" * 3,
+            "x: line 2: expected 6 pixels ('#' or '1' for ink, '.' or '0' for blank), found 5 characters",
+        ),
+        (
+            "......\n" * 3 + "...x..\n......",
+            "x: line 4: expected only '#' or '1' for ink, '.' or '0' for blank, found 'x'",
+        ),
         ("\n\n" + "......\n" * 2 + "..2...\n" + "......\n" * 2, "x: line 5: expected only"),
     ],
 )
@@ -50,6 +59,18 @@ def test_parse_errors_name_the_line_and_what_was_found(text, message):
         parse_glyph(text, "x")
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_a_glyph_drawn_with_spaces_for_blanks_gets_the_allowed_characters_and_the_fix():
+    drawn_with_spaces = "  ##  \n #  # \n######\n#    #\n#    #\n"  # the tutorial's A, spaces for '.'
+    with pytest.raises(PipelineError) as err:
+        parse_glyph(drawn_with_spaces, "a.txt")
+    assert str(err.value) == (
+        "a.txt: line 1: expected 6 pixels ('#' or '1' for ink, '.' or '0' for blank), found 4 characters '  ##'; "
+        "a space is not a pixel: use '.' for blank"
+    )
+    with pytest.raises(PipelineError, match=r"line 2: expected only .* found ' '; a space is not a pixel"):
+        parse_glyph("......\n.#  #.\n" + "......\n" * 3, "b.txt")
 
 
 def test_read_glyph_reports_unreadable_files_by_name(tmp_path):

@@ -16,8 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from pipeline import pictures
 from tests.conftest import ROOT, copy_project, dvc, run
 
 SCREENSHOT = ROOT / "test-artifacts" / "plots.png"
@@ -153,3 +156,54 @@ def test_the_committed_template_is_what_plots_page_writes(tmp_path):
     assert (project / ".dvc/plots/offline.html").read_bytes() == committed, (
         "run `python scripts/plots_page.py` and commit .dvc/plots/offline.html"
     )
+
+
+@pytest.fixture(scope="module")
+def diff_page(dvc_repo, tmp_path_factory) -> Path:
+    """The index.html of `dvc plots diff HEAD`: every plot with two revisions, HEAD and the workspace."""
+    out = tmp_path_factory.mktemp("plots-diff") / "plots-out"
+    dvc(dvc_repo, "plots", "diff", "HEAD", "-o", str(out))
+    return out / "index.html"
+
+
+def console_of(browser, page: Path) -> tuple[list[str], str]:
+    """Every console message (any level) and script error of `page` once every vega plot has drawn, and the
+    page header's text."""
+    tab = browser.new_page()
+    messages: list[str] = []
+    tab.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+    tab.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
+    try:
+        tab.goto(page.as_uri())
+        drawn = "ids => ids.every(id => document.querySelector(`#${CSS.escape(id)} :is(svg, canvas)`))"
+        tab.wait_for_function(drawn, arg=vega_ids(page), timeout=20_000)
+        tab.wait_for_timeout(500)  # a warning vega logs after the first draw
+        return messages, tab.inner_text("header")
+    finally:
+        tab.close()
+
+
+@pytest.mark.parametrize("which", ["show", "diff"])
+def test_the_plots_page_logs_nothing_in_chromium(browser, plots_page, diff_page, which):
+    """DVC's own linear and simple templates logged "Infinite extent for field step/loss/accuracy" and
+    "Dropping {} from channel row/strokeDash", and Vega-Lite 5 under Vega 6 "The compiled spec uses Vega v5"."""
+    page = plots_page if which == "show" else diff_page
+    messages, header = console_of(browser, page)
+    assert messages == []
+    assert "dvc plots show or dvc plots diff" in header
+    text = page.read_text(encoding="utf-8")
+    assert text.count('"x": {"field": "step", "type": "quantitative", "title": "epoch"}') == 2  # loss, accuracy
+    if which == "diff":
+        assert text.count('"rev": "HEAD"') > 300 and text.count('"rev": "workspace"') > 300
+
+
+def test_image_captions_are_big_enough_to_read(tmp_path):
+    """Pillow's captions were 10 px from the top of an A to the bottom of a g; a reader wants 13 or more."""
+    path = tmp_path / "caption.png"
+    cells = pictures.glyph_cells(np.zeros((1, 30), np.uint8))
+    pictures.grid(path, cells, ["Ag"], [pictures.WRONG], columns=1, heading="")
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    red = rgb[..., 0] - rgb[..., 1] > 60  # the caption's ink, antialiased edges included
+    rows = np.flatnonzero(red.any(axis=1))
+    assert rows.size and rows.max() - rows.min() + 1 >= 13, rows

@@ -7,13 +7,15 @@ stage a misspelled key cost the model and its history, and a key no stage reads 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, copy_of, dvc, run
+from tests.conftest import ROOT, copy_of, dvc, one_error_line, run
 
 GUARD = "check_params"
 STAMP = "data/params.ok"
@@ -112,3 +114,46 @@ def test_a_fixed_params_yaml_reruns_nothing_but_the_check(clean):
     assert re.findall(r"Running stage '(\w+)'", proc.stdout) == [], proc.stdout  # the stamp: from the run cache
     assert re.findall(r"Stage '(\w+)' is cached", proc.stdout) == [GUARD], proc.stdout
     assert "Data and pipelines are up to date." in dvc(clean, "status").stdout
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> Path:
+    """The bin directory of a real Python with none of the project's packages: a new venv without them,
+    the `python` that `.venv/bin/dvc repro` finds on the PATH when the environment is not active."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=venv.parent)
+    return venv / "bin"
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+# Each edit reruns a stage, and used to let DVC delete its outputs before that stage's traceback
+# (`No module named 'PIL'`, ten files of metrics/ gone after the module edit).
+EDITS = {
+    "params": lambda repo: edit(repo, "  lr: 0.1 ", "  lr: 0.5 "),
+    "module": lambda repo: append(repo / "pipeline/evaluate.py", "# an edit\n"),
+    "sample": lambda repo: append(repo / "data/samples/a.txt", "\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDITS))
+def test_a_python_without_the_packages_stops_dvc_in_one_line_before_anything_is_deleted(clean, bare_python, case):
+    before = outputs(clean)
+    EDITS[case](clean)
+    path = {"PATH": f"{bare_python}{os.pathsep}/usr/bin{os.pathsep}/bin"}  # `python`: the bare one
+    try:
+        proc = dvc(clean, "repro", check=False, extra_env=path)
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert errors[0].startswith(f"error: {bare_python / 'python'} has no module numpy, PIL"), errors[0]
+        assert "`. .venv/bin/activate`" in errors[0]
+        assert re.findall(r"Running stage '(\w+)'", proc.stdout) == [GUARD], proc.stdout
+        assert outputs(clean) == before
+        assert "nothing to commit" in run(["git", "status", "--", "metrics"], cwd=clean).stdout
+        stage = run([str(bare_python / "python"), "-m", "pipeline.evaluate"], cwd=clean, check=False, **path)
+        assert stage.returncode == 2 and one_error_line(stage) == errors[0]
+    finally:
+        run(["git", "checkout", "--", "pipeline", "data/samples"], cwd=clean)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from pipeline.checkpoint import distinct_glyphs
 from pipeline.evaluate import moved_glyphs, scores
 from pipeline.glyph_files import read_glyph
 from pipeline.make_dataset import make_dataset
@@ -28,7 +29,9 @@ README = (ROOT / "README.md").read_text()
 
 def recipe_overrides() -> dict[str, dict[str, object]]:
     """The `-S section.key=value` pairs of the README's recipe command line, by section."""
-    line = next(line for line in README.splitlines() if line.startswith("dvc exp run -S dataset.train_per_class="))
+    line = next(line for line in README.splitlines() if "dvc exp run -S dataset.train_per_class=" in line)
+    reset, line = line.split(" && ")  # from the committed params.yaml, whatever ran before
+    assert reset == "git checkout params.yaml", reset
     words = shlex.split(line)
     overrides: dict[str, dict[str, object]] = {}
     for flag, assignment in zip(words[3::2], words[4::2]):
@@ -90,6 +93,12 @@ def test_the_samples_read_as_the_readme_says_under_the_recipe_and_the_baseline(r
     assert {row["file"].split("/")[-1]: row["letter"] for row in committed} == {n: b for n, (b, _) in table.items()}
     right = sum(name[0].upper() == "ABC"[r] for name, r in zip((p.name for p in samples), robust_read))
     assert right == len(samples) - 2  # the two narrow A's read as B: the README explains why
+
+
+def test_the_recipe_model_keeps_as_many_distinct_training_glyphs_as_the_readme_says(robust):
+    _, _, data, _ = robust
+    kept = distinct_glyphs(*data["train"])
+    assert kept is not None and f"{len(kept[0]):,} for the robust recipe" in README
 
 
 def test_the_robust_model_is_confident_on_what_it_reads_right(robust):

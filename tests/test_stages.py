@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from pipeline.glyphs import clean_glyphs, parse_glyph, render
-from tests.conftest import assert_one_line_error, copy_of, edit_params, run_module, run_stages
+from pipeline import checkpoint
+from pipeline.artifacts import save_npz
+from pipeline.checkpoint import GLYPH_KEYS, distinct_glyphs
+from pipeline.glyphs import clean_glyphs, nearest, parse_glyph, render
+from pipeline.make_dataset import make_dataset
+from pipeline.params import load_params
+from tests.conftest import ROOT, assert_one_line_error, copy_of, edit_params, run_module, run_stages
 
 IMAGES = [
     "metrics/images/predictions.png",
@@ -319,6 +326,12 @@ def test_predict_knows_when_the_training_data_is_not_the_models(built, tmp_path)
         "data/x_train.npy: not the training set of this model; rerun `dvc repro train`",
     )
     adhoc = run_module("pipeline.predict", "--show", "data/samples/a.txt", cwd=project)
+    assert adhoc.returncode == 0 and adhoc.stderr == ""  # the CLI compares with the model's own glyphs
+    assert "nearest training glyph: A, 0 pixels away" in adhoc.stdout
+    model = project / "models/model.npz"  # as saved before models kept their glyphs: data/x_train.npy is read
+    with np.load(model) as arrays:
+        save_npz(model, {key: arrays[key] for key in arrays if key not in GLYPH_KEYS})
+    adhoc = run_module("pipeline.predict", "--show", "data/samples/a.txt", cwd=project)
     assert adhoc.returncode == 0 and "nearest training glyph: unknown" in adhoc.stdout
     assert adhoc.stderr == (
         "note: data/x_train.npy: not the training set of this model; rerun `dvc repro train`; "
@@ -328,3 +341,39 @@ def test_predict_knows_when_the_training_data_is_not_the_models(built, tmp_path)
     adhoc = run_module("pipeline.predict", "data/samples/a.txt", cwd=project)
     assert adhoc.returncode == 0 and adhoc.stdout.startswith("data/samples/a.txt: A (")
     assert "data/x_train.npy: missing" in adhoc.stderr and len(adhoc.stderr.splitlines()) == 1
+
+
+def test_a_model_used_outside_the_project_names_the_nearest_training_glyph_as_inside(built, tmp_path):
+    """A model fetched alone (`dvc artifacts get ... -o model.npz`) keeps its distinct training glyphs."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(built / "models/model.npz", outside / "model.npz")
+    names = sorted(path.name for path in (built / "data/samples").glob("*.txt"))
+    for name in names:
+        shutil.copy(built / "data/samples" / name, outside / name)
+    inside = run_module("pipeline.predict", "--show", *(f"data/samples/{n}" for n in names), cwd=built)
+    alone = run_module("pipeline.predict", "--model", "model.npz", "--show", *names, cwd=outside)
+    assert alone.returncode == 0 and inside.returncode == 0, alone.stderr
+    assert "x_train" not in alone.stderr and "unknown" not in alone.stdout
+    assert alone.stdout == inside.stdout.replace("data/samples/", "")
+    assert alone.stderr == inside.stderr.replace("data/samples/", "") and "far" in alone.stdout
+
+
+def test_the_distinct_glyphs_a_model_keeps_give_the_nearest_glyph_of_the_whole_training_set():
+    params = load_params(ROOT / "params.yaml")
+    dataset = dataclasses.replace(params.dataset, train_per_class=300, shift=1)
+    x, y = make_dataset(dataset)["train"]
+    kept = distinct_glyphs(x, y)
+    assert kept is not None and len(kept[0]) < len(x) and len(np.unique(kept[0], axis=0)) == len(kept[0])
+    probes = np.random.default_rng(5).integers(0, 2, (2000, 30), dtype=np.uint8)
+    probes = np.concatenate([probes, x[:50]])
+    assert nearest(probes, *kept) == nearest(probes, x, y)
+
+
+def test_a_training_set_of_more_distinct_glyphs_than_a_model_keeps_leaves_them_to_data(monkeypatch):
+    x = np.random.default_rng(6).integers(0, 2, (50, 30), dtype=np.uint8)
+    y = np.zeros(50, dtype=np.uint8)
+    monkeypatch.setattr(checkpoint, "MAX_GLYPHS", len(np.unique(x, axis=0)))
+    assert distinct_glyphs(x, y) is not None
+    monkeypatch.setattr(checkpoint, "MAX_GLYPHS", len(np.unique(x, axis=0)) - 1)
+    assert distinct_glyphs(x, y) is None
