@@ -206,6 +206,11 @@ def test_a_learn_step_is_model_sgd_step_and_the_page_says_what_dw1_shows(default
     assert "every blank pixel (0) gets a gradient of exactly 0" in report
     assert page.locator("#gradients .map").count() == 5
     screenshot(page, "learn")
+    page.click('button[data-load="b_shifted_left.txt"]')  # the same glyph: the report still describes it
+    assert "Taught step 1" in page.text_content("#step-report")
+    page.click('button[data-load="A"]')  # another glyph: the report would be stale, the taught step stays
+    assert page.text_content("#step-report") == "" and page.locator("#gradients .map").count() == 0
+    assert status(page).endswith("plus 1 taught step from there")
     page.click("#reset")
     assert page.evaluate("explorer.weights()") == trained
     assert status(page) == "the trained model, after epoch 300 of 300"
