@@ -4,11 +4,11 @@
 
 Reads models/model.npz, models/trace.npz, metrics/history.tsv, data/{x,y}_train.npy, data/samples/*.txt
 and `train.lr` (plus `train.batch_size` and `train.shuffle`, to know whether training can be replayed).
-The page is self-contained: its JavaScript (pipeline/explorer.html) and every number it needs are
-inline, so it opens from disk in any browser, with no network. Its arithmetic, pipeline/portable.js
-(inlined here), does the same operations in the same order as pipeline/portable.py and model.py, in the
-model's own float type (float64 or float32), so its scores and its "learn" step are the Python model's
-to the last bit (tests/test_portable_js.py and test_explorer.py check that in Chromium).
+The page is self-contained: its JavaScript (pipeline/explorer.html's interface and pipeline/portable.js's
+arithmetic) and every number it needs are inline, so it opens from disk in any browser, with no
+network. portable.js does the same operations in the same order as pipeline/portable.py and model.py,
+in the model's own float type (float64 or float32), so the page's scores and its "learn" step are the
+Python model's to the last bit (tests/test_portable_js.py and test_explorer.py check that in Chromium).
 
 For each epoch the page needs the weights. When training visited the examples one at a time in
 their stored order (batch 1, no shuffling), the page rebuilds them by running the training again from

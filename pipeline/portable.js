@@ -19,7 +19,7 @@
 //   forward(net, x)                      model.forward, one example
 //   example_losses(loss, z2, label)      model.example_losses, one example
 //   loss_value(loss, z2, label)          model.loss_value, one example
-//   backward(net, x, label, f)           model.backward, one example (so the batch sums are the terms)
+//   backward(net, x, label, f)           model.backward, one example (a batch sum: +0.0 + its one term)
 //   sgd_step(net, x, label, lr)          model.sgd_step, on a copy of net
 //   nearest(pixels, training, labels)    glyphs.nearest, one glyph
 //
