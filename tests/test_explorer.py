@@ -7,7 +7,8 @@ model.sgd_step (all three scores before and after, the loss, every gradient), ea
 against models/trace.npz, for a float64 and a float32 model. And the page itself: it always says which
 weights it shows, never drops taught steps without saying so, has a chart with axes and a slider on
 its epochs, one clickable label per letter, and fits a 420 px window. Any console message of any level
-fails a test. Screenshots go to test-artifacts/explorer-*.png.
+fails a test. Screenshots go to test-artifacts/explorer-*.png: 1280 (a sample read), learn, replay,
+replay-discarded (the notice after the slider discarded taught steps), 420-learn and 420-replay.
 """
 
 from __future__ import annotations
@@ -239,6 +240,7 @@ def test_replay_never_drops_taught_steps_silently_and_learn_teaches_the_weights_
     assert status(page) == "the model after epoch 5 of 300"
     assert page.text_content("#notice").startswith("Moving to epoch 5 discarded the 6 taught steps")
     assert page.text_content("#step-report") == "" and page.locator("#gradients .map").count() == 0
+    screenshot(page, "replay-discarded")
     net = trace_network(default, 5)
     assert same_weights(page.evaluate("explorer.weights()"), net)
     check_learn_step(page, net, glyph, "C", 0.1)  # Learn at epoch 5 teaches the epoch-5 weights
@@ -328,8 +330,12 @@ def test_the_page_fits_a_420px_window(default, browser):
     learn(page, "C")
     scroll, client = page.evaluate(widths)
     assert scroll <= client, "the report after Learn scrolls sideways"
-    check_chart(page)
+    assert page.locator("#gradients .map").count() == 5
     screenshot(page, f"{NARROW}-learn")
+    check_chart(page)
+    set_epoch(page, 40)
+    assert page.evaluate(widths)[0] <= client
+    screenshot(page, f"{NARROW}-replay")
     assert problems == []
 
 
