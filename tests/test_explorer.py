@@ -368,18 +368,6 @@ def test_a_float32_model_is_computed_in_float32_bit_for_bit(float32, browser):
     assert problems == []
 
 
-def test_a_model_trained_for_no_epochs_gets_a_working_page(tmp_path, browser):
-    project = copy_project(tmp_path / "project")
-    edit_params(project, "train", epochs=0)
-    build(project)
-    page, problems = open_page(browser, project)
-    assert status(page) == "the trained model, after epoch 0 of 0"
-    assert shown_scores(page) == python_scores(load_network(project / "models/model.npz", PIXELS), clean_glyphs()[0])
-    learn(page, "B")
-    assert status(page).endswith("plus 1 taught step from there")
-    assert problems == []
-
-
 def test_the_page_is_small_and_self_contained_and_its_arithmetic_lives_in_portable_js(default):
     page = (default / "metrics/explorer.html").read_text(encoding="utf-8")
     assert "http://" not in page and "https://" not in page
