@@ -4,10 +4,11 @@
 
 Reads models/model.npz, models/trace.npz, metrics/history.tsv, data/{x,y}_train.npy, data/samples/*.txt
 and `train.lr` (plus `train.batch_size` and `train.shuffle`, to know whether training can be replayed).
-The page is self-contained: its JavaScript (pipeline/explorer.html) and every number it needs are
-inline, so it opens from disk in any browser, with no network. Its JavaScript computes with the same
-float64 operations, in the same order, as pipeline/portable.py and model.py, so its scores and its
-"learn" step are the Python model's to the last bit (tests/test_explorer.py checks that in Chromium).
+The page is self-contained: its JavaScript (pipeline/explorer.html's interface and pipeline/portable.js's
+arithmetic) and every number it needs are inline, so it opens from disk in any browser, with no
+network. portable.js does the same operations in the same order as pipeline/portable.py and model.py,
+in the model's own float type (float64 or float32), so the page's scores and its "learn" step are the
+Python model's to the last bit (tests/test_portable_js.py and test_explorer.py check that in Chromium).
 
 For each epoch the page needs the weights. When training visited the examples one at a time in
 their stored order (batch 1, no shuffling), the page rebuilds them by running the training again from
@@ -34,6 +35,7 @@ from pipeline.model import Network
 from pipeline.params import TrainParams, load_params
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
+ARITHMETIC = Path(__file__).with_name("portable.js")  # inlined where the template says /*PORTABLE*/
 REPLAY_STEPS = 20_000  # training steps the page may replay on load (about 0.1 s); more: inline weights
 NEAREST_GLYPHS = 5_000  # distinct training glyphs the page compares a drawing with, at most (35 kB)
 TRACE_ENTRY = 64 * 1024 * 1024  # bytes of one trace entry at most: w1 of 512 hidden units and 301 epochs is 37 MB
@@ -43,6 +45,25 @@ PAGE_WEIGHTS = 512 * 1024  # bytes of inline float64 weights at most (700 kB of 
 def float64s(array: np.ndarray) -> str:
     """Little-endian float64 bytes in base64: exact, and 11 characters a number."""
     return base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii")
+
+
+def constants(dtype: np.dtype) -> dict[str, object]:
+    """portable.py's exp and log1p constants for `dtype` (float64 or float32), each rounded to that type
+    and written as the float64 that holds it exactly: what portable.js's make_portable takes."""
+    c = portable._CONSTANTS[np.dtype(dtype)]
+    powers, centers, log_centers = (table.astype(c.dtype).tolist() for table in portable._TABLES)
+    n = 1 << portable._TABLE_BITS
+    scalars = ("inv_step", "step_hi", "step_lo", "round_shift", "lowest", "highest")
+    return {
+        "dtype": c.dtype.name,
+        "table_bits": portable._TABLE_BITS,
+        "powers": powers,
+        "centers": centers[: n + 1],
+        "log_centers": log_centers[: n + 1],
+        **{name: float(getattr(c, name)) for name in scalars},
+        "exp_poly": [float(v) for v in c.exp_poly],
+        "log_poly": [float(v) for v in c.log_poly],
+    }
 
 
 def bits(glyphs: np.ndarray) -> list[str]:
@@ -64,7 +85,6 @@ def trace_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_tra
     replayable = (
         p.batch_size == 1
         and not p.shuffle
-        and net.w1.dtype == np.float64
         and epochs == list(range(len(epochs)))
         and len(x_train) * epochs[-1] <= REPLAY_STEPS
     )
@@ -107,7 +127,7 @@ def page_data(
         "samples": [{"name": name, "pixels": bits(glyph[None])[0]} for name, glyph in samples],
         "training": packed(x_train, y_train) if "replay" in trace else packed(x_train[order], y_train[order]),
         "far": FAR,
-        "portable": portable.float64_constants(),
+        "portable": constants(net.w1.dtype),
         "colors": {
             "paper": list(pictures.PAPER),
             "positive": pictures.POSITIVE.tolist(),
@@ -124,7 +144,8 @@ SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 def render_page(data: dict) -> str:
     # floats: shortest exact form; never NaN or Infinity, which JSON.parse refuses (the loaders keep them out)
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).translate(SCRIPT_SAFE)
-    return TEMPLATE.read_text(encoding="utf-8").replace("/*DATA*/", payload)
+    page = TEMPLATE.read_text(encoding="utf-8").replace("/*PORTABLE*/", ARITHMETIC.read_text(encoding="utf-8"))
+    return page.replace("/*DATA*/", payload)
 
 
 def load_trace(net: Network) -> dict[str, np.ndarray]:
