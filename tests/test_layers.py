@@ -12,6 +12,7 @@ LAYERS = [
     {"artifacts", "glyph_files", "params", "sgd"},  # files between stages, glyph files, params.yaml, the loop
     {"checkpoint", "pictures", "figures"},  # the model file, pictures
     {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
+    {"sweep"},  # runs the stages' functions as trials on Dask
 ]
 
 
