@@ -372,7 +372,7 @@ def run_all(todo: list[Trial], files: list[str], code: str, client: Any, on_resu
     # By its module's name, so workers import it: under `python -m pipeline.sweep` this module is __main__.
     run_trial = importlib.import_module("pipeline.sweep").run_trial
     futures = {client.submit(run_trial, t.doc, files, key=f"trial-{t.key}", pure=True): t for t in todo}
-    workers = set(client.scheduler_info(n_workers=-1)["workers"])
+    workers = set(client.nthreads())  # not scheduler_info(): a periodic refresh can blank its list
     pending = as_completed(futures)
     while not pending.is_empty():
         for future in pending.next_batch(block=False) if pending.has_ready() else []:
@@ -382,7 +382,7 @@ def run_all(todo: list[Trial], files: list[str], code: str, client: Any, on_resu
             else:
                 on_result(trial, future.result())
             future.release()
-        now = set(client.scheduler_info(n_workers=-1)["workers"])
+        now = set(client.nthreads())
         for lost in sorted(workers - now):
             progress.note(f"note: lost worker {lost}; Dask runs its trials again on the others")
         workers = now
@@ -493,10 +493,13 @@ def _text(value: Any) -> str:
 
 def plot_rows(sweep: Sweep, ranked: list[Outcome], swept: list[str]) -> list[dict[str, Any]]:
     """A row per trial and swept key: {'key': 'test.accuracy against train.lr', 'value': 0.3, 'score': ...}.
-    Booleans and strings are plotted at their index among the values seen, which the key's label lists."""
+    Booleans and strings are plotted at their index among the values seen, which the key's label lists; a key
+    held at one value gets no panel."""
     rows = []
     for key in swept:
         seen = list(dict.fromkeys(json.dumps(o.trial.settings[key]) for o in ranked))
+        if len(seen) < 2:  # a key the sweep holds at one value: a panel would say nothing
+            continue
         numeric = _kind(key) in ("int", "float")
         label = f"{sweep.metric} against {key}"
         if not numeric:
@@ -574,70 +577,73 @@ def outcome(sweep: Sweep, trial: Trial, result: dict[str, str], reused: bool = F
     return Outcome(trial, result.get("metrics"), error and f"{sweep.path}: trial {trial.number}: {error}", reused)
 
 
-def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
-    base = read_yaml(paths.PARAMS)
-    load_params()  # params.yaml itself must pass, as check_params would say
-    files = code_files()
-    code = code_hash(files)
-    all_trials = trials(sweep, base, code)
-    keys = metric_keys(load_params())
-    tally = Tally(len(all_trials))
-    display = Display(sweep, tally)
-    outcomes: dict[int, Outcome] = {}
-    todo = []
-    for trial in all_trials:
-        cached = load_cached(sweep, trial) if trial.error is None else None
-        if trial.error is not None:
-            record(outcomes, sweep, tally, display, Outcome(trial, error=trial.error))
-        elif cached is not None:
-            record(outcomes, sweep, tally, display, cached)
-        else:
-            todo.append(trial)
-    reused = sum(o.reused for o in outcomes.values())
-    start = time.monotonic()
+class SweepRun:
+    """One run of a sweep: its trials, what is known of them so far, and what is shown."""
 
-    def on_result(trial: Trial, result: dict[str, str]) -> None:
-        if result["code"] != code:  # not cached: another worker may run it right
-            result = {
-                "error": f"a worker runs other code (hash {result['code']}, here {code}); install this commit there"
-            }
+    def __init__(self, sweep: Sweep) -> None:
+        load_params()  # params.yaml itself must pass, as check_params would say
+        self.sweep, self.files = sweep, code_files()
+        self.code = code_hash(self.files)
+        self.trials = trials(sweep, read_yaml(paths.PARAMS), self.code)
+        self.tally = Tally(len(self.trials))
+        self.display = Display(sweep, self.tally)
+        self.outcomes: dict[int, Outcome] = {}
+
+    def known(self) -> list[Trial]:
+        """Record the invalid trials and those run before (same params, same code); return the rest."""
+        todo = []
+        for trial in self.trials:
+            found = Outcome(trial, error=trial.error) if trial.error else load_cached(self.sweep, trial)
+            if found is None:
+                todo.append(trial)
+            else:
+                record(self.outcomes, self.sweep, self.tally, self.display, found)
+        return todo
+
+    def on_result(self, trial: Trial, result: dict[str, str]) -> None:
+        if result["code"] != self.code:  # not cached: a worker with this commit would run it right
+            other = f"a worker runs other code (hash {result['code']}, here {self.code}); install this commit"
+            result = {"error": other}
         elif not result.get("error", "").startswith(DIED):  # a result of the params and the code alone
             save_json(paths.SWEEP_CACHE / f"{trial.key}.json", {k: v for k, v in result.items() if k != "code"})
-        record(outcomes, sweep, tally, display, outcome(sweep, trial, result))
+        record(self.outcomes, self.sweep, self.tally, self.display, outcome(self.sweep, trial, result))
 
-    where = scheduler or f"a LocalCluster of {workers} workers"
+    def report(self, ran: int, where: str, seconds: float) -> list[Outcome]:
+        """Write the results; say what ran and what was reused; return the trials best first."""
+        tsv, plot = write_results(self.sweep, self.outcomes, metric_keys(load_params()), self.code)
+        reused = sum(o.reused for o in self.outcomes.values())
+        failed = sum(o.error is not None for o in self.outcomes.values())
+        print(
+            f"sweep {self.sweep.name}: {len(self.trials)} trials: {reused} reused from {paths.SWEEP_CACHE}/ "
+            f"(same params, same code), {ran} ran on {where} in {seconds:.1f} s, {failed} failed"
+        )
+        print(f"wrote {tsv} and {plot}")
+        return ranking(self.sweep, self.outcomes)
+
+
+def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
+    run = SweepRun(sweep)
+    todo = run.known()
+    where, start = scheduler or f"a LocalCluster of {workers} workers", time.monotonic()
     try:
         if todo:
             with dask_client(scheduler, workers) as client:
                 _wait_for_workers(client, where)
-                run_all(todo, files, code, client, on_result, display)
+                run_all(todo, run.files, run.code, client, run.on_result, run.display)
     except KeyboardInterrupt:
-        display.bar.close()
-        print(
-            f"interrupted: {len(outcomes)} of {len(all_trials)} trials done, kept in {paths.SWEEP_CACHE}/; "
-            "the same command resumes",
-            file=sys.stderr,
-        )
+        run.display.bar.close()
+        done = len(run.outcomes)
+        print(f"interrupted: {done} of {len(run.trials)} trials done; the same command resumes", file=sys.stderr)
         return 130
-    display.bar.close()
-    tsv, plot = write_results(sweep, outcomes, keys, code)
-    ranked = ranking(sweep, outcomes)
-    failed = sum(o.error is not None for o in outcomes.values())
-    print(
-        f"sweep {sweep.name}: {len(all_trials)} trials: {len(todo)} ran on {where} in "
-        f"{time.monotonic() - start:.1f} s, {reused} reused from {paths.SWEEP_CACHE}/ (same params, same code), "
-        f"{failed} failed"
-    )
-    print(f"wrote {tsv} and {plot}")
+    run.display.bar.close()
+    ranked = run.report(len(todo), where, time.monotonic() - start)
     if not ranked:
         raise PipelineError(f"{sweep.path}: no trial gave {sweep.metric}", status=1)
     best = ranked[0]
     print(f"best {sweep.metric} {best.value(sweep.metric):g}: trial {best.trial.number}, {_settings(best.trial)}")
     if sweep.keep:
         names = keep_best(sweep, ranked[: sweep.keep])
-        print(
-            f"kept {', '.join(names)} as DVC experiments (dvc exp show): their metrics are the sweep's, byte for byte"
-        )
+        print(f"kept {', '.join(names)} as DVC experiments (dvc exp show), their metrics the sweep's byte for byte")
     return 0
 
 
