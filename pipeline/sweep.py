@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -52,7 +53,9 @@ from pipeline.progress import Progress
 from pipeline.train import train
 
 DIED = "workers died running it"  # a trial Dask gave up on: not a result of its params, so never cached
-MAX_TRIALS = 10_000  # a row each in sweeps/NAME.tsv (about 400 bytes): at most about 4 MB in git
+# Trials at most: sweeps/NAME.tsv has a row each (about 200 bytes), sweeps/plots/NAME.json a row per trial and varied
+# key (about 110 bytes): about 3 MB in git with four keys varied.
+MAX_TRIALS = 5_000
 STAGES = ("check_params", "make_dataset", "train", "evaluate")  # what a trial runs, as dvc.yaml lists it
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a sweep's name: file names and git refs (experiments)
 LN2 = 0.6931471805599453  # ln 2, rounded to float64
@@ -621,13 +624,28 @@ class SweepRun:
         return ranking(self.sweep, self.outcomes)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system stopping the job, `kill`) stops a sweep as Ctrl-C does: the workers shut down and
+    what finished is kept."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
     run = SweepRun(sweep)
     todo = run.known()
     where, start = scheduler or f"a LocalCluster of {workers} workers", time.monotonic()
     try:
         if todo:
-            with dask_client(scheduler, workers) as client:
+            with _terminate_as_interrupt(), dask_client(scheduler, workers) as client:
                 _wait_for_workers(client, where)
                 run_all(todo, run.files, run.code, client, run.on_result, run.display)
     except KeyboardInterrupt:
