@@ -324,7 +324,7 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
 
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler)  # waits distributed.comm.timeouts.connect (30 s) for an answer
         except (OSError, TimeoutError) as err:
             raise PipelineError(f"--scheduler {shown(scheduler)}: cannot connect ({_first_line(err)})") from None
         with client:
@@ -336,7 +336,8 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # the scheduler's HTTP server (health checks) on a free port: None
+            scheduler_kwargs={"dashboard": False},  # means 8787, and a warning when another cluster has it
             silence_logs=logging.ERROR,  # a worker lost is told in one line below, not in Dask's log
         ) as cluster,
         Client(cluster) as client,

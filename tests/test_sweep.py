@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,18 +28,24 @@ from pipeline.errors import exit_on_error
 from pipeline.params import read_yaml
 from tests.conftest import ROOT, assert_one_line_error, copy_of, copy_project, dvc, env
 
-GOOD = """\
-metric: test.accuracy
-goal: max
-keep: 0
-grid:
+
+def sweep_file(grid: str, random: str = "", metric: str = "test.accuracy", keep: int = 0) -> str:
+    """A sweep file: its head, the grid's lines, then those of its random section if any."""
+    text = f"metric: {metric}\ngoal: max\nkeep: {keep}\ngrid:\n{grid}"
+    return text + (f"random:\n{random}" if random else "")
+
+
+GOOD = sweep_file(
+    """\
   train.loss: [bce, mse]
-random:
+""",
+    """\
   count: 2
   seed: 0
   ranges:
     train.lr: {low: 0.1, high: 1.0, scale: log}
-"""
+""",
+)
 
 
 def run_main(project: Path, *args: str, monkeypatch, capsys) -> SimpleNamespace:
@@ -83,21 +88,25 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key_and_nothing_runs(edit, frag
     assert_one_line_error(proc, fragment)
 
 
-def test_a_missing_sweep_file_or_a_bad_name_through_the_real_entry_point(tmp_path):
-    for name, fragment in [("none.yaml", "none.yaml: no such file"), ("a b.yaml", "found 'a b'")]:
-        if name != "none.yaml":
-            (tmp_path / name).write_text(GOOD)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.sweep", str(tmp_path / name)],
-            cwd=ROOT,
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert_one_line_error(proc, fragment)
-        assert not (ROOT / paths.SWEEPS / "none.tsv").exists()
+def test_a_bad_sweep_file_through_the_real_entry_point(tmp_path):
+    (tmp_path / "a b.yaml").write_text(GOOD)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.sweep", str(tmp_path / "a b.yaml")],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert_one_line_error(proc, "a b.yaml: expected a file name of letters, digits, '_' or '-'", "found 'a b'")
+    assert list(tmp_path.iterdir()) == [tmp_path / "a b.yaml"]
+
+
+def test_a_missing_sweep_file_is_one_line(tmp_path, monkeypatch, capsys):
+    assert_one_line_error(
+        run_main(ROOT, str(tmp_path / "none.yaml"), monkeypatch=monkeypatch, capsys=capsys), "none.yaml: no such file"
+    )
 
 
 def test_every_draw_meets_every_grid_point_and_the_draws_are_seeded_and_within_range(tmp_path):
@@ -147,22 +156,6 @@ def test_the_progress_line_shows_done_failed_left_and_the_best_so_far(tmp_path):
     assert line.endswith("best test.accuracy 0.95 (trial 2)")
 
 
-SMALL = """\
-metric: test.accuracy
-goal: max
-keep: 0
-grid:
-  train.lr: [0.5, -1.0, 1.0e+300]
-  train.loss: [bce, mse]
-random:
-  count: 2
-  seed: 8
-  ranges:
-    train.epochs: {low: 20, high: 60, scale: log}
-    train.dtype: [float32, float64]
-"""
-
-
 def sweep_cmd(project: Path, *args: str, **extra) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.sweep", *args],
@@ -179,81 +172,61 @@ def finish(proc: subprocess.Popen) -> SimpleNamespace:
     return SimpleNamespace(returncode=proc.returncode, stdout=out, stderr=err)
 
 
-def test_a_sweep_on_a_local_cluster_reports_bad_trials_in_one_line_each_and_resumes(tmp_path):
+SLOW = sweep_file("  dataset.train_per_class: [20]\n  train.epochs: [30]\n  train.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]\n")
+# Trials of about a second (the NumPy engine), with lr -1 (invalid) and 1e300 (training diverges) among them.
+STOPPED = SLOW.replace("0.5, 0.6]", "-1.0, 1.0e+300]\n  train.loss: [bce, mse]\n")
+
+
+def test_a_sweep_stopped_halfway_reports_bad_trials_in_one_line_each_and_resumes_with_what_it_finished(tmp_path):
     project = copy_project(tmp_path / "p")
-    (project / "sweeps/small.yaml").write_text(SMALL)
-    proc = finish(sweep_cmd(project, "sweeps/small.yaml", "--workers", "2"))
-    assert proc.returncode == 0, proc.stderr
-    assert "12 trials: 0 reused" in proc.stdout and "8 ran on a LocalCluster of 2 workers" in proc.stdout
-    errors = proc.stderr.strip().splitlines()
-    assert len(errors) == 8 and "Traceback" not in proc.stderr, proc.stderr
-    invalid = [e for e in errors if "expected a number > 0.0, found -1.0 (float)" in e]
-    assert len(invalid) == 4 and all(re.match(r"error: sweeps/small\.yaml: trial \d+: train\.lr: ", e) for e in invalid)
-    diverged = [e for e in errors if "try a smaller train.lr (now 1e+300)" in e]
-    assert len(diverged) == 4 and all(re.match(r"error: sweeps/small\.yaml: trial \d+: train: ", e) for e in diverged)
-
-    tsv = (project / "sweeps/small.tsv").read_text()
-    rows = [dict(zip(tsv.splitlines()[0].split("\t"), line.split("\t"))) for line in tsv.splitlines()[1:]]
-    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed", "failed", "failed"] * 2
-    assert {r["rank"] for r in rows if r["status"] == "ok"} == {"1", "2", "3", "4"}
-    # Each trial's metrics are what the stages' functions give here, in this process: the worker's are the same bytes.
-    spec = _in(project, lambda: sweep.load_sweep(Path("sweeps/small.yaml")))
-    trials = _in(project, lambda: sweep.trials(spec, read_yaml(project / paths.PARAMS), ""))
-    files = _in(project, sweep.code_files)
-    for row, trial in zip(rows, trials):
-        if row["status"] == "ok":
-            here = json.loads(sweep.run_trial(trial.doc, files)["metrics"])
-            assert row["test.accuracy"] == json.dumps(here["test"]["accuracy"]), row
-    plot = json.loads((project / "sweeps/plots/small.json").read_text())
-    assert {p["key"] for p in plot} == {
-        "test.accuracy against train.epochs",
-        "test.accuracy against train.dtype (0 float32, 1 float64)",
-        "test.accuracy against train.loss (0 bce, 1 mse)",
-    }  # train.lr: one good value, no panel
-
-    # Run again: every trial is known (same params, same code), so no cluster starts and the results are the same.
-    cache = sorted((project / paths.SWEEP_CACHE).iterdir())
-    assert len(cache) == 8  # 4 good, 4 diverged: results of their params; the invalid ones never ran
-    again = finish(sweep_cmd(project, "sweeps/small.yaml"))
-    assert again.returncode == 0 and "12 trials: 8 reused" in again.stdout and "0 ran" in again.stdout, again.stdout
-    assert (project / "sweeps/small.tsv").read_text() == tsv
-
-
-SLOW = """\
-metric: test.accuracy
-goal: max
-keep: 0
-grid:
-  dataset.train_per_class: [20]
-  train.epochs: [30]
-  train.lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
-"""
-
-
-def test_a_sweep_stopped_halfway_resumes_with_the_trials_it_finished(tmp_path):
-    project = copy_project(tmp_path / "p")
-    (project / "sweeps/slow.yaml").write_text(SLOW)
-    proc = sweep_cmd(project, "sweeps/slow.yaml", "--workers", "2", PIPELINE_ENGINE="numpy")
+    (project / "sweeps/stopped.yaml").write_text(STOPPED)
+    proc = sweep_cmd(project, "sweeps/stopped.yaml", "--workers", "2", PIPELINE_ENGINE="numpy")
     cache = project / paths.SWEEP_CACHE
     deadline = time.monotonic() + 120
     while len(list(cache.glob("*.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # as a batch system stops a job; Ctrl-C does the same
     stopped = finish(proc)
-    done = len(list(cache.glob("*.json")))
+    done = len(list(cache.glob("*.json")))  # results of their params: the 2 invalid trials never ran
     assert stopped.returncode == 130, stopped.stderr
-    assert 2 <= done < 8 and f"interrupted: {done} of 8 trials done" in stopped.stderr, stopped.stderr
-    again = finish(sweep_cmd(project, "sweeps/slow.yaml", "--workers", "2", PIPELINE_ENGINE="numpy"))
+    assert 2 <= done < 10 and f"interrupted: {done + 2} of 12 trials done" in stopped.stderr, stopped.stderr
+
+    again = finish(sweep_cmd(project, "sweeps/stopped.yaml", "--workers", "2", PIPELINE_ENGINE="numpy"))
     assert again.returncode == 0, again.stderr
-    assert f"8 trials: {done} reused" in again.stdout and f"{8 - done} ran" in again.stdout, again.stdout
-    assert len(list(cache.glob("*.json"))) == 8
+    assert f"12 trials: {done} reused" in again.stdout and f"{10 - done} ran on a LocalCluster" in again.stdout
+    errors = again.stderr.strip().splitlines()
+    assert len(errors) == 4 and "Traceback" not in again.stderr, again.stderr
+    for number in (9, 10, 11, 12):  # lr -1 with bce and mse, then lr 1e300
+        line = next(e for e in errors if f"trial {number}:" in e)
+        if number < 11:
+            assert line.endswith(f"stopped.yaml: trial {number}: train.lr: expected a number > 0.0, found -1.0 (float)")
+        else:
+            assert line.startswith(f"error: sweeps/stopped.yaml: trial {number}: train: "), line
+            assert line.endswith("try a smaller train.lr (now 1e+300)"), line
+
+    tsv = (project / "sweeps/stopped.tsv").read_text()
+    rows = [dict(zip(tsv.splitlines()[0].split("\t"), line.split("\t"))) for line in tsv.splitlines()[1:]]
+    assert [r["status"] for r in rows] == ["ok"] * 8 + ["failed"] * 4
+    assert sorted(int(r["rank"]) for r in rows[:8]) == list(range(1, 9))
+    plot = json.loads((project / "sweeps/plots/stopped.json").read_text())
+    labels = {"test.accuracy against train.lr", "test.accuracy against train.loss (0 bce, 1 mse)"}
+    assert {p["key"] for p in plot} == labels and len(plot) == 16  # a panel for each key varied among the good
+    # Every trial's metrics are what the stages' functions give in this process: the workers' are the same bytes.
+    spec = _in(project, lambda: sweep.load_sweep(Path("sweeps/stopped.yaml")))
+    trials = _in(project, lambda: sweep.trials(spec, read_yaml(project / paths.PARAMS), ""))
+    files = _in(project, sweep.code_files)
+    for row, trial in zip(rows[:8:3], trials[:8:3]):
+        here = json.loads(sweep.run_trial(trial.doc, files)["metrics"])
+        assert row["test.accuracy"] == json.dumps(here["test"]["accuracy"]), row
+
+    # Once more: every trial is known (same params, same code), so no cluster starts; the same results.
+    last = finish(sweep_cmd(project, "sweeps/stopped.yaml"))
+    assert last.returncode == 0 and "12 trials: 10 reused" in last.stdout and "0 ran" in last.stdout, last.stdout
+    assert (project / "sweeps/stopped.tsv").read_text() == tsv
 
 
-KEPT = """\
-metric: moved.noisy
-goal: max
-keep: 1
-grid:
+KEPT = sweep_file(
+    """\
   train.dtype: [float32, float64]
   train.bias: [true, false]
   train.loss: [bce, mse]
@@ -261,7 +234,10 @@ grid:
   train.shuffle: [true]
   train.epochs: [60]
   train.lr: [0.7]
-"""
+""",
+    metric="moved.noisy",
+    keep=1,
+)
 
 
 def test_the_kept_experiment_and_a_sampled_trial_equal_dvc_exp_run(dvc_repo, tmp_path):
