@@ -88,6 +88,7 @@ class Sweep:
     count: int  # random draws (1 when there are no ranges)
     seed: int
     ranges: dict[str, Range | list[Any]]  # key -> a range, or values to choose from
+    keep_most: int  # the number of trials
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -102,19 +103,8 @@ def load_sweep(path: Path) -> Sweep:
     _only(path, "", doc, required=("metric", "goal", "keep"), optional=("grid", "random"))
     if "grid" not in doc and "random" not in doc:
         raise PipelineError(f"{path}: grid: missing; expected a grid, a random section or both")
-    grid = {key: _values(path, f"grid.{key}", key, values) for key, values in _mapping(path, "grid", doc).items()}
-    count, seed, ranges = 1, 0, {}
-    if "random" in doc:
-        random = doc["random"]
-        _only(path, "random.", random, required=("count", "seed", "ranges"))
-        count = _integer(path, "random.count", random["count"], 1, MAX_TRIALS)
-        seed = _integer(path, "random.seed", random["seed"], 0, 2**63 - 1)
-        for key, spec in _mapping(path, "random.ranges", random).items():
-            if key in grid:
-                raise PipelineError(f"{path}: random.ranges.{key}: also in grid; vary a key in one of them")
-            ranges[key] = _range(path, f"random.ranges.{key}", key, spec)
-        if not ranges:
-            raise PipelineError(f"{path}: random.ranges: expected at least one key, found none")
+    grid = {key: _values(path, f"grid.{key}", values) for key, values in _mapping(path, "grid", doc).items()}
+    count, seed, ranges = _random(path, doc["random"], grid) if "random" in doc else (1, 0, {})
     trials = count * math.prod(len(values) for values in grid.values())
     if trials > MAX_TRIALS:
         raise PipelineError(f"{path}: grid: expected at most {MAX_TRIALS} trials in all, found {trials}")
@@ -122,7 +112,22 @@ def load_sweep(path: Path) -> Sweep:
     if goal not in ("max", "min"):
         raise PipelineError(f"{path}: goal: expected max or min, found {describe(goal)}")
     keep = _integer(path, "keep", doc["keep"], 0, trials)
-    return Sweep(path, name, _metric(path, doc["metric"]), goal, keep, grid, count, seed, ranges)
+    return Sweep(path, name, _metric(path, doc["metric"]), goal, keep, grid, count, seed, ranges, trials)
+
+
+def _random(path: Path, random: Any, grid: dict[str, list[Any]]) -> tuple[int, int, dict[str, Range | list[Any]]]:
+    """The random section: (count, seed, key -> range or values)."""
+    _only(path, "random.", random, required=("count", "seed", "ranges"))
+    count = _integer(path, "random.count", random["count"], 1, MAX_TRIALS)
+    seed = _integer(path, "random.seed", random["seed"], 0, 2**63 - 1)
+    ranges = {}
+    for key, spec in _mapping(path, "random.ranges", random).items():
+        if key in grid:
+            raise PipelineError(f"{path}: random.ranges.{key}: also in grid; vary a key in one of them")
+        ranges[key] = _range(path, f"random.ranges.{key}", key, spec)
+    if not ranges:
+        raise PipelineError(f"{path}: random.ranges: expected at least one key, found none")
+    return count, seed, ranges
 
 
 def _only(path: Path, where: str, doc: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
@@ -157,7 +162,7 @@ def _kind(key: str) -> str:
     return SECTIONS[section][name].type
 
 
-def _values(path: Path, where: str, key: str, values: Any) -> list[Any]:
+def _values(path: Path, where: str, values: Any) -> list[Any]:
     if not isinstance(values, list) or not values:
         raise PipelineError(f"{path}: {where}: expected a non-empty list of values, found {describe(values)}")
     if len(set(map(repr, values))) != len(values):
@@ -167,7 +172,7 @@ def _values(path: Path, where: str, key: str, values: Any) -> list[Any]:
 
 def _range(path: Path, where: str, key: str, spec: Any) -> Range | list[Any]:
     if isinstance(spec, list):
-        return _values(path, where, key, spec)
+        return _values(path, where, spec)
     if _kind(key) not in ("int", "float"):
         raise PipelineError(f"{path}: {where}: expected a list of values to choose from, found {describe(spec)}")
     _only(path, f"{where}.", spec, required=("low", "high", "scale"))
@@ -677,10 +682,14 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=len(os.sched_getaffinity(0)), help="LocalCluster's worker processes"
     )
+    parser.add_argument("--keep", type=int, help="how many of the best to keep, instead of the sweep file's keep")
     args = parser.parse_args()
     if args.workers < 1:
         parser.error(f"--workers: expected at least 1, found {args.workers}")
-    return sweep_main(load_sweep(args.sweep), args.scheduler, args.workers)
+    spec = load_sweep(args.sweep)
+    if args.keep is not None:
+        spec = dataclasses.replace(spec, keep=_integer(spec.path, "--keep", args.keep, 0, spec.keep_most))
+    return sweep_main(spec, args.scheduler, args.workers)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline import paths, sweep
 from pipeline.errors import exit_on_error
@@ -156,6 +157,17 @@ def test_the_progress_line_shows_done_failed_left_and_the_best_so_far(tmp_path):
     assert line.endswith("best test.accuracy 0.95 (trial 2)")
 
 
+def tsv_rows(path: Path) -> list[dict[str, str]]:
+    """sweeps/NAME.tsv as a row per trial, by column name."""
+    lines = path.read_text().splitlines()
+    return [dict(zip(lines[0].split("\t"), line.split("\t"))) for line in lines[1:]]
+
+
+def metric_cell(row: dict[str, str], key: str) -> str:
+    """The TSV's cell of metric `key`: train.loss, also a params key, is metrics/metrics.json:train.loss."""
+    return row.get(f"{paths.METRICS}:{key}", row.get(key))
+
+
 def sweep_cmd(project: Path, *args: str, **extra) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.sweep", *args],
@@ -205,7 +217,7 @@ def test_a_sweep_stopped_halfway_reports_bad_trials_in_one_line_each_and_resumes
             assert line.endswith("try a smaller train.lr (now 1e+300)"), line
 
     tsv = (project / "sweeps/stopped.tsv").read_text()
-    rows = [dict(zip(tsv.splitlines()[0].split("\t"), line.split("\t"))) for line in tsv.splitlines()[1:]]
+    rows = tsv_rows(project / "sweeps/stopped.tsv")
     assert [r["status"] for r in rows] == ["ok"] * 8 + ["failed"] * 4
     assert sorted(int(r["rank"]) for r in rows[:8]) == list(range(1, 9))
     plot = json.loads((project / "sweeps/plots/stopped.json").read_text())
@@ -248,8 +260,7 @@ def test_the_kept_experiment_and_a_sampled_trial_equal_dvc_exp_run(dvc_repo, tmp
     proc = finish(sweep_cmd(repo, "sweeps/kept.yaml", "--workers", "2"))
     assert proc.returncode == 0, proc.stderr
     assert "kept kept-1 as DVC experiments" in proc.stdout, proc.stdout
-    tsv = (repo / "sweeps/kept.tsv").read_text().splitlines()
-    rows = [dict(zip(tsv[0].split("\t"), line.split("\t"))) for line in tsv[1:]]
+    rows = tsv_rows(repo / "sweeps/kept.tsv")
     best = next(r for r in rows if r["rank"] == "1")
     assert best["experiment"] == "kept-1"
     shown = json.loads(dvc(repo, "exp", "show", "--json").stdout)
@@ -270,11 +281,8 @@ def test_the_kept_experiment_and_a_sampled_trial_equal_dvc_exp_run(dvc_repo, tmp
         *["-S", "train.batch_size=2", "-S", "train.shuffle=true", "-S", "train.epochs=60", "-S", "train.lr=0.7"],
     )
     written = json.loads((repo / "metrics/metrics.json").read_text())
-    flat = sweep.flat(written)
-    header = tsv[0].split("\t")
-    for key, value in flat.items():
-        column = f"metrics/metrics.json:{key}" if f"metrics/metrics.json:{key}" in header else key
-        assert sampled[column] == json.dumps(value), key
+    for key, value in sweep.flat(written).items():
+        assert metric_cell(sampled, key) == json.dumps(value), key
     # The bytes themselves: the trial's cached metrics.json text.
     texts = {json.loads(p.read_text())["metrics"] for p in (repo / paths.SWEEP_CACHE).glob("*.json")}
     assert (repo / "metrics/metrics.json").read_text() in texts
@@ -286,3 +294,24 @@ def test_local_workers_start_without_blas_variables_and_one_thread_each():
         seen = client.run(lambda: {k: os.environ.get(k) for k in sweep.NO_BLAS_ENV})
         assert list(client.nthreads().values()) == [1]
     assert list(seen.values()) == [{k: os.environ.get(k) for k in sweep.NO_BLAS_ENV}]
+
+
+def test_the_readme_shows_the_worked_sweep_and_its_committed_best_trials_which_this_code_reproduces(monkeypatch):
+    """sweeps/robust.yaml is the README's, the README's table is sweeps/robust.tsv's three best, and the best
+    trial, computed here, is the committed row: the results in git are this code's."""
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("## Sweeps on Dask") :]
+    block = shown[shown.index("```yaml\n") + 8 : shown.index("```", shown.index("```yaml\n") + 8)]
+    assert yaml.safe_load(block) == yaml.safe_load((ROOT / "sweeps/robust.yaml").read_text())
+    rows = sorted(tsv_rows(ROOT / "sweeps/robust.tsv"), key=lambda r: int(r["rank"]))
+    columns = ["rank", "trial", "train.lr", "train.batch_size", "train.epochs", "test.accuracy", "moved.clean"]
+    columns += ["moved.noisy", "robustness.noise_0_2", "experiment"]
+    for row in rows[:3]:
+        assert "| " + " | ".join(row[c] for c in columns) + " |" in shown, row["rank"]
+    monkeypatch.chdir(ROOT)
+    spec = sweep.load_sweep(Path("sweeps/robust.yaml"))
+    files = sweep.code_files()
+    best = sweep.trials(spec, read_yaml(paths.PARAMS), sweep.code_hash(files))[int(rows[0]["trial"]) - 1]
+    metrics = sweep.flat(json.loads(sweep.run_trial(best.doc, files)["metrics"]))
+    assert rows[0]["code"] == sweep.code_hash(files), "sweeps/robust.tsv is older than the code: run the sweep again"
+    assert all(metric_cell(rows[0], key) == json.dumps(value) for key, value in metrics.items())
