@@ -135,8 +135,13 @@ def save_text(path: Path, text: str) -> None:
 def save_json(path: Path, obj: Any) -> None:
     """`obj` as JSON, refused (a one-line error, nothing written) if it holds NaN or an infinity, which
     JSON has no words for: Python would write `NaN`, which JSON readers (DVC's, a browser's) refuse."""
+    save_text(path, json_text(path, obj))
+
+
+def json_text(path: Path, obj: Any) -> str:
+    """The text `save_json` writes to `path` for `obj` (so a sweep's trial gets the stage's very bytes)."""
     check_finite(path, obj)
-    save_text(path, json.dumps(rounded(obj), indent=2, allow_nan=False) + "\n")
+    return json.dumps(rounded(obj), indent=2, allow_nan=False) + "\n"
 
 
 def check_finite(path: Path, obj: Any, where: str = "") -> None:

@@ -26,7 +26,7 @@ from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
-from pipeline.params import EvaluateParams, load_params
+from pipeline.params import EvaluateParams, Params, load_params
 
 SHOWN_PER_CLASS = 8  # test glyphs drawn per class, beside the clean one
 SHOWN_MISTAKES = 30  # misclassified test glyphs drawn at most
@@ -183,34 +183,51 @@ def draw_moved(net: Network, moved: Moved) -> None:
     )
 
 
+@dataclass
+class Evaluation:
+    """What evaluate measures: metrics.json's contents and what its plots and pictures are drawn from."""
+
+    metrics: dict  # metrics/metrics.json
+    Z2: np.ndarray  # (n, K) logits of the test glyphs
+    predicted: np.ndarray  # (n,) the letter read for each test glyph
+    counts: np.ndarray  # (K, K) the test confusion
+    curve: list[tuple[float, float]]  # (noise level, accuracy)
+    moved: Moved
+
+
+def evaluate(
+    net: Network, p: Params, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> Evaluation:
+    """Measure `net` on the (X, y) training and test sets and on fresh noisy and moved glyphs."""
+    train_scores, _ = scores(net, *train)
+    test_scores, z_test = scores(net, *test)
+    predicted = np.argmax(z_test, axis=1)
+    counts = confusion_counts(test[1], predicted, len(net.classes))
+    curve = robustness(net, p.evaluate)
+    moved = moved_glyphs(net, p.evaluate, p.dataset.noise)
+    metrics = {
+        "train": train_scores,
+        "test": test_scores | precision_recall(counts, net.classes),
+        "robustness": {level_key(level): acc for level, acc in curve},
+        "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))},
+    }
+    return Evaluation(metrics, z_test, predicted, counts, curve, moved)
+
+
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]).parse_args()
-    all_params = load_params()
-    params = all_params.evaluate
+    params = load_params()
     net = load_network(paths.MODEL, PIXELS)
     (x_train, y_train), (x_test, y_test) = load_split("train"), load_split("test")
-    train_scores, _ = scores(net, x_train, y_train)
-    test_scores, z_test = scores(net, x_test, y_test)
-    predicted = np.argmax(z_test, axis=1)
-    counts = confusion_counts(y_test, predicted, len(net.classes))
-    curve = robustness(net, params)
-    moved = moved_glyphs(net, params, all_params.dataset.noise)
+    result = evaluate(net, params, (x_train, y_train), (x_test, y_test))
     with together():  # metrics and pictures of one run, or the old ones
-        save_json(
-            paths.METRICS,
-            {
-                "train": train_scores,
-                "test": test_scores | precision_recall(counts, net.classes),
-                "robustness": {level_key(level): acc for level, acc in curve},
-                "moved": {"clean": accuracy(moved.Z2, moved.y), "noisy": float(np.mean(moved.noisy))},
-            },
-        )
+        save_json(paths.METRICS, result.metrics)
         save_json(
             paths.CONFUSION,
-            [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, predicted)],
+            [{"actual": net.classes[a], "predicted": net.classes[p]} for a, p in zip(y_test, result.predicted)],
         )
-        save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in curve])
-        draw(net, x_test, y_test, z_test, counts, moved)
+        save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in result.curve])
+        draw(net, x_test, y_test, result.Z2, result.counts, result.moved)
 
 
 if __name__ == "__main__":

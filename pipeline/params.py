@@ -94,17 +94,21 @@ class Params:
     evaluate: EvaluateParams
 
 
-_SECTION_TYPES = {"dataset": DatasetParams, "train": TrainParams, "evaluate": EvaluateParams}
+SECTION_TYPES = {"dataset": DatasetParams, "train": TrainParams, "evaluate": EvaluateParams}
 
 
 def load_params(path: Path = paths.PARAMS) -> Params:
     """Read and validate `path`; raise PipelineError with a one-line message on any problem."""
-    doc = _read_yaml(path)
-    unknown = sorted(set(doc) - set(_SECTION_TYPES), key=str)
+    return parse_params(read_yaml(path), path)
+
+
+def parse_params(doc: dict, path: Path | str = paths.PARAMS) -> Params:
+    """Validate `doc`, a params.yaml read as `read_yaml` reads it; messages name `path` as where it came from."""
+    unknown = sorted(set(doc) - set(SECTION_TYPES), key=str)
     if unknown:
-        raise PipelineError(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(_SECTION_TYPES)}")
+        raise PipelineError(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(SECTION_TYPES)}")
     sections = {}
-    for name, cls in _SECTION_TYPES.items():
+    for name, cls in SECTION_TYPES.items():
         if name not in doc:
             raise PipelineError(f"{path}: missing section {name!r}")
         sections[name] = parse_section(cls, name, doc[name], path)
@@ -143,13 +147,13 @@ def memory_needed(p: Params) -> list[tuple[int, str, str]]:
     ]
 
 
-def _check_memory(p: Params, path: Path) -> None:
+def _check_memory(p: Params, path: Path | str) -> None:
     parts = memory_needed(p)
     total = BASE_BYTES + sum(size for size, _, _ in parts)
     if total > MEMORY_LIMIT:
         size, key, what = max(parts)
         section, name = key.split(".")
-        found = _describe(getattr(getattr(p, section), name))
+        found = describe(getattr(getattr(p, section), name))
         raise PipelineError(
             f"{path}: {key}: expected a run that needs at most {MEMORY_LIMIT / 2**30:g} GiB of memory, "
             f"found {found}: {_shorten(what)} need {_gib(size)}, the whole run {_gib(total)}"
@@ -169,12 +173,13 @@ def _shorten(text: str) -> str:
 
 def allowed_values() -> str:
     """Every key and what it may hold, a line each: `train.lr: a number > 0.0`; then the memory bound."""
-    keys = [f"{name}.{f.name}: {_expected(f)}\n" for name, cls in _SECTION_TYPES.items() for f in fields(cls)]
+    keys = [f"{name}.{f.name}: {_expected(f)}\n" for name, cls in SECTION_TYPES.items() for f in fields(cls)]
     memory = f"the run: at most {MEMORY_LIMIT / 2**30:g} GiB of memory, as pipeline/params.py estimates it\n"
     return "".join(keys) + memory
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """The mapping in YAML file `path`, read as DVC reads params.yaml; a one-line PipelineError otherwise."""
     try:
         kind = paths.special(path)  # before opening: a FIFO would block forever
         if kind is not None:
@@ -198,7 +203,7 @@ def _read_yaml(path: Path) -> dict:
     except (ValueError, TypeError, AttributeError, RecursionError, Warning) as err:
         raise PipelineError(f"{path}: invalid YAML: {_one_line(_first_line(err))}") from None
     if not isinstance(doc, dict):
-        raise PipelineError(f"{path}: expected a mapping of sections, found {_describe(doc)}")
+        raise PipelineError(f"{path}: expected a mapping of sections, found {describe(doc)}")
     return doc
 
 
@@ -213,10 +218,10 @@ def _one_line(text: str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def parse_section(cls: type, name: str, raw: Any, path: Path = paths.PARAMS) -> Any:
+def parse_section(cls: type, name: str, raw: Any, path: Path | str = paths.PARAMS) -> Any:
     """Build dataclass `cls` from mapping `raw`, the section `name` of `path`."""
     if not isinstance(raw, dict):
-        raise PipelineError(f"{path}: {name}: expected a mapping of keys, found {_describe(raw)}")
+        raise PipelineError(f"{path}: {name}: expected a mapping of keys, found {describe(raw)}")
     allowed = {f.name: f for f in fields(cls)}
     for key in raw:
         if key not in allowed:
@@ -254,7 +259,7 @@ def _convert(value: Any, f: Any, where: str) -> Any:
     most = f.metadata["most"] or 1
     converted = [_coerce(v, kind) for v in items] if isinstance(items, list) and 0 < len(items) <= most else [None]
     if any(c is None or (check is not None and not check[0](c)) for c in converted):
-        raise PipelineError(f"{where}: expected {_expected(f)}, found {_describe(value)}")
+        raise PipelineError(f"{where}: expected {_expected(f)}, found {describe(value)}")
     return tuple(converted) if f.type.startswith("tuple") else converted[0]
 
 
@@ -280,7 +285,7 @@ _SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 2, 4, 4, 40, 40
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """A short one-line rendering of a found value; bounded even for YAML alias bombs."""
     if value is None:
         return "nothing (null)"

@@ -1,4 +1,5 @@
-"""A one-line progress display on stderr for long training, and nothing at all when stderr is not a terminal."""
+"""A one-line progress display on stderr for long work (training, a sweep), and nothing at all when stderr
+is not a terminal."""
 
 from __future__ import annotations
 
@@ -11,21 +12,33 @@ WIDTH = 30
 
 
 class Progress:
-    """Call with (epoch, loss, accuracy) after each epoch; `close()` ends the line."""
+    """Training's bar: call with (epoch, loss, accuracy) after each epoch; `close()` ends the line. Other
+    work calls `show(done, text)`; `label` starts the line and `quiet` seconds pass before it shows."""
 
-    def __init__(self, epochs: int, stream: TextIO | None = None, clock=time.monotonic) -> None:
-        self.epochs, self.stream, self.clock = epochs, stream or sys.stderr, clock
+    def __init__(
+        self,
+        epochs: int,
+        stream: TextIO | None = None,
+        clock=time.monotonic,
+        label: str = "train",
+        quiet: float = QUIET_SECONDS,
+    ) -> None:
+        self.epochs, self.stream, self.clock, self.label, self.quiet = epochs, stream or sys.stderr, clock, label, quiet
         self.enabled = self.stream.isatty()
-        self.start, self.shown = clock(), False
+        self.start, self.shown, self.width = clock(), False, 0
 
     def __call__(self, epoch: int, loss: float, accuracy: float) -> None:
-        if not self.enabled or (not self.shown and self.clock() - self.start < QUIET_SECONDS):
+        self.show(epoch, f"epoch {epoch}/{self.epochs} loss {loss:.4f} accuracy {accuracy:.3f}")
+
+    def show(self, done: int, text: str) -> None:
+        """The bar at `done` of the total (`epochs`), then `text`; a shorter text blanks the rest of the last."""
+        if not self.enabled or (not self.shown and self.clock() - self.start < self.quiet):
             return
-        done = WIDTH * epoch // self.epochs
-        bar = "#" * done + "." * (WIDTH - done)
-        self.stream.write(f"\rtrain [{bar}] epoch {epoch}/{self.epochs} loss {loss:.4f} accuracy {accuracy:.3f}")
+        filled = WIDTH * done // max(self.epochs, 1)
+        line = f"{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] {text}"
+        self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
-        self.shown = True
+        self.shown, self.width = True, len(line)
 
     def close(self) -> None:
         if self.shown:

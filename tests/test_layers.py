@@ -13,6 +13,7 @@ LAYERS = [
     {"checkpoint", "pictures"},  # the model file, pictures
     {"figures"},  # charts, in pictures' palette
     {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
+    {"sweep"},  # runs the stages' functions as trials on Dask
 ]
 
 
