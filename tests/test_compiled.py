@@ -138,6 +138,7 @@ def extreme_gradients() -> list[np.ndarray]:
         np.where(rng.random((5, 64)) < 0.5, 1.0, 2.0**-53 * (1 + 2**-52)),  # ties at the second slice
         np.vstack([np.full(64, 4.0), normal[1:]]),  # the largest |entry| a power of two
         normal[:, :2],
+        normal[:, :1],  # a batch of one: pixels_matmul's exact products, not the slices
         normal.astype(np.float32),
         (normal * 1e-40).astype(np.float32),  # subnormal in float32, normal once in float64
         np.where(normal > 2, np.inf, normal),  # a diverged run: infinities and NaN travel as NumPy's do
