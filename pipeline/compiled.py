@@ -24,38 +24,38 @@ import math
 import numba
 import numpy as np
 
-from pipeline.portable import _CONSTANTS, _N, _TABLE_BITS, _TABLES
+from pipeline import native
+from pipeline.native import (
+    E0,
+    E1,
+    E2,
+    HIGHEST,
+    INV_STEP,
+    LOG_POLY,
+    LOSS_IDS,
+    LOWEST,
+    ONE,
+    POW2_OFFSET,
+    ROUND_SHIFT,
+    STEP_HI,
+    STEP_LO,
+    SUMMARY_ROWS,
+    TABLE_SIZE,
+    ZERO,
+    tables,
+    workspace,
+)
+from pipeline.portable import _N, _TABLE_BITS
 
-ENGINE = numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
+ENGINE = numba.njit(nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
 # The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on
 # every array passed, which cost more than a one-example step's arithmetic).
-KERNEL = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False)
 # A scalar step that kernels call in their loops, inlined into them so that LLVM can vectorize the loop.
-INLINE = numba.njit(cache=True, nogil=True, error_model="numpy", _nrt=False, inline="always")
-
-# Indices into `consts`, the scalars of one dtype.
-ZERO, ONE, LOWEST, HIGHEST, INV_STEP, STEP_HI, STEP_LO, ROUND_SHIFT, E0, E1, E2, TABLE_SIZE = range(12)
-LOG_POLY = 12  # five coefficients, 12 .. 16
-LOSS_IDS = {"bce": 0, "mse": 1}  # the losses of `model.LOSSES`, as the kernels know them
-
-
-def tables(dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    """(consts, powers, pow2, centers, log_centers) for `dtype`, from `portable.py`'s own constants.
-
-    powers[j] = 2^(j/256) and pow2[e + OFFSET] = 2^e: portable adds k // 256 to the exponent field of
-    2^(j/256); multiplying by 2^(k // 256) gives the same number whenever it is normal, which the
-    clipping of exp's input guarantees."""
-    c = _CONSTANTS[np.dtype(dtype)]
-    scalars = [0.0, 1.0, c.lowest, c.highest, c.inv_step, c.step_hi, c.step_lo, c.round_shift, *c.exp_poly, _N]
-    consts = np.array(scalars + list(c.log_poly), dtype=c.dtype)
-    powers, centers, log_centers = (t.astype(c.dtype) for t in _TABLES)
-    with np.errstate(over="ignore", under="ignore"):  # float32 holds 2^-149 .. 2^127: the rest are never read
-        pow2 = np.ldexp(np.ones(2 * POW2_OFFSET, c.dtype), np.arange(-POW2_OFFSET, POW2_OFFSET))
-    return consts, powers, pow2, centers, log_centers
+INLINE = numba.njit(nogil=True, error_model="numpy", _nrt=False, inline="always")
 
 
 TINY, NORMAL = 2.0**-1074, 2.0**-1022  # the smallest subnormal float64, and the smallest normal one
-POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
 
 
 # ---- exp, log1p, sigmoid, softplus: portable.py's kernels over a row of numbers ----
@@ -602,31 +602,47 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
             b2[j] -= lr * (zero + (zero + dz2[j]))
 
 
-SUMMARY_ROWS = 1024  # rows of logits summarized at once: 24 KiB of float64 for K = 3, in the L1 cache
+@ENGINE
+def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels):
+    """`workspace`'s buffers as the arrays `train_epoch` uses (views: nothing is allocated)."""
+    rows_k, n = SUMMARY_ROWS * K, max(bs * H, SUMMARY_ROWS * K)
+    S1, S2 = wf[: pixels * H].reshape(1, pixels * H), wf[pixels * H : 2 * pixels * H].reshape(1, pixels * H)
+    floats = wf[2 * pixels * H : 2 * pixels * H + 4 * H * bs]
+    labels, stack = wi[:bs], wi[bs : bs + 192].reshape(3, 64)
+    ints, visited = wi[bs + 192 : bs + 192 + 2 * H * bs], wi[bs + 192 + 2 * H * bs : bs + 192 + 2 * H * bs + N]
+    o = 0
+    dW1 = wd[o : o + pixels * H].reshape(pixels, H)
+    o += pixels * H
+    scratch, counts = wd[o : o + bs], wd[o + bs : o + bs + 2]
+    o += bs + 2
+    W = (wd[o : o + n], wd[o + n : o + 2 * n], wd[o + 2 * n : o + 3 * n], wd[o + 3 * n : o + 4 * n], wj[:n])
+    o += 4 * n
+    values, typed = wd[o : o + 64], wd[o + 64 : o + 64 + 3 * (H + K) * bs]
+    o += 64 + 3 * (H + K) * bs
+    work, per_example = wd[o : o + 2 * H + K + 1], wd[o + 2 * H + K + 1 : o + 2 * H + K + 1 + N]
+    o += 2 * H + K + 1 + N
+    z, target, out, cell = (
+        wd[o : o + rows_k],
+        wd[o + rows_k : o + 2 * rows_k],
+        wd[o + 2 * rows_k : o + 3 * rows_k],
+        wd[o + 3 * rows_k : o + 3 * rows_k + 1],
+    )
+    bytes_ = wu[: pixels * bs]
+    scratches = (dW1, scratch, counts, W, values, typed, work, per_example, z, target, out, cell, bytes_)
+    return S1, S2, floats, labels, stack, ints, visited, scratches
 
 
 @ENGINE
-def scratch_rows(n, dtype):
-    """W for the row kernels: four float rows and an int32 row of n entries."""
-    return np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype), np.empty(n, dtype), np.empty(n, np.int32)
-
-
-@ENGINE
-def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
+def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf, wi, wd, wu, wj):
     """One pass over X[order] : (N, 30) uint8, batch by batch, as `sgd.train_epoch`: the weights move in
     place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update. Returns the
     epoch's (sum of the examples' losses, correct argmax count, largest |logit|) over Z2_out, as
-    `sgd.numpy_epoch` finds them (the sum before its division by `model.LOSSES[loss].count`)."""
-    N, (H, K), pixels, dtype = order.shape[0], w2.shape, X.shape[1], w1.dtype
+    `sgd.numpy_epoch` finds them (the sum before its division by `model.LOSSES[loss].count`).
+    wf, wi, wd, wu, wj : `workspace(N, batch_size, H, K, 30, w1.dtype)`."""
+    N, (H, K), pixels = order.shape[0], w2.shape, X.shape[1]
     bs = max(1, min(batch_size, N))
-    S1, S2, dW1 = np.empty((1, pixels * H)), np.empty((1, pixels * H)), np.empty((pixels, H), dtype)
-    labels, scratch, counts = np.empty(bs, np.int64), np.empty(bs, dtype), np.empty(2, dtype)
-    rows_k = SUMMARY_ROWS * K
-    W, stack, values = scratch_rows(max(bs * H, rows_k), dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
-    bytes_, floats, ints = np.empty(pixels * bs, np.uint8), np.empty(4 * H * bs), np.empty(2 * H * bs, np.int64)
-    typed, work = np.empty(3 * (H + K) * bs, dtype), np.empty(2 * H + K + 1, dtype)
-    visited, per_example = np.empty(N, np.int64), np.empty(N, dtype)  # labels in visiting order; losses
-    z, target, out, cell = np.empty(rows_k, dtype), np.empty(rows_k, dtype), np.empty(rows_k, dtype), np.empty(1, dtype)
+    S1, S2, floats, labels, stack, ints, visited, scratches = carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels)
+    dW1, scratch, counts, W, values, typed, work, per_example, z, target, out, cell, bytes_ = scratches
     zero, one = T[0][ZERO], T[0][ONE]
     w1_row = w1.reshape(1, pixels * H)
     m = bs
@@ -635,8 +651,9 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T):
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start
-            arrays = batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m)
-            P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = arrays
+            P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(
+                bytes_, floats, ints, typed, pixels, H, K, m
+            )
         for i in range(m):
             visited[start + i] = labels[i] = y[order[start + i]]
         if m == 1:
@@ -666,11 +683,22 @@ def batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m):
     float64 acc1, acc2, G1, G2 (H, m); int64 N1, N2 (H, m); in the weights' dtype Z1, A1, dZ1 (H, m) and
     Z2, A2, dZ2 (K, m)."""
     P = bytes_[: pixels * m].reshape(pixels, m)
-    f = [floats[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(4)]
-    n = [ints[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(2)]
-    t = [typed[j * H * m : (j + 1) * H * m].reshape(H, m) for j in range(3)]
-    u = [typed[3 * H * m + j * K * m : 3 * H * m + (j + 1) * K * m].reshape(K, m) for j in range(3)]
-    return P, f[0], f[1], f[2], f[3], n[0], n[1], t[0], t[1], t[2], u[0], u[1], u[2]
+    Hm, Km = H * m, K * m
+    f0, f1, f2, f3 = (
+        floats[0:Hm].reshape(H, m),
+        floats[Hm : 2 * Hm].reshape(H, m),
+        floats[2 * Hm : 3 * Hm].reshape(H, m),
+        floats[3 * Hm : 4 * Hm].reshape(H, m),
+    )
+    n0, n1 = ints[0:Hm].reshape(H, m), ints[Hm : 2 * Hm].reshape(H, m)
+    t0, t1, t2 = typed[0:Hm].reshape(H, m), typed[Hm : 2 * Hm].reshape(H, m), typed[2 * Hm : 3 * Hm].reshape(H, m)
+    o = 3 * Hm
+    u0, u1, u2 = (
+        typed[o : o + Km].reshape(K, m),
+        typed[o + Km : o + 2 * Km].reshape(K, m),
+        typed[o + 2 * Km : o + 3 * Km].reshape(K, m),
+    )
+    return P, f0, f1, f2, f3, n0, n1, t0, t1, t2, u0, u1, u2
 
 
 # ---- an epoch's loss and accuracy, batch by batch ----
@@ -749,47 +777,91 @@ def max_nan(a, b):
     return a if (a > b or math.isnan(a)) else b
 
 
-# ---- the cache: what auto asks, and compiling ahead ----
+# ---- the entry point: an epoch as a C function, compiled once per machine (`native.py` loads it) ----
+
+
+def entry_signature(dtype: np.dtype | type):
+    """void epoch(X, y, order, w1, w2, b1, b2, Z2, consts, powers, pow2, centers, log_centers, F, I, D, U, J,
+    dims, lr, result): pointers to the arrays' first entries (`native.ARGUMENTS` names them), dims : (16,)
+    int64 as DIMS, lr of the weights' dtype, result : (3,) float64 gets (loss sum, correct, largest |logit|)."""
+    from numba import types
+
+    d, P = numba.from_dtype(np.dtype(dtype)), types.CPointer
+    i64, f64 = types.int64, types.float64
+    arrays = [P(types.uint8), P(i64), P(i64)] + [P(d)] * 10 + [P(f64), P(i64), P(d), P(types.uint8), P(types.int32)]
+    return types.void(*arrays, P(i64), d, P(f64))
+
+
+def entry_epoch(X, y, order, w1, w2, b1, b2, Z2, c0, c1, c2, c3, c4, wf, wi, wd, wu, wj, dims, lr, result):
+    """`train_epoch` on arrays made from the C entry point's pointers (no copies, no allocation)."""
+    d = numba.carray(dims, (16,))
+    N, pixels, H, K, bias = d[0], d[1], d[2], d[3], d[4]
+    T = (
+        numba.carray(c0, (d[7],)),
+        numba.carray(c1, (d[8],)),
+        numba.carray(c2, (d[9],)),
+        numba.carray(c3, (d[10],)),
+        numba.carray(c4, (d[10],)),
+    )
+    total, correct, largest = train_epoch(
+        numba.carray(X, (N, pixels)),
+        numba.carray(y, (N,)),
+        numba.carray(order, (N,)),
+        lr,
+        d[5],
+        d[6],
+        numba.carray(w1, (pixels, H)),
+        numba.carray(w2, (H, K)),
+        numba.carray(b1, (H * bias,)),
+        numba.carray(b2, (K * bias,)),
+        numba.carray(Z2, (N, K)),
+        T,
+        numba.carray(wf, (d[11],)),
+        numba.carray(wi, (d[12],)),
+        numba.carray(wd, (d[13],)),
+        numba.carray(wu, (d[14],)),
+        numba.carray(wj, (d[15],)),
+    )
+    out = numba.carray(result, (3,))
+    out[0], out[1], out[2] = total, correct, largest
+
+
+def build(dtype: np.dtype | type) -> tuple[str, bytes]:
+    """Compile the entry point for `dtype` for this machine (or NUMBA_CPU_NAME): (its symbol, its object
+    code). The object's only outside references are the Python C API and the three symbols `native`
+    defines (checked by a test)."""
+    entry = numba.cfunc(entry_signature(dtype), error_model="numpy")(entry_epoch)  # no fastmath, ever
+    library = entry._library
+    return entry.native_name, library.serialize_using_object_code()[2][0]
+
+
+def codegen_target() -> tuple[str, str]:
+    """(CPU name, features) Numba compiles for here: NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, or the host's."""
+    codegen = train_epoch.targetctx.codegen()
+    return codegen._get_host_cpu_name(), codegen._tm_features
+
+
+def compile_ahead(dtypes: tuple[np.dtype | type, ...] = (np.float64, np.float32)) -> None:
+    """Compile the entry point for `dtypes` into the machine's cache (`native.py`), so runs only load it."""
+    for dtype in dtypes:
+        if native.load(dtype) is None:
+            native.store(dtype, *build(dtype))
 
 
 def example_arguments(dtype: np.dtype | type) -> dict[str, tuple]:
-    """Arguments of the types `sgd` passes, for each entry point (one: `train_epoch`): what is compiled,
-    and cached, per dtype."""
+    """Arguments of the types `sgd` passes to `train_epoch` (for its dispatcher: the tests' assembly)."""
     dtype = np.dtype(dtype)
     X, labels, T, none = np.zeros((3, 30), np.uint8), np.arange(3, dtype=np.int64), tables(dtype), np.empty(0, dtype)
     w1, w2, Z2 = np.zeros((30, 5), dtype), np.zeros((5, 3), dtype), np.zeros((3, 3), dtype)
-    return {
-        "train_epoch": (X, labels, np.arange(3), dtype.type(0.1), 1, 0, w1, w2, none, none, Z2, T),
-    }
-
-
-def is_cached(dtype: np.dtype | type) -> bool:
-    """Whether the entry points for `dtype` are in Numba's on-disk cache for this CPU and this source,
-    so that using them costs a load (a fraction of a second), not a compile. (Numba's cache index is
-    internal: if it cannot be read, the answer is no.)"""
-    try:
-        for name, args in example_arguments(dtype).items():
-            dispatcher = globals()[name]
-            types = tuple(numba.typeof(a) for a in args)
-            key = dispatcher._cache._index_key(types, dispatcher.targetctx.codegen())
-            if key not in dispatcher._cache._cache_file._load_index():
-                return False
-    except (AttributeError, OSError, TypeError, ValueError):
-        return False
-    return True
-
-
-def compile_ahead() -> None:
-    """Compile (or load) every entry point for both dtypes, so that later runs only load them."""
-    for dtype in (np.float64, np.float32):
-        for name, args in example_arguments(dtype).items():
-            globals()[name].compile(tuple(numba.typeof(a) for a in args))
+    ws = workspace(3, 1, 5, 3, 30, dtype)
+    return {"train_epoch": (X, labels, np.arange(3), dtype.type(0.1), 1, 0, w1, w2, none, none, Z2, T, *ws)}
 
 
 if __name__ == "__main__":
     import sys
     import time
 
+    names = sys.argv[1:] or ["float64", "float32"]
     start = time.perf_counter()
-    compile_ahead()
-    print(f"compiled engine ready for float64 and float32 in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    compile_ahead(tuple(np.dtype(name) for name in names))
+    print(f"compiled engine ready for {' and '.join(names)} in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -24,11 +24,13 @@ from pipeline.portable import exp_limit
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
 ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
-# auto uses the compiled engine when NumPy would take longer than getting it ready: loading it from
-# Numba's cache takes about 0.5 s; compiling it, the first time on a machine (or after an edit of
-# compiled.py), 10 to 30 s. NumPy costs about 40 us a batch and 0.3 us an example (bench.py).
-WARM_SECONDS, COLD_SECONDS = 0.5, 30.0
+# What auto weighs, in seconds (benchmarks/bench.py, on a 2-core AMD EPYC): NumPy costs about 40 us a
+# batch and 0.3 us an example; the compiled engine about 0.7 us a batch and 0.17 us an example, after a
+# load of about 0.1 s, and, the first time on a machine (or after an edit of its sources), a compile.
 NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 40e-6, 0.3e-6
+COMPILED_BATCH_SECONDS, COMPILED_EXAMPLE_SECONDS, LOAD_SECONDS = 0.7e-6, 0.17e-6, 0.1
+COMPILE_SECONDS = 30.0  # one dtype, on a quiet machine
+NOTE_SECONDS = 2.0  # a run expected to take longer says which engine trains it
 
 
 class Diverged(ArithmeticError):
@@ -69,7 +71,8 @@ def fit(
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
     Z2 = np.empty((len(X), net.sizes[2]), net.w1.dtype)  # each example's logits just before its update
     steps = epochs * -(-len(X) // batch_size)
-    run_epoch = numpy_epoch if engine(steps, epochs * len(X), net.w1.dtype) == "numpy" else compiled_epoch(X, y)
+    chosen = engine(steps, epochs * len(X), net.w1.dtype)
+    run_epoch = numpy_epoch if chosen == "numpy" else compiled_epoch(X, y, net, batch_size)
     with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
         for i in range(epochs):
             order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
@@ -86,27 +89,39 @@ EpochRunner = Callable[
 ]
 
 
+def estimate(steps: int, examples: int, engine: str, ready: bool = True) -> float:
+    """Seconds a run of `steps` batches and `examples` example visits takes with `engine`, getting the
+    compiled engine ready included (a load, or a compile when it is not `ready` on this machine)."""
+    if engine == "numpy":
+        return steps * NUMPY_BATCH_SECONDS + examples * NUMPY_EXAMPLE_SECONDS
+    setup = LOAD_SECONDS if ready else COMPILE_SECONDS
+    return setup + steps * COMPILED_BATCH_SECONDS + examples * COMPILED_EXAMPLE_SECONDS
+
+
 def engine(steps: int, examples: int, dtype: np.dtype | type = np.float64) -> str:
     """Which engine trains a run of `steps` batches and `examples` example visits: "numpy" or "numba",
-    as PIPELINE_ENGINE asks (numpy, numba, or auto: numba when the run pays for getting it ready)."""
+    as PIPELINE_ENGINE asks (numpy, numba, or auto: whichever costs less, getting it ready included)."""
     asked = os.environ.get(ENGINE_VARIABLE, "auto")
     if asked not in ("numpy", "numba", "auto"):
         raise PipelineError(f"{ENGINE_VARIABLE}: expected numpy, numba or auto, found {asked!r}")
-    numpy_seconds = steps * NUMPY_BATCH_SECONDS + examples * NUMPY_EXAMPLE_SECONDS
-    if asked == "numpy" or (asked == "auto" and numpy_seconds < WARM_SECONDS):
+    numpy_seconds = estimate(steps, examples, "numpy")
+    if asked == "numpy" or (asked == "auto" and numpy_seconds < estimate(steps, examples, "numba")):
         return "numpy"
-    try:
-        from pipeline import compiled  # Numba: imported only when used
-    except ImportError as err:  # Numba missing or broken on this machine
-        if asked == "numba":
-            raise PipelineError(f"{ENGINE_VARIABLE}=numba: the compiled engine cannot load: {err}") from None
-        print(f"note: training with NumPy: the compiled engine cannot load ({err})", file=sys.stderr)
+    from pipeline import native
+
+    ready = native.is_ready(dtype)
+    if asked == "auto" and not ready and numpy_seconds < estimate(steps, examples, "numba", ready=False):
         return "numpy"
-    if asked == "auto" and not compiled.is_cached(dtype):
-        if numpy_seconds < COLD_SECONDS:
+    if not ready:
+        try:
+            import numba  # noqa: F401  (the compiler: needed once per machine)
+        except ImportError as err:  # Numba missing or broken on this machine
+            if asked == "numba":
+                raise PipelineError(f"{ENGINE_VARIABLE}=numba: the compiled engine cannot load: {err}") from None
+            print(f"note: training with NumPy: the compiled engine cannot load ({err})", file=sys.stderr)
             return "numpy"
         print(
-            "note: compiling the training engine for this machine, once (10 to 30 s; "
+            f"note: compiling the training engine for this machine, once (about {COMPILE_SECONDS:.0f} s; "
             "`python -m pipeline.compiled` does it ahead)",
             file=sys.stderr,
         )
@@ -126,22 +141,32 @@ def epoch_summary(loss: str, Z2: np.ndarray, visited: np.ndarray) -> tuple[float
     return loss_value(loss, Z2, visited), accuracy(Z2, visited), float(np.max(np.abs(Z2), initial=0.0))
 
 
-def compiled_epoch(X: np.ndarray, y: np.ndarray) -> EpochRunner:
-    """`numpy_epoch`, compiled: the same bits (`compiled.py`). X and y are made contiguous, and y
-    int64, once: the types `compiled.example_arguments` compiles for."""
-    from pipeline import compiled
+def compiled_epoch(X: np.ndarray, y: np.ndarray, net: Network, batch_size: int) -> EpochRunner:
+    """`numpy_epoch`, compiled: the same bits (`compiled.py`), through the machine code `native.py`
+    loads (compiled first, once per machine, when the cache has none). X and y are made contiguous,
+    and y int64, once: the types the entry point takes."""
+    from pipeline import native
 
+    dtype = net.w1.dtype
+    function = native.load(dtype)
+    if function is None:
+        from pipeline import compiled
+
+        compiled.compile_ahead((dtype,))
+        function = native.load(dtype)
     X_c, y_c = np.ascontiguousarray(X, np.uint8), np.ascontiguousarray(y, np.int64)
-    tables = {}  # per dtype: made once
+    T, none = native.tables(dtype), np.empty(0, dtype)
+    ws = native.workspace(len(X), batch_size, net.sizes[1], net.sizes[2], X.shape[1], dtype)
 
     def run(net, X, y, order, lr, batch_size, Z2):  # numpy_epoch's signature
-        X, y = X_c, y_c
-        dtype, loss = net.w1.dtype, compiled.LOSS_IDS[net.loss]
-        T, none = tables.setdefault(dtype, compiled.tables(dtype)), np.empty(0, dtype)
         b1, b2 = (net.b1, net.b2) if net.bias else (none, none)
-        total, correct, largest = compiled.train_epoch(
-            X, y, order, dtype.type(lr), batch_size, loss, net.w1, net.w2, b1, b2, Z2, T
-        )
+        args = (X_c, y_c, order, dtype.type(lr), batch_size, native.LOSS_IDS[net.loss], net.w1, net.w2, b1, b2, Z2, T)
+        if function is not None:
+            total, correct, largest = native.epoch(function, *args, ws)
+        else:  # the cache cannot be written here: Numba's own dispatcher, compiled in this process
+            from pipeline import compiled
+
+            total, correct, largest = compiled.train_epoch(*args, *ws)
         return total / LOSSES[net.loss].count(*Z2.shape), correct / len(order), largest
 
     return run

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pipeline
-from pipeline import compiled, portable, sgd
+from pipeline import compiled, native, portable, sgd
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import LOSSES, init_network
@@ -90,7 +90,7 @@ def hard_inputs(dtype: type) -> np.ndarray:
 
 
 def row(kernel, x: np.ndarray, *extra) -> np.ndarray:
-    out, W = np.empty_like(x), compiled.scratch_rows(len(x), x.dtype)
+    out, W = np.empty_like(x), native.scratch_rows(len(x), x.dtype)
     kernel(x.copy(), *extra, len(x), out, compiled.tables(x.dtype), W) if extra else kernel(
         x.copy(), len(x), out, compiled.tables(x.dtype), W
     )
@@ -102,7 +102,7 @@ def test_exp_sigmoid_softplus_and_log1p_are_portables_to_the_bit(dtype):
     x = hard_inputs(dtype)
     with np.errstate(all="ignore"):
         for sign in (1, -1):
-            out, W = np.empty_like(x), compiled.scratch_rows(len(x), x.dtype)
+            out, W = np.empty_like(x), native.scratch_rows(len(x), x.dtype)
             compiled.exp_row(x.copy(), len(x), sign, out, compiled.tables(x.dtype), W)
             assert out.tobytes() == portable.exp(sign * x).tobytes(), sign
         assert row(compiled.sigmoid_row, x).tobytes() == portable.sigmoid(x).tobytes()
@@ -211,7 +211,7 @@ def test_the_batch_summaries_are_the_numpy_epochs_loss_accuracy_and_largest_logi
     N, K = Z2.shape
     T, rows_k = compiled.tables(dtype), compiled.SUMMARY_ROWS * K
     z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, N))
-    W, stack, values = compiled.scratch_rows(rows_k, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
+    W, stack, values = native.scratch_rows(rows_k, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
     correct, largest = 0, 0.0
     for start, n in [(0, 1), (1, 1500), (1501, 999)]:  # one row; more than a block; what is left
         got = compiled.summarize(compiled.LOSS_IDS[loss], Z2, labels, start, n, per_example, z, target, out, cell, T, W)
@@ -227,13 +227,12 @@ def test_the_batch_summaries_are_the_numpy_epochs_loss_accuracy_and_largest_logi
 # ---- choosing the engine ----
 
 
-def test_auto_picks_numpy_for_a_small_run_and_the_compiled_engine_for_a_large_one(monkeypatch, capsys):
+def test_auto_weighs_getting_the_engine_ready_against_numpys_time(monkeypatch, capsys):
     monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
-    compiled.compile_ahead()
-    assert compiled.is_cached(np.float64) and compiled.is_cached(np.float32)
+    monkeypatch.setattr(native, "is_ready", lambda dtype: True)  # compiled on this machine: a load
     assert sgd.engine(steps=900, examples=900) == "numpy"  # the default run: 3 glyphs, 300 epochs
     assert sgd.engine(steps=10_000, examples=600_000) == "numba"  # the robust recipe: 0.6 s of NumPy
-    monkeypatch.setattr(compiled, "is_cached", lambda dtype: False)  # a new machine: compiling costs 10-30 s
+    monkeypatch.setattr(native, "is_ready", lambda dtype: False)  # a new machine: a compile first
     assert sgd.engine(steps=10_000, examples=600_000) == "numpy"
     assert capsys.readouterr().err == ""
     assert sgd.engine(steps=10**6, examples=10**8, dtype=np.float32) == "numba"  # a long run pays for it
@@ -254,6 +253,7 @@ def test_without_numba_auto_falls_back_to_numpy_and_says_so(monkeypatch, capsys)
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
     monkeypatch.delitem(sys.modules, "pipeline.compiled")
     monkeypatch.delattr(pipeline, "compiled")
+    monkeypatch.setattr(native, "is_ready", lambda dtype: False)  # nothing to load: Numba would compile
     monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
     assert sgd.engine(steps=10**6, examples=10**8) == "numpy"
     note = capsys.readouterr().err

@@ -8,7 +8,8 @@ from tests.conftest import ROOT
 
 LAYERS = [
     {"errors", "paths", "portable", "progress"},  # leaves: no pipeline imports
-    {"glyphs", "model", "compiled"},  # the glyphs, the math, the math compiled
+    {"glyphs", "model", "native"},  # the glyphs, the math, the compiled engine's tables and machine code
+    {"compiled"},  # the math compiled (Numba), into native's cache
     {"artifacts", "glyph_files", "params", "sgd"},  # files between stages, glyph files, params.yaml, the loop
     {"checkpoint", "pictures"},  # the model file, pictures
     {"figures"},  # charts, in pictures' palette

@@ -1,0 +1,238 @@
+"""The compiled engine's machine code: where it is kept, once per machine, and how a run loads it.
+
+`compiled.py` builds an epoch as a C function with Numba, once per machine, dtype and engine source;
+this module keeps its object code in the user's cache and loads it into a process with llvmlite alone.
+A run that trains with it never imports Numba: loading costs an llvmlite import and a link, where
+Numba's own cache would first build its whole compiler (about 0.5 s a process, more with SciPy).
+
+Where: `$PIPELINE_CACHE_DIR`, else `$NUMBA_CACHE_DIR/abc-pipeline`, else
+`$XDG_CACHE_HOME/abc-pipeline` (`~/.cache/abc-pipeline`). Every clone, worktree and Dask worker of
+this machine finds the same files. An entry's name is a digest of all that decides its code: the
+engine's sources (so clones with different sources never overwrite each other's), the Numba and
+llvmlite versions, the dtype, the CPU and its features as Numba sees them (NUMBA_CPU_NAME,
+NUMBA_CPU_FEATURES and the rest of Numba's code-generation variables). An entry is written whole
+(a temporary file renamed) and carries the SHA-256 of its code, checked before it is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.portable import _CONSTANTS, _N, _TABLES
+
+SOURCES = ("compiled.py", "portable.py", "native.py")  # what the machine code is made from
+MAGIC = b"abc-pipeline engine 1\n"
+KEEP = 16  # entries kept per machine; older ones are removed when a new one is written
+CODEGEN_VARIABLES = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_ENABLE_AVX", "NUMBA_OPT", "NUMBA_LOOP_VECTORIZE")
+# What the object code refers to besides the Python C API and Numba's C helpers (`_helpers`): Numba's
+# runtime frees memory it allocated, and the entry point's arrays have none (they are views of NumPy's).
+SHIM = r"""
+define void @NRT_MemInfo_call_dtor(ptr %info) {
+  ret void
+}
+define void @NRT_Free(ptr %pointer) {
+  ret void
+}
+"""
+_loaded: dict[str, object] = {}  # key -> the C function, for this process
+_engines: list = []  # llvmlite's engines, kept alive with their code
+
+
+# ---- what the engine is given: its constants, tables and scratch (NumPy: no Numba needed) ----
+
+# Indices into `consts`, the scalars of one dtype.
+ZERO, ONE, LOWEST, HIGHEST, INV_STEP, STEP_HI, STEP_LO, ROUND_SHIFT, E0, E1, E2, TABLE_SIZE = range(12)
+LOG_POLY = 12  # five coefficients, 12 .. 16
+LOSS_IDS = {"bce": 0, "mse": 1}  # the losses of `model.LOSSES`, as the kernels know them
+
+
+def tables(dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """(consts, powers, pow2, centers, log_centers) for `dtype`, from `portable.py`'s own constants.
+
+    powers[j] = 2^(j/256) and pow2[e + OFFSET] = 2^e: portable adds k // 256 to the exponent field of
+    2^(j/256); multiplying by 2^(k // 256) gives the same number whenever it is normal, which the
+    clipping of exp's input guarantees."""
+    c = _CONSTANTS[np.dtype(dtype)]
+    scalars = [0.0, 1.0, c.lowest, c.highest, c.inv_step, c.step_hi, c.step_lo, c.round_shift, *c.exp_poly, _N]
+    consts = np.array(scalars + list(c.log_poly), dtype=c.dtype)
+    powers, centers, log_centers = (t.astype(c.dtype) for t in _TABLES)
+    with np.errstate(over="ignore", under="ignore"):  # float32 holds 2^-149 .. 2^127: the rest are never read
+        pow2 = np.ldexp(np.ones(2 * POW2_OFFSET, c.dtype), np.arange(-POW2_OFFSET, POW2_OFFSET))
+    return consts, powers, pow2, centers, log_centers
+
+
+def scratch_rows(n: int, dtype: np.dtype | type) -> tuple[np.ndarray, ...]:
+    """W for the row kernels: four float rows and an int32 row of n entries."""
+    return (*(np.empty(n, dtype) for _ in range(4)), np.empty(n, np.int32))
+
+
+def workspace(N: int, batch_size: int, H: int, K: int, pixels: int, dtype: np.dtype | type) -> tuple[np.ndarray, ...]:
+    """The scratch `train_epoch` carves its arrays from (`carve`), made once for a run, in NumPy: the
+    kernels allocate nothing, so the entry point runs without Numba's runtime. Five flat buffers:
+    float64, int64, the weights' dtype, uint8 and int32."""
+    bs, rows_k = max(1, min(batch_size, N)), SUMMARY_ROWS * K
+    n = max(bs * H, rows_k)
+    sizes = (
+        2 * pixels * H + 4 * H * bs,  # S1, S2; acc1, acc2, G1, G2
+        bs + 3 * 64 + 2 * H * bs + N,  # labels, stack, N1 and N2, visited
+        pixels * H + bs + 2 + 4 * n + 64 + 3 * (H + K) * bs + (2 * H + K + 1) + N + 3 * rows_k + 1,
+        pixels * bs,  # P
+        n,  # the int32 row of W
+    )
+    kinds = (np.float64, np.int64, dtype, np.uint8, np.int32)
+    return tuple(np.empty(size, kind) for size, kind in zip(sizes, kinds))
+
+
+POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
+SUMMARY_ROWS = 1024  # rows of logits summarized at once: 24 KiB of float64 for K = 3, in the L1 cache
+
+
+# ---- the machine's cache ----
+
+
+def cache_root() -> Path:
+    if os.environ.get("PIPELINE_CACHE_DIR"):
+        return Path(os.environ["PIPELINE_CACHE_DIR"])
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"]) / "abc-pipeline"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "abc-pipeline"
+
+
+def _llvm():
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm
+
+
+def key(dtype: np.dtype | type) -> str:
+    """The digest that names the entry for `dtype` on this machine, as it is now."""
+    llvm = _llvm()
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    numba_spec = importlib.util.find_spec("numba")
+    version = Path(numba_spec.origin).with_name("_version.py") if numba_spec and numba_spec.origin else None
+    digest.update(version.read_bytes() if version and version.exists() else b"no numba")
+    facts = [llvm.llvm_version_info, sys.version_info[:2], np.dtype(dtype).name, llvm.get_process_triple()]
+    facts += [llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()]
+    facts += [os.environ.get(name) for name in CODEGEN_VARIABLES]
+    digest.update(repr(facts).encode())
+    return digest.hexdigest()[:32]
+
+
+def path(dtype: np.dtype | type) -> Path:
+    return cache_root() / f"epoch-{np.dtype(dtype).name}-{key(dtype)}.o"
+
+
+def is_ready(dtype: np.dtype | type) -> bool:
+    """Whether the entry for `dtype` is in this machine's cache (loading it costs a tenth of a second)."""
+    try:
+        return path(dtype).is_file()
+    except (ImportError, OSError, ValueError):
+        return False
+
+
+def store(dtype: np.dtype | type, symbol: str, code: bytes) -> None:
+    """Write the entry for `dtype`: whole or not at all (a temporary file, renamed); then drop the oldest
+    beyond KEEP. A cache that cannot be written is not an error: the run compiles again next time."""
+    target = path(dtype)
+    body = symbol.encode() + b"\n" + code
+    data = MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+        entries = sorted(target.parent.glob("epoch-*.o"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def load(dtype: np.dtype | type):
+    """The C function of the entry for `dtype`, or None when the cache has no sound entry for it."""
+    try:
+        name = path(dtype)
+    except (ImportError, OSError, ValueError):
+        return None
+    if str(name) in _loaded:
+        return _loaded[str(name)]
+    try:
+        data = name.read_bytes()
+    except OSError:
+        return None
+    header, _, rest = data.partition(b"\n")
+    stamp, _, body = rest.partition(b"\n")
+    if header + b"\n" != MAGIC or hashlib.sha256(body).hexdigest().encode() != stamp:
+        return None
+    symbol, _, code = body.partition(b"\n")
+    try:
+        function = _link(symbol.decode(), code, np.dtype(dtype))
+    except (ImportError, OSError, RuntimeError, ValueError):  # no Numba to take helpers from; LLVM refused it
+        return None
+    _loaded[str(name)] = function
+    return function
+
+
+def _helpers() -> dict[str, int]:
+    """Numba's C helpers (reshape, ldexp, raising an error) by symbol: from its `_helperlib` extension,
+    loaded alone when Numba is not imported (1 ms; it imports nothing), as Numba registers them."""
+    module = sys.modules.get("numba._helperlib")
+    if module is None:
+        spec = importlib.util.find_spec("numba")
+        if spec is None or spec.origin is None:
+            raise ImportError("numba is not installed")
+        folder = Path(spec.origin).parent
+        candidates = (folder / f"_helperlib{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+        library = next((path for path in candidates if path.is_file()), None)
+        if library is None:
+            raise ImportError("numba has no _helperlib extension")
+        loader = importlib.machinery.ExtensionFileLoader("_helperlib", str(library))
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader("_helperlib", loader))
+        loader.exec_module(module)
+    return {f"numba_{name}": address for name, address in module.c_helpers.items()}
+
+
+def _link(symbol: str, code: bytes, dtype: np.dtype):
+    llvm = _llvm()
+    for name, address in _helpers().items():
+        llvm.add_symbol(name, address)
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    machine = target.create_target_machine(codemodel="jitdefault", jit=True)
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(SHIM), machine)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+    engine.finalize_object()
+    address = engine.get_function_address(symbol)
+    if not address:
+        return None
+    _engines.append(engine)
+    lr = ctypes.c_double if dtype == np.float64 else ctypes.c_float
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 19, lr, ctypes.c_void_p)(address)
+
+
+def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws) -> tuple[float, int, float]:
+    """`compiled.train_epoch`'s (loss sum, correct, largest |logit|), through the C function: every array
+    C-contiguous and of the entry's types (X uint8, y and order int64, the rest as `workspace` and
+    `tables` make them), which its pointers are taken from."""
+    arrays = (X, y, order, w1, w2, b1, b2, Z2, *T, *ws)
+    if not all(a.flags.c_contiguous for a in arrays):
+        raise ValueError("the compiled engine takes C-contiguous arrays")
+    H, K = w2.shape
+    sizes = [len(order), X.shape[1], H, K, int(len(b1) > 0), batch_size, loss]
+    sizes += [len(T[0]), len(T[1]), len(T[2]), len(T[3]), *(len(w) for w in ws)]
+    dims, result = np.array(sizes, np.int64), np.zeros(3)
+    function(*(a.ctypes.data for a in arrays), dims.ctypes.data, lr, result.ctypes.data)
+    return float(result[0]), int(result[1]), float(result[2])
