@@ -62,16 +62,17 @@ def fit(
     shuffle: bool,
     rng: np.random.Generator,
     on_epoch: Callable[[int, float, float], None] | None = None,
+    engine_name: str | None = None,
 ) -> History:
     """Train `net` in place on X : (N, 30) uint8 and y : (N,) labels; raise Diverged on a non-finite loss.
 
-    `on_epoch(epoch, loss, accuracy)` is called after every epoch (for progress display).
+    `on_epoch(epoch, loss, accuracy)` is called after every epoch (for progress display). `engine_name`
+    is `choose`'s answer when the caller has it; else fit asks.
     """
     limit = exp_limit(net.w1.dtype)  # beyond it sigmoid and softplus clip: the run has blown up
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
     Z2 = np.empty((len(X), net.sizes[2]), net.w1.dtype)  # each example's logits just before its update
-    steps = epochs * -(-len(X) // batch_size)
-    chosen = engine(steps, epochs * len(X), net.w1.dtype)
+    chosen = engine_name or choose(len(X), epochs, batch_size, net.w1.dtype)[0]
     run_epoch = numpy_epoch if chosen == "numpy" else compiled_epoch(X, y, net, batch_size)
     with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
         for i in range(epochs):
@@ -87,6 +88,34 @@ def fit(
 EpochRunner = Callable[
     [Network, np.ndarray, np.ndarray, np.ndarray, float, int, np.ndarray], tuple[float, float, float]
 ]
+
+
+def choose(examples: int, epochs: int, batch_size: int, dtype: np.dtype | type) -> tuple[str, float]:
+    """(engine, expected seconds) for training on `examples` glyphs: `engine`'s choice and its estimate."""
+    steps, visits = epochs * -(-examples // batch_size), epochs * examples
+    name = engine(steps, visits, dtype)
+    return name, estimate(steps, visits, name, ready=name == "numpy" or _ready(dtype))
+
+
+def _ready(dtype: np.dtype | type) -> bool:
+    from pipeline import native
+
+    return native.is_ready(dtype)
+
+
+def describe(name: str, seconds: float, examples: int, epochs: int, batch_size: int, dtype) -> str:
+    """One line for stderr naming the engine that trains a run expected to take `seconds`; when it is
+    NumPy, what the compiled engine would take once ready."""
+    if name == "numba":
+        return f"train: the compiled engine trains (about {seconds:.0f} s)"
+    steps, visits = epochs * -(-examples // batch_size), epochs * examples
+    faster = estimate(steps, visits, "numba")
+    line = f"train: NumPy trains (about {seconds:.0f} s)"
+    if faster < seconds / 2 and os.environ.get(ENGINE_VARIABLE) != "numpy":
+        line += (
+            f"; the compiled engine would take about {faster:.0f} s: `python -m pipeline.compiled` makes it ready, once"
+        )
+    return line
 
 
 def estimate(steps: int, examples: int, engine: str, ready: bool = True) -> float:

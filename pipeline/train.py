@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import Network, init_network
 from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
-from pipeline.sgd import Diverged, History, fit
+from pipeline.sgd import NOTE_SECONDS, Diverged, History, choose, describe, fit
 
 TRACE_POINTS = 300  # weight snapshots kept at most: every epoch of the default run, about 400 kB
 
@@ -35,6 +36,9 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
     net = init_network(rng, PIXELS, p.hidden, CLASSES, p.loss, p.bias, np.dtype(p.dtype))
     stride = -(-p.epochs // TRACE_POINTS) or 1
     snapshots = {0: weights(net)}
+    engine, seconds = choose(len(X), p.epochs, p.batch_size, net.w1.dtype)
+    if seconds > NOTE_SECONDS:  # a long run says which engine trains it, once
+        print(describe(engine, seconds, len(X), p.epochs, p.batch_size, net.w1.dtype), file=sys.stderr)
     progress = Progress(p.epochs)
 
     def after_epoch(epoch: int, loss: float, accuracy: float) -> None:
@@ -53,6 +57,7 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
             shuffle=p.shuffle,
             rng=rng,
             on_epoch=after_epoch,
+            engine_name=engine,
         )
     except Diverged as err:
         raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None

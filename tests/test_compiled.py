@@ -276,3 +276,16 @@ def test_a_bad_engine_name_through_the_train_stage_is_one_line_and_keeps_the_mod
     proc = run([sys.executable, "-m", "pipeline.train"], cwd=work, check=False, PIPELINE_ENGINE="fastest")
     assert_one_line_error(proc, "PIPELINE_ENGINE: expected numpy, numba or auto, found 'fastest'")
     assert (work / "models" / "model.npz").read_bytes() == before
+
+
+def test_a_long_run_names_its_engine_and_how_to_get_the_faster_one(monkeypatch):
+    monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
+    monkeypatch.setattr(native, "is_ready", lambda dtype: False)
+    name, seconds = sgd.choose(15_000, 10, 1, np.float64)  # 150,000 steps: 6 s of NumPy, less than a compile
+    assert name == "numpy" and 2 < seconds < 30
+    line = sgd.describe(name, seconds, 15_000, 10, 1, np.float64)
+    assert line.startswith("train: NumPy trains") and "`python -m pipeline.compiled`" in line and "\n" not in line
+    monkeypatch.setattr(native, "is_ready", lambda dtype: True)
+    name, seconds = sgd.choose(15_000, 10, 1, np.float64)
+    assert name == "numba" and seconds < 1
+    assert sgd.describe("numba", 5.0, 15_000, 10, 1, np.float64).startswith("train: the compiled engine trains")

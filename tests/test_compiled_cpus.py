@@ -20,10 +20,14 @@ FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aar
 
 ASSEMBLY_PROBE = """
 import json, sys
+import numba
+import numpy as np
 from pipeline import compiled
-compiled.compile_ahead()  # every entry point for both dtypes, compiled (not run) for NUMBA_CPU_NAME
 asm = {}
-for name, f in vars(compiled).items():
+for dtype in (np.float64, np.float32):  # the entry point, compiled (not run) for NUMBA_CPU_NAME: all its code
+    entry = numba.cfunc(compiled.entry_signature(dtype), error_model="numpy")(compiled.entry_epoch)
+    asm[f"entry{dtype.__name__}"] = entry._library.get_asm_str()
+for name, f in vars(compiled).items():  # and each kernel alone, as the entry point compiled it
     if hasattr(f, "inspect_asm"):
         for sig, text in f.inspect_asm().items():
             asm[f"{name}{sig}"] = text
