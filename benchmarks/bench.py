@@ -194,6 +194,59 @@ def speed(
         print(f"             target: ours/{against} >= {target}x: {ratio[against]:.1f}x, {verdict}", flush=True)
 
 
+PROCESS_CHILD = """
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+from pipeline.glyphs import clean_glyphs, noisy_copies
+from pipeline.model import init_network
+from pipeline.sgd import fit
+X, y = noisy_copies(clean_glyphs(), 10, 0.1, np.random.default_rng(0))
+net = init_network(np.random.default_rng(0), 30, 5, ("A", "B", "C"), "bce", False)
+fit(net, X, y, lr=0.1, epochs=1, batch_size=1, shuffle=False, rng=np.random.default_rng(0))
+"""
+
+
+def process_seconds(tree: Path, engine: str, cache: Path, rounds: int) -> float:
+    """Median wall time of a process that imports `tree`'s trainer and trains 30 glyphs with `engine`."""
+    env = {**os.environ, "PIPELINE_ENGINE": engine, "PIPELINE_CACHE_DIR": str(cache), "NUMBA_CACHE_DIR": str(cache)}
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", PROCESS_CHILD, str(tree)], cwd=tree, env=env, check=True)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def startup(rounds: int, before: tuple[str, Path] | None) -> None:
+    """What a user pays before the compiled engine trains: the compile in an empty cache (once per machine),
+    a second clone's first load of it, and the load a train process pays against the NumPy engine."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, first, second = Path(tmp) / "cache", Path(tmp) / "first", Path(tmp) / "second"
+        for clone in (first, second):
+            shutil.copytree(ROOT / "pipeline", clone / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+        env = {**os.environ, "PIPELINE_CACHE_DIR": str(cache)}
+        compiles = []
+        for dtype in ("float64", "float32"):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "pipeline.compiled", dtype], cwd=first, env=env, check=True)
+            compiles.append(f"{dtype} {time.perf_counter() - start:.1f} s")
+        numba_process = process_seconds(second, "numba", cache, rounds)
+        numpy_process = process_seconds(second, "numpy", cache, rounds)
+        print(
+            f"compiled engine start-up: compile in an empty cache (a process each, once per machine): "
+            f"{', '.join(compiles)}; a train process in another clone, median of {rounds}: "
+            f"{numba_process:.2f} s with it against {numpy_process:.2f} s with NumPy: "
+            f"a load of {numba_process - numpy_process:.2f} s"
+        )
+        if before is not None:
+            process_seconds(before[1], "numba", cache, 1)  # its own cache, warm
+            old = process_seconds(before[1], "numba", cache, rounds)
+            print(
+                f"  before ({before[0]}): {old:.2f} s with its compiled engine loaded from its cache: "
+                f"a load of {old - numpy_process:.2f} s"
+            )
+
+
 MEMORY_CHILD = """
 import resource, sys, numpy as np
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
@@ -280,9 +333,12 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also time the trainer of this git revision")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 1024], choices=[1, 64, 1024])
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-startup", action="store_true", help="skip the compile and load figures (a minute)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         before = (args.baseline, checkout(args.baseline, Path(tmp))) if args.baseline else None
+        if not args.skip_startup:
+            startup(args.rounds, before)
         speed(args.samples, args.sklearn_bs1_samples, args.rounds, before, args.batches)
     if not args.skip_memory:
         memory(args.memory_samples, 1024)
