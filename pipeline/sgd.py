@@ -97,6 +97,18 @@ def choose(examples: int, epochs: int, batch_size: int, dtype: np.dtype | type) 
     return name, estimate(steps, visits, name, ready=name == "numpy" or _ready(dtype))
 
 
+def pays_to_compile(runs: list[tuple[int, int, int]]) -> bool:
+    """Whether one compile of the engine, then each run of (examples, epochs, batch_size) with whichever
+    engine is faster once it is ready, costs less than every run with NumPy: a sweep's question."""
+    numpy_total = compiled_total = 0.0
+    for examples, epochs, batch_size in runs:
+        steps, visits = epochs * -(-examples // batch_size), epochs * examples
+        numpy_seconds = estimate(steps, visits, "numpy")
+        numpy_total += numpy_seconds
+        compiled_total += min(numpy_seconds, estimate(steps, visits, "numba"))
+    return COMPILE_SECONDS + compiled_total < numpy_total
+
+
 def _ready(dtype: np.dtype | type) -> bool:
     from pipeline import native
 

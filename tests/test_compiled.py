@@ -289,3 +289,10 @@ def test_a_long_run_names_its_engine_and_how_to_get_the_faster_one(monkeypatch):
     name, seconds = sgd.choose(15_000, 10, 1, np.float64)
     assert name == "numba" and seconds < 1
     assert sgd.describe("numba", 5.0, 15_000, 10, 1, np.float64).startswith("train: the compiled engine trains")
+
+
+def test_a_sweep_compiles_ahead_only_when_its_runs_together_pay_for_it():
+    trial = (3 * 1001, 100, 1)  # 300,300 steps: 12 s of NumPy, under half a second compiled once ready
+    assert not sgd.pays_to_compile([trial] * 2)  # 24 s saved: less than the compile
+    assert sgd.pays_to_compile([trial] * 10)
+    assert not sgd.pays_to_compile([(3, 300, 1)] * 1000)  # tiny runs: NumPy is faster even once it is ready
