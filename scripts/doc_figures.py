@@ -52,11 +52,12 @@ def metrics(root: Path) -> str:
     m = json.loads((root / "metrics/metrics.json").read_text())
     params = yaml.safe_load((root / "params.yaml").read_text())
     noise, loss = params["dataset"]["noise"], params["train"]["loss"]
+    test = f"noisy test set ({noise:.0%} of pixels flipped)"
     scores = table(
         [
             ["", "accuracy", f"loss ({loss})"],
             ["training glyphs", f"{m['train']['accuracy']:.3f}", f"{m['train']['loss']:.3f}"],
-            [f"noisy test set ({noise:.0%} of pixels flipped)", f"{m['test']['accuracy']:.3f}", f"{m['test']['loss']:.3f}"],
+            [test, f"{m['test']['accuracy']:.3f}", f"{m['test']['loss']:.3f}"],
             ["moved training glyphs (`moved.clean`)", f"{m['moved']['clean']:.3f}", ""],
             ["their noisy copies (`moved.noisy`)", f"{m['moved']['noisy']:.3f}", ""],
         ]
