@@ -18,7 +18,7 @@ import yaml
 from pipeline.checkpoint import distinct_glyphs
 from pipeline.evaluate import moved_glyphs, scores
 from pipeline.glyph_files import read_glyph
-from pipeline.glyphs import FAR, nearest
+from pipeline.glyphs import FAR, clean_glyphs, nearest
 from pipeline.make_dataset import make_dataset
 from pipeline.model import logits, sigmoid
 from pipeline.params import Params, load_params
@@ -127,6 +127,15 @@ def test_the_models_keep_as_many_distinct_training_glyphs_as_the_docs_say(robust
     baseline = distinct_glyphs(*make_dataset(load_params(ROOT / "params.yaml").dataset)["train"])
     assert kept is not None and baseline is not None
     assert docs.table("recipe-model") == [["baseline", f"{len(baseline[0]):,}"], ["robust recipe", f"{len(kept[0]):,}"]]
+
+
+def test_the_best_possible_test_accuracy_is_what_the_docs_say(robust):
+    """A glyph nearer another letter's clean glyph (the first on a tie) is one that no model should read right."""
+    _, _, data, _ = robust
+    x_test, y_test = data["test"]
+    near = nearest(x_test, clean_glyphs(), np.arange(3))
+    wrong = sum(n.label != label for n, label in zip(near, y_test))
+    assert docs.table("test-set") == [[f"{len(y_test):,}", str(wrong), f"{1 - wrong / len(y_test):.3f}"]]
 
 
 def test_the_robust_model_is_confident_on_what_it_reads_right(robust):
