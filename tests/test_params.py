@@ -92,7 +92,7 @@ BAD = [
     ),
     (_set("evaluate", "per_class", 0), "evaluate.per_class: expected an integer >= 1, found 0 (int)"),
     (lambda d: d.update(train=[1, 2]), "train: expected a mapping of keys, found [1, 2] (list)"),
-    # Upper bounds: git-tracked outputs stay small (README, "What the project refuses")
+    # Upper bounds: git-tracked outputs stay small (docs/inputs-and-limits.md)
     (_set("train", "hidden", 513), "train.hidden: expected an integer in [1, 512], found 513 (int)"),
     (_set("train", "hidden", 10**9), "train.hidden: expected an integer in [1, 512], found 1000000000 (int)"),
     (_set("train", "epochs", 10_001), "train.epochs: expected an integer in [0, 10000], found 10001 (int)"),

@@ -51,7 +51,7 @@ def _number(ok):
     return lambda v: type(v) is float and math.isfinite(v) and ok(v)
 
 
-# What each key may hold once loaded, written from the README and params.yaml, not from params.py.
+# What each key may hold once loaded, written from docs/inputs-and-limits.md and params.yaml, not from params.py.
 SPEC = {
     ("dataset", "seed"): _count(0),
     ("dataset", "noise"): _number(lambda v: 0 <= v <= 1),
@@ -73,8 +73,8 @@ SPEC = {
     ("evaluate", "per_class"): _count(1),
     ("evaluate", "seed"): _count(0),
 }
-# The memory bound of a whole run (README): with the other keys at their defaults, about 5 million noisy
-# copies per letter fit, and about 1.9 million evaluate glyphs per letter; well beyond, a run is refused.
+# The memory bound of a whole run (docs/inputs-and-limits.md): with the other keys at their defaults, about
+# 5 million noisy copies per letter fit, and about 1.9 million evaluate glyphs per letter; far beyond, refused.
 FITS = {("dataset", "train_per_class"): (5_000_000, 6_000_000), ("evaluate", "per_class"): (1_900_000, 2_100_000)}
 
 
@@ -467,7 +467,7 @@ def test_a_hostile_model_file_loads_as_a_model_training_could_write_or_is_refuse
     except PipelineError as err:
         assert_one_line_naming(err, f"{path}: ")
         assert str(err).endswith("; rerun `dvc repro train`")
-    else:  # what the README promises of a loaded model, checked without the loader's own code
+    else:  # what docs/inputs-and-limits.md promises of a loaded model, checked without the loader's own code
         hidden = net.w1.shape[1]
         assert net.classes == ("A", "B", "C") and hidden >= 1 and net.w1.shape == (30, hidden)
         assert net.w1.dtype in (np.float64, np.float32) and net.w1.dtype.isnative

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import docs
 from tests.conftest import ROOT, clone, clone_with_outputs, dvc, env, free_port, run
 from tests.conftest import git_commit as commit
 
@@ -49,8 +49,8 @@ def test_a_queued_sweep_runs_and_lists_its_params_and_metrics(repo, tmp_path):
     assert set(found) == {(0.3, 4), (0.5, 8)}, rows
     for metrics in found.values():
         assert 0 < metrics["test"]["accuracy"] <= 1 and metrics["train"]["loss"] > 0
-    # The README's readable table of them fits a terminal 120 columns wide.
-    command = shlex.split(readme_command("dvc exp show --only-changed --drop"))
+    # The docs' readable table of them fits a terminal 120 columns wide.
+    command = shlex.split(docs.block("exp-show-queue"))
     table = dvc(sweep, *command[1:], "--no-pager", extra_env={"COLUMNS": "120"}).stdout
     lines = table.splitlines()
     assert lines and max(len(line.rstrip()) for line in lines) <= 120, table
@@ -94,19 +94,12 @@ def test_push_and_pull_through_an_s3_compatible_remote(repo, tmp_path, s3_server
     assert_pulled_clone_is_ready(work, fresh)
 
 
-README = (ROOT / "README.md").read_text()
+def troubleshooting_quotes(text: str) -> bool:
+    """Whether the troubleshooting page shows `text` inside one of its code spans or quotations."""
+    return any(text in quoted for quoted in docs.quoted("docs/troubleshooting.md"))
 
 
-def readme_command(start: str) -> str:
-    return next(
-        line
-        for block in re.findall(r"^```\n(.*?)\n```", README, flags=re.M | re.S)
-        for line in block.splitlines()
-        if line.startswith(start)
-    )
-
-
-def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_path):
+def test_the_dvc_messages_the_docs_troubleshoot_are_what_dvc_says(repo, tmp_path):
     work = clone_with_outputs(repo, tmp_path / "work")
     typo = subprocess.run(
         [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lrr=0.5"],
@@ -117,7 +110,7 @@ def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_p
         check=False,
     )
     assert typo.returncode != 0 and "Could not override 'train.lrr'" in typo.stderr, typo.stderr
-    assert "Could not override 'train.lrr'" in README
+    assert troubleshooting_quotes("Could not override 'train.lrr'")
     # `dvc repro` runs check_params first, which refuses the file (tests/test_params_guard.py); `-s`
     # (--single-item) skips it, and DVC deletes train's outputs before it checks train's params.
     params = work / "params.yaml"
@@ -126,7 +119,7 @@ def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_p
         name: (work / name).read_bytes() for name in ("models/model.npz", "models/trace.npz", "metrics/history.tsv")
     }
     recover = "git checkout -- metrics && dvc checkout"
-    assert f"`{recover}`" in README
+    assert troubleshooting_quotes(recover)
     for first_plain_repro, message in (
         (False, "Parameters 'train.lr' are missing from 'params.yaml'"),
         (True, "data/params.ok"),
@@ -136,7 +129,7 @@ def test_the_dvc_messages_the_readme_troubleshoots_are_what_dvc_says(repo, tmp_p
             assert "train.lrr: unknown key" in dvc(work, "repro", check=False).stderr
         missing = dvc(work, "repro", "-s", "train", check=False)
         assert missing.returncode != 0 and message in missing.stderr, missing.stderr
-        assert message in README
+        assert troubleshooting_quotes(message)
         assert not (work / "models/model.npz").exists()
         # The troubleshooting table's fix: the key, then the one command that brings every output back.
         params.write_text(committed)

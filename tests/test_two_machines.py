@@ -23,7 +23,7 @@ def repo(dvc_repo) -> Path:
 
 
 def bare_origin(repo: Path, dest: Path) -> Path:
-    """A bare git remote holding `repo`'s commit on main, with HEAD on main (see the README's troubleshooting)."""
+    """A bare git remote holding `repo`'s commit on main, with HEAD on main (see docs/troubleshooting.md)."""
     run(["git", "init", "-q", "--bare", "-b", "main", str(dest)], cwd=repo.parent)
     run(["git", "push", "-q", str(dest), "HEAD:main"], cwd=repo)
     return dest

@@ -12,17 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import docs
 from tests.conftest import ROOT, copy_of, git_commit, run
 
 
 def test_the_workflow_runs_what_ci_runs_in_the_same_order_then_the_diffs():
     workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
     runs = [step.get("run", "") for step in workflow["jobs"]["test"]["steps"]]
-    readme_test = next(
-        line
-        for line in re.findall(r"^```\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.M | re.S)
-        if line.endswith("&& python -m pytest")
-    )
+    readme_test = docs.block("test")
     install = readme_test.removesuffix(" && python -m pytest")
     ci = (ROOT / ".ci/run").read_text()
     commands = [install, "python -m pytest", "ruff check .", "ruff format --check .", "scripts/check-reproducible"]
