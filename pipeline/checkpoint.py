@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import load_npz, save_npz, stale
 from pipeline.errors import shown
 from pipeline.glyphs import CLASSES, codes
 from pipeline.model import ACTIVATION, LOSSES, Network
+from pipeline.reading import load_npz, stale
+from pipeline.writing import save_npz
 
 # What training writes as class names (glyphs.CLASSES: A, B, C), with room for other words, and
 # nothing a page or a terminal could take for markup, a quote or a control character.

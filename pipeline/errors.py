@@ -23,6 +23,12 @@ def shown(text: str, limit: int = 200) -> str:
     return safe if len(text) <= limit and len(safe) <= limit else safe[:limit] + "..."
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of `err`'s message (its type's name when it has none), as `shown` writes it."""
+    text = str(err).strip() or type(err).__name__
+    return shown(text.splitlines()[0])
+
+
 class PipelineError(Exception):
     """An error a person can fix; its message is a single line."""
 

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import load_history, load_split, save_json, together
+from pipeline.artifacts import load_history, load_split
 from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
 from pipeline.params import EvaluateParams, Params, load_params
+from pipeline.writing import save_json, together
 
 SHOWN_PER_CLASS = 8  # test glyphs drawn per class, beside the clean one
 SHOWN_MISTAKES = 30  # misclassified test glyphs drawn at most

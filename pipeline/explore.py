@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths, pictures, portable
-from pipeline.artifacts import check_finite, load_history, load_npz, load_split, save_text, stale
+from pipeline.artifacts import load_history, load_split
 from pipeline.checkpoint import load_network, to_arrays
 from pipeline.errors import exit_on_error
 from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, clean_glyphs, codes
 from pipeline.model import Network
 from pipeline.params import TrainParams, load_params
+from pipeline.reading import load_npz, stale
+from pipeline.writing import check_finite, save_text
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
 ARITHMETIC = Path(__file__).with_name("portable.js")  # inlined where the template says /*PORTABLE*/

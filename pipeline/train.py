@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import digest, load_split, save_npz, save_tsv, together
+from pipeline.artifacts import digest, load_split
 from pipeline.checkpoint import distinct_glyphs, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
@@ -24,6 +24,7 @@ from pipeline.model import Network, init_network
 from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
 from pipeline.sgd import Diverged, History, fit
+from pipeline.writing import save_npz, save_tsv, together
 
 TRACE_POINTS = 300  # weight snapshots kept at most: every epoch of the default run, about 400 kB
 
