@@ -24,7 +24,10 @@ import math
 import numba
 import numpy as np
 
-from pipeline.portable import _CONSTANTS, _N, _TABLE_BITS, _TABLES
+from pipeline.portable import CONSTANTS as _CONSTANTS
+from pipeline.portable import TABLE_BITS as _TABLE_BITS
+from pipeline.portable import TABLE_SIZE as _N
+from pipeline.portable import TABLES as _TABLES
 
 ENGINE = numba.njit(cache=True, nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
 # The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on

@@ -66,8 +66,7 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
 
 def weights(net: Network) -> dict[str, np.ndarray]:
     """Copies of the network's weights, by name."""
-    named = {"w1": net.w1, "w2": net.w2, "b1": net.b1, "b2": net.b2}
-    return {name: array.copy() for name, array in named.items() if array is not None}
+    return {name: array.copy() for name, array in net.parameters().items()}
 
 
 def main() -> None:
