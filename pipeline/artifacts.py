@@ -1,7 +1,7 @@
 """The pipeline's own files between stages, loaded and checked: the data sets and the training history.
 
 The primitives are in `writing` (atomic, deterministic files) and `reading` (hardened .npy and .npz
-readers); this module knows what make_dataset and train write.
+readers); this module knows what make_dataset and train write (and how many snapshots the trace holds at most).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pipeline import paths
 from pipeline.errors import first_line
 from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.reading import check_regular, load_npy, missing, stale
+
+TRACE_POINTS = 300  # epochs train keeps in models/trace.npz at most: every epoch of the default run, about 400 kB
 
 
 def digest(*arrays: np.ndarray) -> str:

@@ -23,8 +23,11 @@ from typing import Any
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline import paths
+from pipeline.artifacts import TRACE_POINTS
 from pipeline.errors import PipelineError
+from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import LOSSES
+from pipeline.sgd import BLOCK_ROWS
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -123,7 +126,7 @@ BASE_BYTES = 128 * 2**20  # Python, NumPy and Pillow (80 MB in evaluate with mat
 GLYPH_BYTES = 128  # per training or test glyph: 108 in explore (np.unique), 94 in train, 62 in make_dataset
 BATCH_UNIT_BYTES = 128  # per batch row and hidden unit: about 13 float64 arrays of (batch, hidden) in a step
 EVALUATE_ROWS = 8  # noisy glyphs per `evaluate.per_class` at once: 3 letters per noise level, 4 moved glyphs
-SNAPSHOTS = 301  # weight snapshots in models/trace.npz at most (train.TRACE_POINTS + the initial weights)
+SNAPSHOTS = TRACE_POINTS + 1  # weight snapshots in models/trace.npz at most: the initial weights too
 EPOCH_BYTES = 256  # per epoch: the history arrays and their TSV text
 
 
@@ -131,14 +134,14 @@ def memory_needed(p: Params) -> list[tuple[int, str, str]]:
     """The estimated peak memory of a run, in parts: (bytes, the key that sets it, what it is)."""
     train_glyphs = 3 * ((2 * p.dataset.shift + 1) ** 2 + p.dataset.train_per_class)  # at most, with every move
     rows = min(p.train.batch_size, train_glyphs)
-    block = min(max(1, 8192 // p.train.batch_size) * p.train.batch_size, train_glyphs)  # sgd.BLOCK_ROWS
-    weights = 34 * p.train.hidden + 3  # w1, w2, b1, b2
+    block = min(max(1, BLOCK_ROWS // p.train.batch_size) * p.train.batch_size, train_glyphs)  # as sgd converts
+    weights = (PIXELS + 1) * p.train.hidden + (p.train.hidden + 1) * len(CLASSES)  # w1, b1, w2, b2
     return [
         (train_glyphs * GLYPH_BYTES, "dataset.train_per_class", f"{train_glyphs} training glyphs"),
         (3 * p.dataset.test_per_class * GLYPH_BYTES, "dataset.test_per_class", "the test glyphs"),
         (EVALUATE_ROWS * p.evaluate.per_class * GLYPH_BYTES, "evaluate.per_class", "the noisy glyphs of evaluate"),
         (
-            rows * p.train.hidden * BATCH_UNIT_BYTES + block * 30 * 8 * 2,
+            rows * p.train.hidden * BATCH_UNIT_BYTES + block * PIXELS * 8 * 2,
             "train.batch_size",
             f"batches of {rows} rows by {p.train.hidden} hidden units",
         ),

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import digest, load_split
+from pipeline.artifacts import TRACE_POINTS, digest, load_split
 from pipeline.checkpoint import distinct_glyphs, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
@@ -25,8 +25,6 @@ from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
 from pipeline.sgd import Diverged, History, fit
 from pipeline.writing import save_npz, save_tsv, together
-
-TRACE_POINTS = 300  # weight snapshots kept at most: every epoch of the default run, about 400 kB
 
 
 def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History, dict[str, np.ndarray]]:

@@ -16,8 +16,8 @@ PACKAGE = ROOT / "pipeline"
 LAYERS = [
     {"errors", "paths", "portable", "progress"},  # leaves: no pipeline imports
     {"glyphs", "model", "compiled", "writing", "reading"},  # the glyphs, the math (compiled too), file primitives
-    {"artifacts", "glyph_files", "params", "sgd"},  # our files between stages, glyph files, params.yaml, the loop
-    {"checkpoint", "pictures"},  # the model file, pictures
+    {"artifacts", "glyph_files", "sgd"},  # our files between stages, glyph files, the loop
+    {"checkpoint", "params", "pictures"},  # the model file, params.yaml (sized by sgd's blocks, the trace), pictures
     {"figures"},  # charts
     {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
     {"sweep"},  # a folder: runs the stages' functions as trials on Dask
