@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import shown
+from pipeline.errors import quoted, shown
 from pipeline.glyphs import CLASSES, codes
 from pipeline.model import ACTIVATION, BIASES, LOSSES, PARAMETERS, WEIGHTS, Network
 from pipeline.reading import load_npz, stale
@@ -173,10 +173,3 @@ def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:
         if name in names[:i]:
             raise ValueError(f"expected distinct class names, found {name!r} twice")
     return names
-
-
-def quoted(value: np.ndarray, numbers: bool = False) -> str:
-    """A value from a model file, as an error line may show it: short, one line, printable (a few
-    numbers shown as numbers when `numbers`)."""
-    kinds = "USiub" if numbers and value.size <= 8 else "US"
-    return shown(repr(value.tolist()) if value.dtype.kind in kinds else f"{value.dtype}{value.shape}", 60)

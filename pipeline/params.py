@@ -13,7 +13,6 @@ a duplicate key is refused. PyYAML (YAML 1.1) read each of these differently.
 from __future__ import annotations
 
 import math
-import reprlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -24,7 +23,7 @@ from ruamel.yaml import YAML, YAMLError
 
 from pipeline import paths
 from pipeline.artifacts import TRACE_POINTS
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, clipped, describe, first_line, one_line
 from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import LOSSES
 from pipeline.sgd import BLOCK_ROWS
@@ -159,7 +158,7 @@ def _check_memory(p: Params, path: Path | str) -> None:
         found = describe(getattr(getattr(p, section), name))
         raise PipelineError(
             f"{path}: {key}: expected a run that needs at most {MEMORY_LIMIT / 2**30:g} GiB of memory, "
-            f"found {found}: {_shorten(what)} need {_gib(size)}, the whole run {_gib(total)}"
+            f"found {found}: {clipped(what, 80)} need {_gib(size)}, the whole run {_gib(total)}"
         )
 
 
@@ -168,10 +167,6 @@ def _gib(size: int) -> str:
         return f"about {size / 2**30:.3g} GiB"
     except OverflowError:  # an integer beyond the float range
         return "over 10^300 GiB"
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def allowed_values() -> str:
@@ -199,26 +194,15 @@ def read_yaml(path: Path) -> dict:
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or _first_line(err)
-        raise PipelineError(f"{path}: {where}invalid YAML: {_one_line(problem)}") from None
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise PipelineError(f"{path}: {where}invalid YAML: {one_line(problem)}") from None
     # The scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`, an
     # integer of over 4300 digits), warnings are errors here, and the composer recurses once per level.
     except (ValueError, TypeError, AttributeError, RecursionError, Warning) as err:
-        raise PipelineError(f"{path}: invalid YAML: {_one_line(_first_line(err))}") from None
+        raise PipelineError(f"{path}: invalid YAML: {one_line(first_line(err))}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, found {describe(doc)}")
     return doc
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
-def _one_line(text: str) -> str:
-    """`text` without control characters (a key in a message may hold any), at most 200 characters."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def parse_section(cls: type, name: str, raw: Any, path: Path | str = paths.PARAMS) -> Any:
@@ -282,16 +266,3 @@ def _coerce(value: Any, kind: type) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return value
     return None
-
-
-_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 2, 4, 4, 40, 40
-
-
-def describe(value: Any) -> str:
-    """A short one-line rendering of a found value; bounded even for YAML alias bombs."""
-    if value is None:
-        return "nothing (null)"
-    text = _SHORT.repr(value) if isinstance(value, (str, list, dict)) else str(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{text} ({type(value).__name__})"

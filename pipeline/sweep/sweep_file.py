@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import paths
-from pipeline.errors import PipelineError, shown
-from pipeline.params import SECTION_TYPES, Params, describe, load_params, read_yaml
+from pipeline.errors import PipelineError, describe, shown
+from pipeline.params import SECTION_TYPES, Params, load_params, read_yaml
 from pipeline.sweep.work import flat, measure
 
 # Trials at most: sweeps/NAME.tsv has a row each (about 200 bytes), sweeps/plots/NAME.json a row per trial and varied
