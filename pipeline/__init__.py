@@ -1,7 +1,7 @@
 """A 30-H-3 sigmoid network that tells the letters A, B and C apart, as a DVC pipeline.
 
 `import pipeline` never exits: a notebook or a Dask worker without a package gets Python's ImportError
-where that package is imported (Pillow only where a stage draws). A command starts differently: the
+where that package is imported (Pillow and matplotlib only where a stage draws). A command starts differently: the
 stage commands in dvc.yaml call `python -m pipeline.<stage>`, and from a shell where the project's
 environment is not active (`.venv/bin/dvc repro`) that `python` is the system's, which would die part
 way with a traceback (`No module named 'PIL'`). So while `python -m` locates one of this package's
@@ -15,7 +15,7 @@ import importlib.util
 import sys
 
 # What the stages import (numba is optional: the training loop falls back to NumPy without it).
-REQUIRED = ("numpy", "PIL", "ruamel.yaml")
+REQUIRED = ("numpy", "PIL", "matplotlib", "ruamel.yaml")
 
 
 def missing_packages(names: tuple[str, ...] = REQUIRED) -> list[str]:

@@ -9,8 +9,8 @@ Reads models/model.npz, data/*.npy, metrics/history.tsv and `evaluate.*` from pa
 - metrics/confusion.json (one {actual, predicted} row per test glyph, for DVC's confusion template)
   and metrics/robustness.json (noise level vs accuracy, for a line plot);
 - metrics/images/: the test glyphs with their predictions, the misclassified ones, the moved glyphs
-  with their predictions, each hidden unit's incoming weights as a 5x6 map, and the training curves
-  and confusion matrix (all drawn with Pillow).
+  with their predictions, each hidden unit's incoming weights as a 5x6 map (Pillow), and the
+  training curves and confusion matrix (matplotlib).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def parse_params(doc: dict, path: Path | str = paths.PARAMS) -> Params:
 
 # Peak memory, measured with /usr/bin/time on 900,000 training glyphs and on batches of 90,000 rows
 # by 64 hidden units (the coefficients round the measurements up):
-BASE_BYTES = 128 * 2**20  # Python, NumPy and Pillow (80 MB in evaluate with matplotlib, before)
+BASE_BYTES = 128 * 2**20  # Python, NumPy, Pillow and matplotlib: 80 MB in evaluate
 GLYPH_BYTES = 128  # per training or test glyph: 108 in explore (np.unique), 94 in train, 62 in make_dataset
 BATCH_UNIT_BYTES = 128  # per batch row and hidden unit: about 13 float64 arrays of (batch, hidden) in a step
 EVALUATE_ROWS = 8  # noisy glyphs per `evaluate.per_class` at once: 3 letters per noise level, 4 moved glyphs

@@ -25,7 +25,10 @@ import yaml
 from tests.conftest import ROOT, copy_of, copy_project, env
 
 ARM64_PYTHON = ROOT.parent / "shared" / "tools" / "arm64-python"
-ARM64_PACKAGES = "numpy pyyaml ruamel.yaml pillow"
+ARM64_PACKAGES = (
+    "numpy pyyaml ruamel.yaml matplotlib pillow kiwisolver contourpy cycler fonttools packaging pyparsing"
+    " python-dateutil six"
+)
 
 
 def declared_outputs(project: Path) -> list[str]:
