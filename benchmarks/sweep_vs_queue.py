@@ -1,4 +1,4 @@
-"""The same grid two ways: a sweep on Dask (pipeline/sweep.py) and DVC's experiment queue.
+"""The same grid two ways: a sweep on Dask (pipeline/sweep/) and DVC's experiment queue.
 
     python benchmarks/sweep_vs_queue.py [--rev REV] [--workers 2]
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 
 from pipeline import paths
-from pipeline.artifacts import save_text
 from pipeline.errors import exit_on_error
 from pipeline.params import allowed_values, load_params
+from pipeline.writing import save_text
 
 
 def main() -> None:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import load_npz, save_npz, stale
-from pipeline.errors import shown
+from pipeline.errors import quoted, shown
 from pipeline.glyphs import CLASSES, codes
-from pipeline.model import ACTIVATION, LOSSES, Network
+from pipeline.model import ACTIVATION, BIASES, LOSSES, PARAMETERS, WEIGHTS, Network
+from pipeline.reading import load_npz, stale
+from pipeline.writing import save_npz
 
 # What training writes as class names (glyphs.CLASSES: A, B, C), with room for other words, and
 # nothing a page or a terminal could take for markup, a quote or a control character.
@@ -28,7 +29,7 @@ DIGEST = re.compile(r"([0-9a-f]{16})?")  # artifacts.digest, or "" for a model s
 # could overflow (30 pixels, 512 hidden units, sums over a data set) and print NaN scores.
 MAX_WEIGHT = 2.0**64
 FLOATS = (np.dtype(np.float64), np.dtype(np.float32))  # train.dtype's choices, in this machine's byte order
-KEYS = ("w1", "w2", "b1", "b2", "sizes", "classes", "loss", "activation", "bias", "trained_on")  # the network
+KEYS = (*PARAMETERS, "sizes", "classes", "loss", "activation", "bias", "trained_on")  # the network
 GLYPH_KEYS = ("train_glyphs", "train_labels")  # and what predict compares a glyph with; all that is read
 # Distinct training glyphs a model keeps (1.9 MB at most; the robust recipe has 4,702). A model trained on
 # more keeps none, and predict reads data/x_train.npy instead, as for a model saved before they were kept.
@@ -92,9 +93,7 @@ def kept_glyphs(arrays: dict[str, np.ndarray], inputs: int) -> Glyphs | None:
 
 def to_arrays(net: Network) -> dict[str, np.ndarray]:
     """Everything needed to rebuild `net`, as arrays for np.savez (no pickled objects)."""
-    arrays = {
-        "w1": net.w1,
-        "w2": net.w2,
+    arrays = {name: getattr(net, name) for name in WEIGHTS} | {
         "sizes": np.array(net.sizes, dtype=np.int64),
         "classes": np.array(net.classes),
         "loss": np.array(net.loss),
@@ -103,14 +102,14 @@ def to_arrays(net: Network) -> dict[str, np.ndarray]:
         "trained_on": np.array(net.trained_on),
     }
     if net.bias:
-        arrays |= {"b1": net.b1, "b2": net.b2}
+        arrays |= {name: getattr(net, name) for name in BIASES}
     return arrays
 
 
 def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
     """Inverse of `to_arrays`, for a network of `inputs` inputs; raises ValueError naming what is
     missing or inconsistent."""
-    missing = [key for key in ("w1", "w2", "sizes", "classes", "loss", "bias") if key not in arrays]
+    missing = [key for key in (*WEIGHTS, "sizes", "classes", "loss", "bias") if key not in arrays]
     if missing:
         raise ValueError(f"missing array {missing[0]!r}")
     w1, w2, sizes = arrays["w1"], arrays["w2"], arrays["sizes"]
@@ -139,7 +138,7 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
     b1, b2 = (arrays.get("b1"), arrays.get("b2")) if bias else (None, None)
     if bias and (b1 is None or b2 is None or b1.shape != expected[1:2] or b2.shape != expected[2:]):
         raise ValueError("biases missing or of the wrong shape")
-    for name, array in {"w1": w1, "w2": w2, "b1": b1, "b2": b2}.items():
+    for name, array in zip(PARAMETERS, (w1, w2, b1, b2)):
         if array is not None and (array.dtype != w1.dtype or not (np.abs(array) < MAX_WEIGHT).all()):
             found = "another dtype" if array.dtype != w1.dtype else _worst(array)
             raise ValueError(f"expected finite {w1.dtype} weights below 2^64 in size, found {found} in {name}")
@@ -174,10 +173,3 @@ def class_names(classes: np.ndarray, outputs: int) -> tuple[str, ...]:
         if name in names[:i]:
             raise ValueError(f"expected distinct class names, found {name!r} twice")
     return names
-
-
-def quoted(value: np.ndarray, numbers: bool = False) -> str:
-    """A value from a model file, as an error line may show it: short, one line, printable (a few
-    numbers shown as numbers when `numbers`)."""
-    kinds = "USiub" if numbers and value.size <= 8 else "US"
-    return shown(repr(value.tolist()) if value.dtype.kind in kinds else f"{value.dtype}{value.shape}", 60)

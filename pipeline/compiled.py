@@ -45,7 +45,8 @@ from pipeline.native import (
     tables,
     workspace,
 )
-from pipeline.portable import _N, _TABLE_BITS
+from pipeline.portable import TABLE_BITS as _TABLE_BITS
+from pipeline.portable import TABLE_SIZE as _N
 
 ENGINE = numba.njit(nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
 # The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on

@@ -9,8 +9,8 @@ Reads models/model.npz, data/*.npy, metrics/history.tsv and `evaluate.*` from pa
 - metrics/confusion.json (one {actual, predicted} row per test glyph, for DVC's confusion template)
   and metrics/robustness.json (noise level vs accuracy, for a line plot);
 - metrics/images/: the test glyphs with their predictions, the misclassified ones, the moved glyphs
-  with their predictions, each hidden unit's incoming weights as a 5x6 map, and the training curves
-  and confusion matrix (all drawn with Pillow).
+  with their predictions, each hidden unit's incoming weights as a 5x6 map (Pillow), and the
+  training curves and confusion matrix (matplotlib).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import figures, paths, pictures
-from pipeline.artifacts import load_history, load_split, save_json, together
+from pipeline import paths
+from pipeline.artifacts import load_history, load_split
 from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
 from pipeline.params import EvaluateParams, Params, load_params
+from pipeline.writing import save_json, together
 
 SHOWN_PER_CLASS = 8  # test glyphs drawn per class, beside the clean one
 SHOWN_MISTAKES = 30  # misclassified test glyphs drawn at most
@@ -106,7 +107,10 @@ def level_key(level: float) -> str:
 
 
 def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.ndarray, moved: Moved) -> None:
-    """Every picture of this stage."""
+    """Every picture of this stage (Pillow and matplotlib are imported where they draw, so a sweep's trial,
+    which runs `evaluate` alone, needs neither)."""
+    from pipeline import figures, pictures
+
     draw_predictions(net, X, y, Z2)
     draw_mistakes(net, X, y, Z2)
     draw_moved(net, moved)
@@ -130,6 +134,8 @@ def draw(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray, counts: np.
 
 def draw_predictions(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
     """Each clean glyph followed by its first test variants, captioned with the prediction and its score."""
+    from pipeline import pictures
+
     clean, k = clean_glyphs(), len(net.classes)
     picks = [np.flatnonzero(y == c)[:SHOWN_PER_CLASS] for c in range(k)]
     glyphs = np.concatenate([np.vstack([clean[c], X[picks[c]]]) for c in range(k)])
@@ -148,6 +154,8 @@ def draw_predictions(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray)
 
 def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) -> None:
     """The first misclassified test glyphs, captioned actual -> predicted (score)."""
+    from pipeline import pictures
+
     predicted = np.argmax(Z2, axis=1)
     wrong = np.flatnonzero(predicted != y)
     shown = wrong[:SHOWN_MISTAKES]
@@ -168,6 +176,8 @@ def draw_mistakes(net: Network, X: np.ndarray, y: np.ndarray, Z2: np.ndarray) ->
 
 def draw_moved(net: Network, moved: Moved) -> None:
     """Each moved glyph, captioned with the move, what the model read, and its accuracy on noisy copies."""
+    from pipeline import pictures
+
     predicted, top = np.argmax(moved.Z2, axis=1), sigmoid(np.max(moved.Z2, axis=1))
     captions = [
         f"{net.classes[c]} {move}\nread {net.classes[p]} {s:.2f}\nnoisy {a:.0%}"

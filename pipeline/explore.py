@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths, pictures, portable
-from pipeline.artifacts import check_finite, load_history, load_npz, load_split, save_text, stale
+from pipeline.artifacts import load_history, load_split
 from pipeline.checkpoint import load_network, to_arrays
 from pipeline.errors import exit_on_error
 from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, clean_glyphs, codes
-from pipeline.model import Network
+from pipeline.model import PARAMETERS, Network
 from pipeline.params import TrainParams, load_params
+from pipeline.reading import load_npz, stale
+from pipeline.writing import check_finite, save_text
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
 ARITHMETIC = Path(__file__).with_name("portable.js")  # inlined where the template says /*PORTABLE*/
@@ -45,25 +47,6 @@ PAGE_WEIGHTS = 512 * 1024  # bytes of inline float64 weights at most (700 kB of 
 def float64s(array: np.ndarray) -> str:
     """Little-endian float64 bytes in base64: exact, and 11 characters a number."""
     return base64.b64encode(np.ascontiguousarray(array, dtype="<f8").tobytes()).decode("ascii")
-
-
-def constants(dtype: np.dtype) -> dict[str, object]:
-    """portable.py's exp and log1p constants for `dtype` (float64 or float32), each rounded to that type
-    and written as the float64 that holds it exactly: what portable.js's make_portable takes."""
-    c = portable._CONSTANTS[np.dtype(dtype)]
-    powers, centers, log_centers = (table.astype(c.dtype).tolist() for table in portable._TABLES)
-    n = 1 << portable._TABLE_BITS
-    scalars = ("inv_step", "step_hi", "step_lo", "round_shift", "lowest", "highest")
-    return {
-        "dtype": c.dtype.name,
-        "table_bits": portable._TABLE_BITS,
-        "powers": powers,
-        "centers": centers[: n + 1],
-        "log_centers": log_centers[: n + 1],
-        **{name: float(getattr(c, name)) for name in scalars},
-        "exp_poly": [float(v) for v in c.exp_poly],
-        "log_poly": [float(v) for v in c.log_poly],
-    }
 
 
 def bits(glyphs: np.ndarray) -> list[str]:
@@ -81,7 +64,7 @@ def packed(glyphs: np.ndarray, labels: np.ndarray) -> dict[str, str]:
 def trace_data(p: TrainParams, net: Network, trace: dict[str, np.ndarray], x_train: np.ndarray) -> dict:
     """The weights of every recorded epoch: how to rebuild them, or the weights themselves."""
     epochs = trace["epoch"].tolist()
-    weights = {name: trace[name] for name in ("w1", "w2", "b1", "b2") if name in trace}
+    weights = {name: trace[name] for name in PARAMETERS if name in trace}
     replayable = (
         p.batch_size == 1
         and not p.shuffle
@@ -120,14 +103,15 @@ def page_data(
         "sizes": list(net.sizes),
         "loss": net.loss,
         "lr": p.lr,
-        "model": {name: float64s(arrays[name]) for name in ("w1", "w2", "b1", "b2") if name in arrays},
+        "parameters": list(PARAMETERS),  # the page's one list of them (explorer.html, portable.js)
+        "model": {name: float64s(arrays[name]) for name in PARAMETERS if name in arrays},
         "trace": trace,
         "history": {"loss": history["loss"].tolist(), "accuracy": history["accuracy"].tolist()},
         "glyphs": bits(clean_glyphs()),
         "samples": [{"name": name, "pixels": bits(glyph[None])[0]} for name, glyph in samples],
         "training": packed(x_train, y_train) if "replay" in trace else packed(x_train[order], y_train[order]),
         "far": FAR,
-        "portable": constants(net.w1.dtype),
+        "portable": portable.constants(net.w1.dtype),
         "colors": {
             "paper": list(pictures.PAPER),
             "positive": pictures.POSITIVE.tolist(),
@@ -151,8 +135,8 @@ def render_page(data: dict) -> str:
 def load_trace(net: Network) -> dict[str, np.ndarray]:
     """models/trace.npz, checked against `net`: epochs 0 < ... increasing, and for each one every weight
     array of `net`, finite, the last ones `net`'s own."""
-    trace = load_npz(paths.TRACE, "train", ("epoch", "w1", "w2", "b1", "b2"), TRACE_ENTRY)
-    model = {name: array for name, array in to_arrays(net).items() if name in ("w1", "w2", "b1", "b2")}
+    trace = load_npz(paths.TRACE, "train", ("epoch", *PARAMETERS), TRACE_ENTRY)
+    model = net.parameters()
     epoch = trace.get("epoch", np.zeros(0, np.int64))
     if epoch.dtype != np.int64 or epoch.ndim != 1 or len(epoch) == 0 or epoch[0] != 0 or (np.diff(epoch) <= 0).any():
         raise stale(paths.TRACE, f"expected epochs 0, 1, ... in order, found {epoch.dtype}{epoch.shape}", "train")

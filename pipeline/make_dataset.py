@@ -16,10 +16,10 @@ import argparse
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import save_npy, together
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs, noisy_copies, shifted_copies
 from pipeline.params import DatasetParams, load_params
+from pipeline.writing import save_npy, together
 
 
 def make_dataset(p: DatasetParams) -> dict[str, tuple[np.ndarray, np.ndarray]]:

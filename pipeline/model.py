@@ -48,6 +48,13 @@ LOSSES = {
 }
 
 
+# The network's parameters by name, the one list of them: the model file, the trace, training's copies,
+# the explorer page (its embedded data carries this list to its JavaScript) all read it.
+WEIGHTS = ("w1", "w2")
+BIASES = ("b1", "b2")  # None when biases are off
+PARAMETERS = WEIGHTS + BIASES
+
+
 @dataclass(eq=False)
 class Network:
     """Weights and what is needed to use them without params.yaml. Not frozen: training moves
@@ -68,6 +75,10 @@ class Network:
     @property
     def bias(self) -> bool:
         return self.b1 is not None
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The network's arrays by name (PARAMETERS' order), the biases only when it has them."""
+        return {name: getattr(self, name) for name in PARAMETERS if getattr(self, name) is not None}
 
 
 def init_network(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.portable import _CONSTANTS, _N, _TABLES
+from pipeline import portable
 
 SOURCES = ("compiled.py", "portable.py", "native.py")  # what the machine code is made from
 MAGIC = b"abc-pipeline engine 1\n"
@@ -60,10 +60,11 @@ def tables(dtype: np.dtype) -> tuple[np.ndarray, ...]:
     powers[j] = 2^(j/256) and pow2[e + OFFSET] = 2^e: portable adds k // 256 to the exponent field of
     2^(j/256); multiplying by 2^(k // 256) gives the same number whenever it is normal, which the
     clipping of exp's input guarantees."""
-    c = _CONSTANTS[np.dtype(dtype)]
-    scalars = [0.0, 1.0, c.lowest, c.highest, c.inv_step, c.step_hi, c.step_lo, c.round_shift, *c.exp_poly, _N]
+    c = portable.CONSTANTS[np.dtype(dtype)]
+    scalars = [0.0, 1.0, c.lowest, c.highest, c.inv_step, c.step_hi, c.step_lo, c.round_shift, *c.exp_poly]
+    scalars.append(portable.TABLE_SIZE)
     consts = np.array(scalars + list(c.log_poly), dtype=c.dtype)
-    powers, centers, log_centers = (t.astype(c.dtype) for t in _TABLES)
+    powers, centers, log_centers = (t.astype(c.dtype) for t in portable.TABLES)
     with np.errstate(over="ignore", under="ignore"):  # float32 holds 2^-149 .. 2^127: the rest are never read
         pow2 = np.ldexp(np.ones(2 * POW2_OFFSET, c.dtype), np.arange(-POW2_OFFSET, POW2_OFFSET))
     return consts, powers, pow2, centers, log_centers

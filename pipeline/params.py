@@ -13,7 +13,6 @@ a duplicate key is refused. PyYAML (YAML 1.1) read each of these differently.
 from __future__ import annotations
 
 import math
-import reprlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -23,8 +22,11 @@ from typing import Any
 from ruamel.yaml import YAML, YAMLError
 
 from pipeline import paths
-from pipeline.errors import PipelineError
+from pipeline.artifacts import TRACE_POINTS
+from pipeline.errors import PipelineError, clipped, describe, first_line, one_line
+from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import LOSSES
+from pipeline.sgd import BLOCK_ROWS
 
 Check = tuple[Callable[[Any], bool], str]
 
@@ -119,11 +121,11 @@ def parse_params(doc: dict, path: Path | str = paths.PARAMS) -> Params:
 
 # Peak memory, measured with /usr/bin/time on 900,000 training glyphs and on batches of 90,000 rows
 # by 64 hidden units (the coefficients round the measurements up):
-BASE_BYTES = 128 * 2**20  # Python, NumPy and Pillow (80 MB in evaluate with matplotlib, before)
+BASE_BYTES = 128 * 2**20  # Python, NumPy, Pillow and matplotlib: 80 MB in evaluate
 GLYPH_BYTES = 128  # per training or test glyph: 108 in explore (np.unique), 94 in train, 62 in make_dataset
 BATCH_UNIT_BYTES = 128  # per batch row and hidden unit: about 13 float64 arrays of (batch, hidden) in a step
 EVALUATE_ROWS = 8  # noisy glyphs per `evaluate.per_class` at once: 3 letters per noise level, 4 moved glyphs
-SNAPSHOTS = 301  # weight snapshots in models/trace.npz at most (train.TRACE_POINTS + the initial weights)
+SNAPSHOTS = TRACE_POINTS + 1  # weight snapshots in models/trace.npz at most: the initial weights too
 EPOCH_BYTES = 256  # per epoch: the history arrays and their TSV text
 
 
@@ -131,14 +133,14 @@ def memory_needed(p: Params) -> list[tuple[int, str, str]]:
     """The estimated peak memory of a run, in parts: (bytes, the key that sets it, what it is)."""
     train_glyphs = 3 * ((2 * p.dataset.shift + 1) ** 2 + p.dataset.train_per_class)  # at most, with every move
     rows = min(p.train.batch_size, train_glyphs)
-    block = min(max(1, 8192 // p.train.batch_size) * p.train.batch_size, train_glyphs)  # sgd.BLOCK_ROWS
-    weights = 34 * p.train.hidden + 3  # w1, w2, b1, b2
+    block = min(max(1, BLOCK_ROWS // p.train.batch_size) * p.train.batch_size, train_glyphs)  # as sgd converts
+    weights = (PIXELS + 1) * p.train.hidden + (p.train.hidden + 1) * len(CLASSES)  # w1, b1, w2, b2
     return [
         (train_glyphs * GLYPH_BYTES, "dataset.train_per_class", f"{train_glyphs} training glyphs"),
         (3 * p.dataset.test_per_class * GLYPH_BYTES, "dataset.test_per_class", "the test glyphs"),
         (EVALUATE_ROWS * p.evaluate.per_class * GLYPH_BYTES, "evaluate.per_class", "the noisy glyphs of evaluate"),
         (
-            rows * p.train.hidden * BATCH_UNIT_BYTES + block * 30 * 8 * 2,
+            rows * p.train.hidden * BATCH_UNIT_BYTES + block * PIXELS * 8 * 2,
             "train.batch_size",
             f"batches of {rows} rows by {p.train.hidden} hidden units",
         ),
@@ -156,7 +158,7 @@ def _check_memory(p: Params, path: Path | str) -> None:
         found = describe(getattr(getattr(p, section), name))
         raise PipelineError(
             f"{path}: {key}: expected a run that needs at most {MEMORY_LIMIT / 2**30:g} GiB of memory, "
-            f"found {found}: {_shorten(what)} need {_gib(size)}, the whole run {_gib(total)}"
+            f"found {found}: {clipped(what, 80)} need {_gib(size)}, the whole run {_gib(total)}"
         )
 
 
@@ -165,10 +167,6 @@ def _gib(size: int) -> str:
         return f"about {size / 2**30:.3g} GiB"
     except OverflowError:  # an integer beyond the float range
         return "over 10^300 GiB"
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def allowed_values() -> str:
@@ -196,26 +194,15 @@ def read_yaml(path: Path) -> dict:
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or _first_line(err)
-        raise PipelineError(f"{path}: {where}invalid YAML: {_one_line(problem)}") from None
+        problem = getattr(err, "problem", None) or first_line(err)
+        raise PipelineError(f"{path}: {where}invalid YAML: {one_line(problem)}") from None
     # The scalar constructors raise plain errors for some values (`2023-13-01`, `!!float abc`, an
     # integer of over 4300 digits), warnings are errors here, and the composer recurses once per level.
     except (ValueError, TypeError, AttributeError, RecursionError, Warning) as err:
-        raise PipelineError(f"{path}: invalid YAML: {_one_line(_first_line(err))}") from None
+        raise PipelineError(f"{path}: invalid YAML: {one_line(first_line(err))}") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, found {describe(doc)}")
     return doc
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
-def _one_line(text: str) -> str:
-    """`text` without control characters (a key in a message may hold any), at most 200 characters."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def parse_section(cls: type, name: str, raw: Any, path: Path | str = paths.PARAMS) -> Any:
@@ -279,16 +266,3 @@ def _coerce(value: Any, kind: type) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return value
     return None
-
-
-_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 2, 4, 4, 40, 40
-
-
-def describe(value: Any) -> str:
-    """A short one-line rendering of a found value; bounded even for YAML alias bombs."""
-    if value is None:
-        return "nothing (null)"
-    text = _SHORT.repr(value) if isinstance(value, (str, list, dict)) else str(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{text} ({type(value).__name__})"

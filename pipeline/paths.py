@@ -48,7 +48,7 @@ EXPLORER = Path("metrics/explorer.html")
 # not a stage's: the page template `dvc plots show` uses (scripts/plots_page.py writes it)
 PLOTS_TEMPLATE = Path(".dvc/plots/offline.html")
 
-# not a stage's: sweeps (pipeline/sweep.py). Results and plot data are git's; the cache of finished trials is not.
+# not a stage's: sweeps (pipeline/sweep/). Results and plot data are git's; the cache of finished trials is not.
 SWEEPS = Path("sweeps")  # sweeps/NAME.tsv: every trial's params and metrics
 SWEEP_PLOTS = Path("sweeps/plots")  # sweeps/plots/NAME.json: the ranking metric against each swept key (dvc.yaml)
 SWEEP_CACHE = Path(".sweep-cache")  # one file per finished trial, by its params and the code's hash (git-ignored)

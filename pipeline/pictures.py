@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.artifacts import write_atomic
 from pipeline.glyphs import COLS, ROWS
+from pipeline.writing import write_atomic
 
 SCALE = 10  # screen pixels per glyph pixel
 MAP_SCALE = 28  # for weight maps, whose shades must be told apart

@@ -158,7 +158,7 @@ function make_portable(C) {
   function sgd_step(net, x, label, lr) {  // {net: the network after the step, grads, f: forward's}
     const f = forward(net, x), grads = backward(net, x, label, f), step = R(lr);
     const after = {loss: net.loss};
-    for (const name of ["w1", "w2", "b1", "b2"]) {
+    for (const name of Object.keys(grads)) {  // every parameter has its gradient (null: no biases)
       after[name] = net[name] && net[name].map((w, i) => R(w - R(step * grads[name][i])));
     }
     return {net: after, grads, f};

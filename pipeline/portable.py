@@ -32,12 +32,12 @@ from decimal import Context, Decimal
 import numpy as np
 from numpy.typing import ArrayLike
 
-_TABLE_BITS = 8  # exp(x) = 2^(k / 256) * exp(r): a 256-entry table of 2^(j / 256) leaves |r| <= ln(2) / 512
-_N = 1 << _TABLE_BITS
+TABLE_BITS = 8  # exp(x) = 2^(k / 256) * exp(r): a 256-entry table of 2^(j / 256) leaves |r| <= ln(2) / 512
+TABLE_SIZE = 1 << TABLE_BITS
 _CONTEXT = Context(prec=25)  # 25 digits pin down every table entry's float64 rounding
 
 
-class _Constants:
+class Constants:
     """exp's and log1p's constants for one float type, every one rounded to that type."""
 
     def __init__(self, dtype: type, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
@@ -45,16 +45,16 @@ class _Constants:
         self.dtype, self.itype, self.field = np.dtype(dtype), (np.int64 if bits == 53 else np.int32), bits - 1
         ln2 = Decimal(2).ln(_CONTEXT)
         # exp: x = k ln2/N + r. k * step_hi is exact for |k| < 2^19 (2^15 in float32): |x| < 728 (85).
-        self.step_hi, self.step_lo = _split_constant(ln2 / _N, bits - (19 if bits == 53 else 15), dtype)
-        self.inv_step = dtype(float(_N / ln2))
+        self.step_hi, self.step_lo = _split_constant(ln2 / TABLE_SIZE, bits - (19 if bits == 53 else 15), dtype)
+        self.inv_step = dtype(float(TABLE_SIZE / ln2))
         # Adding 1.5 * 2^(bits - 1) to a number below 2^(bits - 2) rounds it to an integer, which then
         # sits in the low bits of the sum's bit pattern.
         self.round_shift = dtype(1.5 * 2.0 ** (bits - 1))
         # 2^(j/N) as bit patterns, less j << (field - TABLE_BITS): adding k's bit pattern shifted by
         # (field - TABLE_BITS) then adds k // N to the exponent field and cancels j (see `_exp`).
         powers, centers, log_centers = (t.astype(dtype) for t in tables)
-        j = np.arange(_N, dtype=self.itype)
-        self.table = powers.view(self.itype) - (j << (self.field - _TABLE_BITS))
+        j = np.arange(TABLE_SIZE, dtype=self.itype)
+        self.table = powers.view(self.itype) - (j << (self.field - TABLE_BITS))
         self.centers, self.log_centers = centers, log_centers
         # exp's input range: e^x, and 1 / (1 + e^x) in sigmoid, stay normal numbers (no subnormals,
         # which a library built with fast-math could flush to zero on one machine and not another).
@@ -68,11 +68,11 @@ def _tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """2^(j/N) for j = 0 .. N-1; for log1p the centres c_j = 1 + j/N, j = 0 .. N (exact in float32 too),
     and ln(c_j), padded to 2N entries so that any index masked with 2N - 1 is valid. Each entry is
     correctly rounded to float64 by decimal arithmetic, which is the same on every machine."""
-    step = Decimal(2).ln(_CONTEXT) / _N
-    powers = [float((step * j).exp(_CONTEXT)) for j in range(_N)]
-    centers = [1 + j / _N for j in range(_N + 1)]
+    step = Decimal(2).ln(_CONTEXT) / TABLE_SIZE
+    powers = [float((step * j).exp(_CONTEXT)) for j in range(TABLE_SIZE)]
+    centers = [1 + j / TABLE_SIZE for j in range(TABLE_SIZE + 1)]
     log_centers = [float(Decimal(c).ln(_CONTEXT)) for c in centers]
-    pad = [centers[-1]] * (_N - 1), [log_centers[-1]] * (_N - 1)
+    pad = [centers[-1]] * (TABLE_SIZE - 1), [log_centers[-1]] * (TABLE_SIZE - 1)
     return np.array(powers), np.array(centers + pad[0]), np.array(log_centers + pad[1])
 
 
@@ -83,33 +83,31 @@ def _split_constant(value: Decimal, bits: int, dtype: type) -> tuple[np.floating
     return dtype(hi), dtype(float(value - Decimal(hi)))
 
 
-_TABLES = _tables()
-_CONSTANTS = {np.dtype(t): _Constants(t, _TABLES) for t in (np.float64, np.float32)}
+TABLES = _tables()
+CONSTANTS = {np.dtype(t): Constants(t, TABLES) for t in (np.float64, np.float32)}
 
 
-def _constants(x: np.ndarray) -> _Constants:
+def _constants(x: np.ndarray) -> Constants:
     try:
-        return _CONSTANTS[x.dtype]
+        return CONSTANTS[x.dtype]
     except KeyError:
         raise TypeError(f"expected a float64 or float32 array, found {x.dtype}") from None
 
 
-def float64_constants() -> dict[str, object]:
-    """Every constant of the float64 exp and log1p, for a re-implementation in another language
-    (the explorer page's JavaScript): with the same operations in the same order, it gets the same bits."""
-    c = _CONSTANTS[np.dtype(np.float64)]
-    powers, centers, log_centers = _TABLES
+def constants(dtype: np.dtype | type) -> dict[str, object]:
+    """Every constant of exp and log1p for `dtype` (float64 or float32), each rounded to that type and written
+    as the float64 that holds it exactly, for a re-implementation in another language (the explorer page's
+    portable.js takes this): with the same operations in the same order, it gets the same bits."""
+    c = CONSTANTS[np.dtype(dtype)]
+    powers, centers, log_centers = (table.astype(c.dtype).tolist() for table in TABLES)
+    scalars = ("inv_step", "step_hi", "step_lo", "round_shift", "lowest", "highest")
     return {
-        "table_bits": _TABLE_BITS,
-        "powers": powers.tolist(),
-        "centers": centers[: _N + 1].tolist(),
-        "log_centers": log_centers[: _N + 1].tolist(),
-        "inv_step": float(c.inv_step),
-        "step_hi": float(c.step_hi),
-        "step_lo": float(c.step_lo),
-        "round_shift": float(c.round_shift),
-        "lowest": float(c.lowest),
-        "highest": float(c.highest),
+        "dtype": c.dtype.name,
+        "table_bits": TABLE_BITS,
+        "powers": powers,
+        "centers": centers[: TABLE_SIZE + 1],
+        "log_centers": log_centers[: TABLE_SIZE + 1],
+        **{name: float(getattr(c, name)) for name in scalars},
         "exp_poly": [float(v) for v in c.exp_poly],
         "log_poly": [float(v) for v in c.log_poly],
     }
@@ -117,7 +115,7 @@ def float64_constants() -> dict[str, object]:
 
 def exp_limit(dtype: np.dtype | type) -> float:
     """The largest |x| for which exp(x) and exp(-x) are computed, not clipped: 707 (86 in float32)."""
-    c = _CONSTANTS[np.dtype(dtype)]
+    c = CONSTANTS[np.dtype(dtype)]
     return float(min(-c.lowest, c.highest))
 
 
@@ -127,10 +125,10 @@ def _elementwise(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[ArrayLike],
 
     @functools.wraps(f)
     def wrapper(x: ArrayLike) -> np.ndarray:
-        if type(x) is np.ndarray and x.ndim and x.dtype in _CONSTANTS:  # the common case, first
+        if type(x) is np.ndarray and x.ndim and x.dtype in CONSTANTS:  # the common case, first
             return f(x)
         x = np.asarray(x)
-        if x.dtype not in _CONSTANTS:
+        if x.dtype not in CONSTANTS:
             x = x.astype(np.float64)
         return f(x) if x.ndim else f(x.reshape(1)).reshape(())
 
@@ -169,8 +167,8 @@ def _exp(x: np.ndarray, sign: int) -> np.ndarray:
     p *= r * r
     p -= r
     bits = shifted.view(c.itype)
-    scale = c.table[bits & (_N - 1)]  # 2^(j/N) with j = k mod N, less j << (field - TABLE_BITS) ...
-    scale += bits << (c.field - _TABLE_BITS)  # ... plus k << (field - TABLE_BITS): 2^(k // N) 2^(j/N)
+    scale = c.table[bits & (TABLE_SIZE - 1)]  # 2^(j/N) with j = k mod N, less j << (field - TABLE_BITS) ...
+    scale += bits << (c.field - TABLE_BITS)  # ... plus k << (field - TABLE_BITS): 2^(k // N) 2^(j/N)
     t = scale.view(c.dtype)
     p *= t
     p += t  # t (1 + p)
@@ -188,9 +186,9 @@ def log1p(u: np.ndarray) -> np.ndarray:
     c = _constants(u)
     w = u + c.one
     lost = w - c.one  # exact: w is in [1, 2]
-    shifted = lost * _N
+    shifted = lost * TABLE_SIZE
     shifted += c.round_shift  # rounds (w - 1) N to the nearest centre's index j
-    j = shifted.view(c.itype) & (2 * _N - 1)  # 0 .. N; the mask only matters for NaN
+    j = shifted.view(c.itype) & (2 * TABLE_SIZE - 1)  # 0 .. N; the mask only matters for NaN
     np.subtract(u, lost, out=lost)
     lost /= w  # what rounding 1 + u lost, as a share of w
     center = c.centers[j]

@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import digest, load_split, save_json, stale
+from pipeline.artifacts import digest, load_split
 from pipeline.checkpoint import Glyphs, load_model
 from pipeline.errors import BAD_INPUT, PipelineError, exit_on_error, shown
 from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, Nearest, nearest, render
 from pipeline.model import Network, logits, sigmoid
+from pipeline.reading import stale
+from pipeline.writing import save_json
 
 BAR = 20  # characters of a score bar at score 1
 

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from pipeline import paths
-from pipeline.artifacts import digest, load_split, save_npz, save_tsv, together
+from pipeline.artifacts import TRACE_POINTS, digest, load_split
 from pipeline.checkpoint import distinct_glyphs, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
@@ -25,8 +25,7 @@ from pipeline.model import Network, init_network
 from pipeline.params import TrainParams, load_params
 from pipeline.progress import Progress
 from pipeline.sgd import NOTE_SECONDS, Diverged, History, choose, describe, fit
-
-TRACE_POINTS = 300  # weight snapshots kept at most: every epoch of the default run, about 400 kB
+from pipeline.writing import save_npz, save_tsv, together
 
 
 def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History, dict[str, np.ndarray]]:
@@ -70,8 +69,7 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
 
 def weights(net: Network) -> dict[str, np.ndarray]:
     """Copies of the network's weights, by name."""
-    named = {"w1": net.w1, "w2": net.w2, "b1": net.b1, "b2": net.b2}
-    return {name: array.copy() for name, array in named.items() if array is not None}
+    return {name: array.copy() for name, array in net.parameters().items()}
 
 
 def main() -> None:

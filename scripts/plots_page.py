@@ -19,8 +19,8 @@ from importlib import metadata
 from types import ModuleType
 
 from pipeline import paths
-from pipeline.artifacts import save_text
 from pipeline.errors import PipelineError, exit_on_error
+from pipeline.writing import save_text
 
 TEMPLATE = paths.PLOTS_TEMPLATE
 VEGA_LITE = "6.4"  # compiles to Vega v6, the bundled vega; .dvc/plots/*.json declare Vega-Lite v6 to match

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import save_npz, save_tsv
 from pipeline.checkpoint import to_arrays
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs, noisy_copies
 from pipeline.model import accuracy, logits, loss_value, sigmoid
 from pipeline.params import TrainParams
 from pipeline.train import train
+from pipeline.writing import save_npz, save_tsv
 
 SAMPLES_PER_CLASS = 700  # 2,100 training glyphs: two whole batches of 1024 and a short one
 LARGE_PER_CLASS = 3000  # 9,000 glyphs in one batch: more than NumPy's 8,192-element buffer

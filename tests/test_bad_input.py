@@ -810,7 +810,7 @@ def test_each_model_entry_is_checked_against_its_declared_sizes_before_it_is_rea
 
 def test_json_never_gets_nan_or_infinity(tmp_path):
     """Python's json writes NaN and Infinity, which no JSON reader (DVC's, a browser's) accepts."""
-    from pipeline.artifacts import save_json
+    from pipeline.writing import save_json
 
     path = tmp_path / "metrics.json"
     path.write_text("{}\n")

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from pipeline import explore
+from pipeline.artifacts import TRACE_POINTS
 from pipeline.evaluate import moved_glyphs, robustness
 from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.make_dataset import make_dataset
 from pipeline.model import init_network
 from pipeline.params import MAX_EPOCHS, MAX_HIDDEN, load_params, memory_needed
-from pipeline.train import TRACE_POINTS, train
+from pipeline.train import train
 from tests.conftest import ROOT
 
 COMMITTED = load_params(ROOT / "params.yaml")

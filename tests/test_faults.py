@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.artifacts import save_npy, write_atomic
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs
+from pipeline.writing import save_npy, write_atomic
 from tests.conftest import copy_of, dvc, edit_params, env, run, run_module
 
 DATA = ["data/x_train.npy", "data/y_train.npy", "data/x_test.npy", "data/y_test.npy"]

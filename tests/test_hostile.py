@@ -312,10 +312,10 @@ def test_a_special_file_is_refused_before_it_is_opened(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", no_open)
     with pytest.raises(PipelineError, match=r"f\.txt: expected a glyph file, found a FIFO"):
         glyph_files.read_glyph(pipe)
-    from pipeline import artifacts
+    from pipeline import artifacts, reading
 
     with pytest.raises(PipelineError, match="expected a regular file, found a FIFO"):
-        artifacts.load_npz(pipe, "train", ("w1",), 1 << 20)
+        reading.load_npz(pipe, "train", ("w1",), 1 << 20)
     with pytest.raises(PipelineError, match="expected a regular file, found a FIFO"):
         artifacts.load_history(pipe)
 

@@ -157,3 +157,21 @@ def test_a_python_without_the_packages_stops_dvc_in_one_line_before_anything_is_
         assert stage.returncode == 2 and one_error_line(stage) == errors[0]
     finally:
         run(["git", "checkout", "--", "pipeline", "data/samples"], cwd=clean)
+
+
+def test_importing_the_package_without_the_packages_raises_import_error_where_they_are_used(bare_python):
+    """A notebook or a Dask worker is not a stage: `import pipeline` never exits, and without Pillow only
+    what draws fails, with Python's ImportError (here: a bare Python, and this one with PIL blocked)."""
+    bare = run([str(bare_python / "python"), "-c", "import pipeline"], cwd=ROOT, check=False)
+    assert bare.returncode == 0 and bare.stderr == "", bare.stderr
+    probe = (
+        "import sys\n"
+        "sys.modules['PIL'] = None\n"  # `import PIL` now raises ImportError, as on a worker without Pillow
+        "import pipeline.evaluate, pipeline.make_dataset, pipeline.train\n"
+        "try:\n"
+        "    import pipeline.pictures\n"
+        "except ImportError as err:\n"
+        "    print(type(err).__name__)\n"
+    )
+    proc = run([sys.executable, "-c", probe], cwd=ROOT, check=False)
+    assert (proc.returncode, proc.stdout) == (0, "ModuleNotFoundError\n"), proc.stderr

@@ -44,7 +44,7 @@ def around(values, dtype, steps: int = 2) -> np.ndarray:
 def exp_inputs(dtype) -> np.ndarray:
     """exp's hard cases: zero, tiny, the clipping limits and beyond, the rounding of x N / ln 2 to an
     integer at its ties, each table entry's boundaries (k mod 256 at 0 and 255, k // 256 changing)."""
-    c = portable._CONSTANTS[np.dtype(dtype)]
+    c = portable.CONSTANTS[np.dtype(dtype)]
     inv, big = float(c.inv_step), float(np.finfo(dtype).max)
     ks = np.array([*range(-600, 600), *range(-70000, 70000, 257), 255 * 256, -255 * 256])
     halves = (ks + 0.5) / inv  # x N / ln 2 halfway between integers: rounding's ties, and table boundaries
@@ -232,7 +232,7 @@ def js_page(browser):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_portable_js_gives_pythons_bits(js_page, dtype):
     vectors = {
-        "constants": explore.constants(np.dtype(dtype)),
+        "constants": portable.constants(np.dtype(dtype)),
         "scalars": scalar_vectors(dtype),
         "networks": network_vectors(dtype),
         "nearest": nearest_vectors(),
@@ -257,7 +257,7 @@ def test_the_vectors_reach_the_hard_cases():
     """The ties are ties, the limits are crossed, every table entry is used: vectors that missed them
     would prove less."""
     for dtype in (np.float64, np.float32):
-        c = portable._CONSTANTS[np.dtype(dtype)]
+        c = portable.CONSTANTS[np.dtype(dtype)]
         x = exp_inputs(dtype)
         assert (x < c.lowest).any() and (x > c.highest).any() and np.isinf(x).any() and (x == c.highest).any()
         inside = x[(x >= c.lowest) & (x <= c.highest)]

@@ -21,13 +21,15 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.artifacts import load_history, load_npy, load_npz, save_npz
+from pipeline.artifacts import load_history
 from pipeline.checkpoint import from_arrays, load_network, to_arrays
 from pipeline.errors import PipelineError
 from pipeline.glyph_files import read_glyph
 from pipeline.glyphs import CLASSES, parse_glyph
 from pipeline.model import init_network
 from pipeline.params import DatasetParams, EvaluateParams, TrainParams, load_params, parse_section
+from pipeline.reading import load_npy, load_npz
+from pipeline.writing import save_npz
 from tests.conftest import ROOT
 
 # No example database (no .hypothesis/ in the project) and no deadline (first calls import lazily).

@@ -24,8 +24,13 @@ import yaml
 
 from tests.conftest import ROOT, copy_of, copy_project, env
 
+pytestmark = pytest.mark.slow  # other CPUs, BLAS kernels, aarch64: cross-machine (python -m pytest -m slow)
+
 ARM64_PYTHON = ROOT.parent / "shared" / "tools" / "arm64-python"
-ARM64_PACKAGES = "numpy pyyaml ruamel.yaml pillow"
+ARM64_PACKAGES = (
+    "numpy pyyaml ruamel.yaml matplotlib pillow kiwisolver contourpy cycler fonttools packaging pyparsing"
+    " python-dateutil six"
+)
 
 
 def declared_outputs(project: Path) -> list[str]:

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from pipeline import checkpoint
-from pipeline.artifacts import save_npz
 from pipeline.checkpoint import GLYPH_KEYS, distinct_glyphs
 from pipeline.glyphs import clean_glyphs, nearest, parse_glyph, render
 from pipeline.make_dataset import make_dataset
 from pipeline.params import load_params
+from pipeline.writing import save_npz
 from tests.conftest import ROOT, assert_one_line_error, copy_of, edit_params, run_module, run_stages
 
 IMAGES = [

@@ -19,6 +19,8 @@ from pipeline.params import read_yaml
 from tests.conftest import assert_one_line_error, copy_project, env, free_port
 from tests.test_sweep import SLOW
 
+pytestmark = pytest.mark.slow  # a Dask cluster of separate processes (python -m pytest -m slow)
+
 DASK = str(Path(sys.executable).parent / "dask")
 
 

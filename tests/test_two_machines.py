@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import ROOT, clone, dvc, run
 from tests.conftest import git_commit as commit
 
+pytestmark = pytest.mark.slow  # two clones and their remotes (python -m pytest -m slow)
+
 
 @pytest.fixture(scope="module")
 def repo(dvc_repo) -> Path:

@@ -22,7 +22,14 @@ def test_the_workflow_runs_what_ci_runs_in_the_same_order_then_the_diffs():
     readme_test = docs.block("test")
     install = readme_test.removesuffix(" && python -m pytest")
     ci = (ROOT / ".ci/run").read_text()
-    commands = [install, "python -m pytest", "ruff check .", "ruff format --check .", "scripts/check-reproducible"]
+    commands = [
+        install,
+        "python -m pytest",
+        "python -m pytest -m slow",
+        "ruff check .",
+        "ruff format --check .",
+        "scripts/check-reproducible",
+    ]
     commands += ["scripts/check-numpy-versions", "scripts/check-aarch64-engine"]
     assert [ci.index(command) for command in commands] == sorted(ci.index(command) for command in commands)
     order = [next(i for i, run in enumerate(runs) if command in run) for command in [*commands, "$GITHUB_STEP_SUMMARY"]]

@@ -1,0 +1,155 @@
+"""Search many params.yaml settings at once on Dask; keep the best as DVC experiments.
+
+    python -m pipeline.sweep sweeps/NAME.yaml [--scheduler tcp://HOST:8786] [--workers N]
+
+The command: the trials run before are reused, the rest run on Dask, the results are written, and the
+best are kept as DVC experiments. Without --scheduler, a LocalCluster of worker processes (one thread
+each) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline import paths
+from pipeline.errors import PipelineError
+from pipeline.params import load_params, read_yaml
+from pipeline.sweep.cluster import DIED, dask_client, run_all, wait_for_workers
+from pipeline.sweep.experiments import keep_best, override
+from pipeline.sweep.results import Display, Outcome, Tally, ranking, record, write_results
+from pipeline.sweep.sweep_file import Sweep, integer, load_sweep, metric_keys
+from pipeline.sweep.trials import Trial, trials
+from pipeline.sweep.work import code_files, code_hash
+from pipeline.writing import save_json
+
+
+def load_cached(sweep: Sweep, trial: Trial) -> Outcome | None:
+    """The trial's result from an earlier run of the same code on the same params, if there is one."""
+    try:
+        saved = json.loads((paths.SWEEP_CACHE / f"{trial.key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not there yet, or unreadable: run the trial again
+        return None
+    if not isinstance(saved, dict) or set(saved) not in ({"metrics"}, {"error"}):
+        return None
+    return outcome(sweep, trial, saved, reused=True)
+
+
+def outcome(sweep: Sweep, trial: Trial, result: dict[str, str], reused: bool = False) -> Outcome:
+    error = result.get("error")
+    return Outcome(trial, result.get("metrics"), error and f"{sweep.path}: trial {trial.number}: {error}", reused)
+
+
+class SweepRun:
+    """One run of a sweep: its trials, what is known of them so far, and what is shown."""
+
+    def __init__(self, sweep: Sweep) -> None:
+        load_params()  # params.yaml itself must pass, as check_params would say
+        self.sweep, self.files = sweep, code_files()
+        self.code = code_hash(self.files)
+        self.trials = trials(sweep, read_yaml(paths.PARAMS), self.code)
+        self.tally = Tally(len(self.trials))
+        self.display = Display(sweep, self.tally)
+        self.outcomes: dict[int, Outcome] = {}
+
+    def known(self) -> list[Trial]:
+        """Record the invalid trials and those run before (same params, same code); return the rest."""
+        todo = []
+        for trial in self.trials:
+            found = Outcome(trial, error=trial.error) if trial.error else load_cached(self.sweep, trial)
+            if found is None:
+                todo.append(trial)
+            else:
+                record(self.outcomes, self.sweep, self.tally, self.display, found)
+        return todo
+
+    def on_result(self, trial: Trial, result: dict[str, str]) -> None:
+        if result["code"] != self.code:  # not cached: a worker with this commit would run it right
+            other = f"a worker runs other code (hash {result['code']}, here {self.code}); install this commit"
+            result = {"error": other}
+        elif not result.get("error", "").startswith(DIED):  # a result of the params and the code alone
+            save_json(paths.SWEEP_CACHE / f"{trial.key}.json", {k: v for k, v in result.items() if k != "code"})
+        record(self.outcomes, self.sweep, self.tally, self.display, outcome(self.sweep, trial, result))
+
+    def report(self, ran: int, where: str, seconds: float) -> list[Outcome]:
+        """Write the results; say what ran and what was reused; return the trials best first."""
+        tsv, plot = write_results(self.sweep, self.outcomes, metric_keys(load_params()), self.code)
+        reused = sum(o.reused for o in self.outcomes.values())
+        failed = sum(o.error is not None for o in self.outcomes.values())
+        print(
+            f"sweep {self.sweep.name}: {len(self.trials)} trials: {reused} reused from {paths.SWEEP_CACHE}/ "
+            f"(same params, same code), {ran} ran on {where} in {seconds:.1f} s, {failed} failed"
+        )
+        print(f"wrote {tsv} and {plot}")
+        return ranking(self.sweep, self.outcomes)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system stopping the job, `kill`) stops a sweep as Ctrl-C does: the workers shut down and
+    what finished is kept."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
+    run = SweepRun(sweep)
+    todo = run.known()
+    where, start = scheduler or f"a LocalCluster of {workers} workers", time.monotonic()
+    try:
+        if todo:
+            with _terminate_as_interrupt(), dask_client(scheduler, workers) as client:
+                wait_for_workers(client, where)
+                run_all(todo, run.files, run.code, client, run.on_result, run.display)
+    except KeyboardInterrupt:
+        run.display.bar.close()
+        done = len(run.outcomes)
+        print(f"interrupted: {done} of {len(run.trials)} trials done; the same command resumes", file=sys.stderr)
+        return 130
+    run.display.bar.close()
+    ranked = run.report(len(todo), where, time.monotonic() - start)
+    if not ranked:
+        raise PipelineError(f"{sweep.path}: no trial gave {sweep.metric}", status=1)
+    best = ranked[0]
+    print(f"best {sweep.metric} {best.value(sweep.metric):g}: trial {best.trial.number}, {_settings(best.trial)}")
+    if sweep.keep:
+        names = keep_best(sweep, ranked[: sweep.keep])
+        print(f"kept {', '.join(names)} as DVC experiments (dvc exp show), their metrics the sweep's byte for byte")
+    return 0
+
+
+def _settings(trial: Trial) -> str:
+    return " ".join(f"{key}={override(value)}" for key, value in trial.settings.items())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="the sweep file, e.g. sweeps/robust.yaml")
+    parser.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a LocalCluster)")
+    parser.add_argument(
+        "--workers", type=int, default=len(os.sched_getaffinity(0)), help="LocalCluster's worker processes"
+    )
+    parser.add_argument("--keep", type=int, help="how many of the best to keep, instead of the sweep file's keep")
+    args = parser.parse_args()
+    if args.workers < 1:
+        parser.error(f"--workers: expected at least 1, found {args.workers}")
+    spec = load_sweep(args.sweep)
+    if args.keep is not None:
+        spec = dataclasses.replace(spec, keep=integer(spec.path, "--keep", args.keep, 0, spec.keep_most))
+    return sweep_main(spec, args.scheduler, args.workers)

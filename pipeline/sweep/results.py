@@ -1,0 +1,145 @@
+"""A sweep's results: the progress line, the ranking, sweeps/NAME.tsv and sweeps/plots/NAME.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import paths
+from pipeline.errors import shown
+from pipeline.progress import Progress
+from pipeline.sweep.sweep_file import SECTIONS, Sweep, kind
+from pipeline.sweep.trials import Trial
+from pipeline.sweep.work import flat
+from pipeline.writing import save_json, save_text, together
+
+
+@dataclass
+class Tally:
+    """What the progress line shows."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    best: tuple[float, int] | None = None  # (metric, trial)
+
+
+@dataclass
+class Outcome:
+    trial: Trial
+    metrics: str | None = None  # metrics.json's text
+    error: str | None = None
+    reused: bool = False
+
+    def value(self, metric: str) -> float | None:
+        return None if self.metrics is None else flat(json.loads(self.metrics)).get(metric)
+
+
+class Display:
+    """The progress line (a terminal only) and the notes and errors between its updates (always)."""
+
+    def __init__(self, sweep: Sweep, tally: Tally) -> None:
+        self.sweep, self.tally = sweep, tally
+        self.bar = Progress(tally.total, label=f"sweep {sweep.name}", quiet=0.0)
+
+    def tick(self) -> None:
+        t = self.tally
+        best = f"; best {self.sweep.metric} {t.best[0]:g} (trial {t.best[1]})" if t.best else ""
+        left = t.total - t.done - t.failed
+        self.bar.show(t.done + t.failed, f"{t.done} done, {t.failed} failed, {left} left{best}")
+
+    def note(self, line: str) -> None:
+        if self.bar.shown:
+            self.bar.stream.write("\r" + " " * self.bar.width + "\r")
+        print(line, file=sys.stderr, flush=True)
+        self.bar.shown = False
+        self.tick()
+
+
+def record(outcomes: dict[int, Outcome], sweep: Sweep, tally: Tally, display: Display, outcome: Outcome) -> None:
+    outcomes[outcome.trial.number] = outcome
+    if outcome.error is not None:
+        tally.failed += 1
+        display.note(f"error: {shown(outcome.error)}")
+        return
+    tally.done += 1
+    value = outcome.value(sweep.metric)
+    if value is not None and (tally.best is None or _better(sweep, value, tally.best[0])):
+        tally.best = (value, outcome.trial.number)
+    display.tick()
+
+
+def _better(sweep: Sweep, a: float, b: float) -> bool:
+    return a > b if sweep.goal == "max" else a < b
+
+
+def ranking(sweep: Sweep, outcomes: dict[int, Outcome]) -> list[Outcome]:
+    """The trials with the metric, best first; a tie goes to the earlier trial."""
+    ranked = [o for o in outcomes.values() if o.value(sweep.metric) is not None]
+    sign = -1 if sweep.goal == "max" else 1
+    return sorted(ranked, key=lambda o: (sign * o.value(sweep.metric), o.trial.number))
+
+
+def experiment_name(sweep: Sweep, rank: int) -> str:
+    return f"{sweep.name}-{rank}"
+
+
+def write_results(sweep: Sweep, outcomes: dict[int, Outcome], keys: list[str], code: str) -> tuple[Path, Path]:
+    """sweeps/NAME.tsv, a row per trial in order, and sweeps/plots/NAME.json, for DVC's plots."""
+    ranked = ranking(sweep, outcomes)
+    rank = {o.trial.number: i for i, o in enumerate(ranked, start=1)}
+    swept = [*sweep.ranges, *sweep.grid]
+    named = [
+        f"{paths.METRICS}:{key}" if key.split(".")[-1] in SECTIONS.get(key.split(".")[0], {}) else key for key in keys
+    ]
+    header = ["trial", "status", "rank", *swept, *named, "experiment", "code", "error"]  # train.loss: as DVC says it
+    rows = []
+    for number in sorted(outcomes):
+        o = outcomes[number]
+        metrics = flat(json.loads(o.metrics)) if o.metrics else {}
+        r = rank.get(number)
+        rows.append(
+            [
+                str(number),
+                "ok" if o.error is None else "failed",
+                str(r or ""),
+                *(_text(o.trial.settings[key]) for key in swept),
+                *(_text(metrics[key]) if key in metrics else "" for key in keys),
+                experiment_name(sweep, r) if r is not None and r <= sweep.keep else "",
+                code,
+                shown(o.error or "", 400),
+            ]
+        )
+    tsv, plot = paths.SWEEPS / f"{sweep.name}.tsv", paths.SWEEP_PLOTS / f"{sweep.name}.json"
+    with together():
+        save_text(tsv, "\n".join("\t".join(row) for row in [header, *rows]) + "\n")
+        save_json(plot, plot_rows(sweep, ranked, swept))
+    return tsv, plot
+
+
+def _text(value: Any) -> str:
+    """A value as JSON writes it (0.3, true, "bce" without quotes): a metric's cell is metrics.json's number."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def plot_rows(sweep: Sweep, ranked: list[Outcome], swept: list[str]) -> list[dict[str, Any]]:
+    """A row per trial and swept key: {'key': 'test.accuracy against train.lr', 'value': 0.3, 'score': ...}.
+    Booleans and strings are plotted at their index among the values seen, which the key's label lists; a key
+    held at one value gets no panel."""
+    rows = []
+    for key in swept:
+        seen = list(dict.fromkeys(json.dumps(o.trial.settings[key]) for o in ranked))
+        if len(seen) < 2:  # a key the sweep holds at one value: a panel would say nothing
+            continue
+        numeric = kind(key) in ("int", "float")
+        label = f"{sweep.metric} against {key}"
+        if not numeric:
+            label += " (" + ", ".join(f"{i} {json.loads(s)}".lower() for i, s in enumerate(seen)) + ")"
+        for o in sorted(ranked, key=lambda o: o.trial.number):
+            value = o.trial.settings[key]
+            x = value if numeric else seen.index(json.dumps(value))
+            rows.append({"key": label, "value": x, "score": o.value(sweep.metric), "trial": o.trial.number})
+    return rows
