@@ -24,11 +24,11 @@ from pipeline.portable import exp_limit
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
 ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
-# What auto weighs, in seconds (benchmarks/bench.py, on a 2-core AMD EPYC): NumPy costs about 40 us a
-# batch and 0.3 us an example; the compiled engine about 0.7 us a batch and 0.17 us an example, after a
-# load of about 0.1 s, and, the first time on a machine (or after an edit of its sources), a compile.
-NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 40e-6, 0.3e-6
-COMPILED_BATCH_SECONDS, COMPILED_EXAMPLE_SECONDS, LOAD_SECONDS = 0.7e-6, 0.17e-6, 0.1
+# What auto weighs, in seconds (benchmarks/bench.py, on a quiet 2-core AMD EPYC): the NumPy engine costs
+# about 90 us a batch and 0.4 us an example; the compiled one about 2 us a batch and 0.17 us an example,
+# after a load of about 0.1 s and, the first time on a machine (or after an edit of its sources), a compile.
+NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 90e-6, 0.4e-6
+COMPILED_BATCH_SECONDS, COMPILED_EXAMPLE_SECONDS, LOAD_SECONDS = 2e-6, 0.17e-6, 0.1
 COMPILE_SECONDS = 30.0  # one dtype, on a quiet machine
 NOTE_SECONDS = 2.0  # a run expected to take longer says which engine trains it
 

@@ -311,3 +311,21 @@ def test_the_docs_show_the_worked_sweep_and_its_committed_best_trials_which_this
     metrics = sweep.flat(json.loads(sweep.run_trial(best.doc, files)["metrics"]))
     assert rows[0]["code"] == sweep.code_hash(files), "sweeps/robust.tsv is older than the code: run the sweep again"
     assert all(metric_cell(rows[0], key) == json.dumps(value) for key, value in metrics.items())
+
+
+def test_the_client_compiles_the_engine_once_when_the_sweeps_trials_together_pay_for_it(monkeypatch):
+    from pipeline import compiled, native
+    from pipeline.sweep import command
+
+    asked = []
+    monkeypatch.setattr(compiled, "compile_ahead", lambda dtypes: asked.extend(np.dtype(d).name for d in dtypes))
+    monkeypatch.setattr(native, "is_ready", lambda dtype: False)
+    monkeypatch.delenv("PIPELINE_ENGINE", raising=False)
+    worked = sweep.trials(sweep.load_sweep(ROOT / "sweeps" / "robust.yaml"), read_yaml(ROOT / paths.PARAMS), "")
+    command.make_engine_ready(worked)  # 48 trials of 6,003 glyphs: a minute of NumPy, a compile pays
+    assert asked == ["float64"]
+    command.make_engine_ready(worked[:2])  # two trials: a compile costs more than it saves
+    assert asked == ["float64"]
+    monkeypatch.setenv("PIPELINE_ENGINE", "numpy")  # a forced engine is the user's choice
+    command.make_engine_ready(worked)
+    assert asked == ["float64"]

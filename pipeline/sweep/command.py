@@ -21,9 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import paths
+import numpy as np
+
+from pipeline import native, paths
 from pipeline.errors import PipelineError
+from pipeline.glyphs import CLASSES, clean_glyphs, shifted_copies
 from pipeline.params import load_params, read_yaml
+from pipeline.sgd import ENGINE_VARIABLE, pays_to_compile
 from pipeline.sweep.cluster import DIED, dask_client, run_all, wait_for_workers
 from pipeline.sweep.experiments import keep_best, override
 from pipeline.sweep.results import Display, Outcome, Tally, ranking, record, write_results
@@ -108,12 +112,33 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def make_engine_ready(todo: list[Trial]) -> None:
+    """Compile the training engine here, once, for each dtype whose trials together pay for it (`auto`
+    would never compile for one trial): the workers of this machine then load it from its cache."""
+    runs: dict[str, list[tuple[int, int, int]]] = {}
+    for trial in todo:
+        if trial.doc is not None:
+            dataset, train = trial.doc["dataset"], trial.doc["train"]
+            moved = len(shifted_copies(clean_glyphs(), dataset["shift"])[0])
+            examples = len(CLASSES) * (1 + dataset["train_per_class"]) + moved  # make_dataset's training set
+            runs.setdefault(train["dtype"], []).append((examples, train["epochs"], train["batch_size"]))
+    if os.environ.get(ENGINE_VARIABLE, "auto") != "auto":
+        return
+    for dtype, work in runs.items():
+        if not native.is_ready(dtype) and pays_to_compile(work):
+            print(f"sweep: compiling the training engine for {dtype} on this machine, once", file=sys.stderr)
+            from pipeline import compiled  # Numba: only here
+
+            compiled.compile_ahead((np.dtype(dtype),))
+
+
 def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
     run = SweepRun(sweep)
     todo = run.known()
     where, start = scheduler or f"a LocalCluster of {workers} workers", time.monotonic()
     try:
         if todo:
+            make_engine_ready(todo)
             with _terminate_as_interrupt(), dask_client(scheduler, workers) as client:
                 wait_for_workers(client, where)
                 run_all(todo, run.files, run.code, client, run.on_result, run.display)
