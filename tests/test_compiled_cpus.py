@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, run
 
+pytestmark = pytest.mark.slow  # four compiles for other CPUs: cross-machine (python -m pytest -m slow)
 FINGERPRINTS = ROOT / "tests" / "fingerprints.py"
 FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aarch64 fmadd/fmsub/fmla/fmls
 
