@@ -7,7 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run
+
+pytestmark = pytest.mark.slow  # a compile into an empty cache (half a minute): python -m pytest -m slow
 
 PROBE = (
     "import sys, time, numpy as np\n"
