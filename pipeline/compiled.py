@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from pipeline import native
+from pipeline.errors import PipelineError, exit_on_error, shown
 from pipeline.native import (
     E0,
     E1,
@@ -858,11 +859,22 @@ def example_arguments(dtype: np.dtype | type) -> dict[str, tuple]:
     return {"train_epoch": (X, labels, np.arange(3), dtype.type(0.1), 1, 0, w1, w2, none, none, Z2, T, *ws)}
 
 
-if __name__ == "__main__":
+DTYPES = ("float64", "float32")  # what train.dtype allows, and what the entry point is compiled for
+
+
+def main() -> None:
+    """python -m pipeline.compiled [float64|float32 ...]: compile ahead, into the machine's cache."""
     import sys
     import time
 
-    names = sys.argv[1:] or ["float64", "float32"]
+    names = sys.argv[1:] or list(DTYPES)
+    for name in names:
+        if name not in DTYPES:
+            raise PipelineError(f"python -m pipeline.compiled: expected {' or '.join(DTYPES)}, found '{shown(name)}'")
     start = time.perf_counter()
     compile_ahead(tuple(np.dtype(name) for name in names))
     print(f"compiled engine ready for {' and '.join(names)} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(exit_on_error(main))

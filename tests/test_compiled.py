@@ -296,3 +296,11 @@ def test_a_sweep_compiles_ahead_only_when_its_runs_together_pay_for_it():
     assert not sgd.pays_to_compile([trial])  # 26 s saved: less than the compile
     assert sgd.pays_to_compile([trial] * 2)
     assert not sgd.pays_to_compile([(3, 300, 1)] * 1000)  # tiny runs: NumPy is faster even once it is ready
+
+
+@pytest.mark.parametrize("name", ["float16", "float64\nfloat32", ""])
+def test_compiling_ahead_for_a_dtype_the_engine_has_not_is_one_line_and_compiles_nothing(name, tmp_path):
+    cache = tmp_path / "cache"
+    proc = run([sys.executable, "-m", "pipeline.compiled", name], cwd=ROOT, check=False, PIPELINE_CACHE_DIR=str(cache))
+    assert_one_line_error(proc, "python -m pipeline.compiled: expected float64 or float32, found '")
+    assert not cache.exists()
