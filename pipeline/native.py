@@ -21,6 +21,7 @@ import hashlib
 import importlib.machinery
 import importlib.util
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from pipeline import portable
 
 SOURCES = ("compiled.py", "portable.py", "native.py")  # what the machine code is made from
 MAGIC = b"abc-pipeline engine 1\n"
+MAX_ENTRY_BYTES = 1 << 24  # an entry is about 0.2 MB: anything past 16 MB is not one
 KEEP = 16  # entries kept per machine; older ones are removed when a new one is written
 CODEGEN_VARIABLES = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_ENABLE_AVX", "NUMBA_OPT", "NUMBA_LOOP_VECTORIZE")
 # What the object code refers to besides the Python C API and Numba's C helpers (`_helpers`): Numba's
@@ -171,7 +173,10 @@ def load(dtype: np.dtype | type):
         return None
     if str(name) in _loaded:
         return _loaded[str(name)]
-    try:
+    try:  # a regular file of a sane size only: a FIFO would block the read, a huge file fill memory
+        info = name.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ENTRY_BYTES:
+            return None
         data = name.read_bytes()
     except OSError:
         return None

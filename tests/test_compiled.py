@@ -9,6 +9,8 @@ multiply-adds, and run where this CPU can run it.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -19,7 +21,7 @@ from pipeline import compiled, native, portable, sgd
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import LOSSES, init_network
-from tests.conftest import ROOT, assert_one_line_error, copy_of, run
+from tests.conftest import ROOT, assert_one_line_error, copy_of, env, run
 
 FINGERPRINTS = ROOT / "tests" / "fingerprints.py"
 
@@ -304,3 +306,28 @@ def test_compiling_ahead_for_a_dtype_the_engine_has_not_is_one_line_and_compiles
     proc = run([sys.executable, "-m", "pipeline.compiled", name], cwd=ROOT, check=False, PIPELINE_CACHE_DIR=str(cache))
     assert_one_line_error(proc, "python -m pipeline.compiled: expected float64 or float32, found '")
     assert not cache.exists()
+
+
+def test_a_special_or_huge_file_where_the_engines_entry_goes_is_never_read(tmp_path):
+    """A FIFO would block the read forever and a huge file fill memory: both are passed over unread."""
+    probe = "import numpy as np\nfrom pipeline import native\nprint(native.load(np.float64) is None)\n"
+    where = run(
+        [sys.executable, "-c", "import numpy as np\nfrom pipeline import native\nprint(native.path(np.float64))"],
+        cwd=ROOT,
+        PIPELINE_CACHE_DIR=str(tmp_path),
+    ).stdout.strip()
+    os.mkfifo(where)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env() | {"PIPELINE_CACHE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "True"
+    os.unlink(where)
+    with open(where, "wb") as huge:
+        huge.truncate(native.MAX_ENTRY_BYTES + 1)  # sparse: no disk is used
+    assert run([sys.executable, "-c", probe], cwd=ROOT, PIPELINE_CACHE_DIR=str(tmp_path)).stdout.strip() == "True"
