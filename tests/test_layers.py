@@ -23,7 +23,7 @@ LAYERS = [
     {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
     {"sweep"},  # a folder: runs the stages' functions as trials on Dask
 ]
-FOLDERS = {"sweep": ["work", "sweep_file", "trials", "cluster", "results", "experiments", "command"]}
+FOLDERS = {"sweep": ["work", "sweep_file", "trials", "received", "cluster", "results", "experiments", "command"]}
 DOORS = {"__init__", "__main__"}  # a folder's: they import its modules, and the rest of the package through them
 
 

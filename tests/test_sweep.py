@@ -7,6 +7,7 @@ A real multi-process cluster, and a worker killed during a trial, are in tests/t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import io
@@ -329,3 +330,68 @@ def test_the_client_compiles_the_engine_once_when_the_sweeps_trials_together_pay
     monkeypatch.setenv("PIPELINE_ENGINE", "numpy")  # a forced engine is the user's choice
     command.make_engine_ready(worked)
     assert asked == ["float64"]
+
+
+def forged_results(good: str, code: str) -> list:
+    """What a worker whose run_trial was replaced could send back, one per trial, and last a true result."""
+    tree = json.loads(good)
+    over = json.dumps(tree | {"test": tree["test"] | {"accuracy": 1.5}}, indent=2) + "\n"
+    text = json.dumps(tree | {"test": tree["test"] | {"accuracy": "1.0"}}, indent=2) + "\n"
+    extra = json.dumps(tree | {"note": "<script>alert(1)</script>"}, indent=2) + "\n"
+    return [
+        {"code": code, "metrics": over},  # a score out of range
+        {"code": code, "metrics": "<script>alert(1)</script>\n\tsplit"},  # not JSON
+        None,
+        {"code": code},  # a key missing
+        {"code": code, "metrics": text},  # a string where a number belongs
+        {"code": code, "metrics": extra},  # a key evaluate does not write
+        {"code": "0" * 16, "metrics": good},  # another code's result
+        {"code": code, "metrics": good.replace("\n", "\r\n")},  # other bytes for the same numbers
+        {"code": code, "error": "<script>x</script>\nfake\trow"},  # an error line, shown as one cell
+        {"code": code, "metrics": good},
+    ]
+
+
+def test_what_a_worker_sends_back_is_checked_before_it_is_shown_ranked_written_or_cached(tmp_path, monkeypatch, capsys):
+    project = copy_project(tmp_path / "p")
+    (project / "sweeps/forged.yaml").write_text(sweep_file("  train.seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"))
+    command = importlib.import_module("pipeline.sweep.command")
+    got = {}
+
+    def forged_run_all(todo, files, code, client, on_result, progress):
+        last = next(trial for trial in todo if trial.number == 10)
+        got["good"] = good = sweep.run_trial(last.doc, files)["metrics"]
+        forged = forged_results(good, code)
+        for trial in todo:  # trial n gets forged[n - 1]
+            on_result(trial, forged[trial.number - 1], "tcp://127.0.0.1:9\n<b>")
+
+    monkeypatch.setattr(command, "run_all", forged_run_all)
+    monkeypatch.setattr(command, "dask_client", lambda *a: contextlib.nullcontext())
+    monkeypatch.setattr(command, "wait_for_workers", lambda *a: None)
+    ran = run_main(project, "sweeps/forged.yaml", monkeypatch=monkeypatch, capsys=capsys)
+    assert ran.returncode == 0, ran.stderr
+    errors = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 9, ran.stderr
+    assert all("refused what tcp://127.0.0.1:9\\n<b> sent back: " in e for e in errors[:8]), errors
+    for fragment in ("test.accuracy: expected a number in [0, 1], found 1.5", "text that is not JSON", "found nothing (null)",
+                     "test.accuracy: expected a number in [0, 1], found '1.0' (str)", "expected the metrics train.accuracy",
+                     "a worker runs other code (hash 0000000000000000", "expected the text evaluate writes"):
+        assert any(fragment in e for e in errors), (fragment, errors)
+    assert f"best test.accuracy {json.loads(got['good'])['test']['accuracy']:g}: trial 10" in ran.stdout
+    rows = tsv_rows(project / "sweeps/forged.tsv")
+    assert [r["status"] for r in rows] == ["failed"] * 9 + ["ok"]  # ten rows: nothing split one
+    text = (project / "sweeps/forged.tsv").read_text()
+    assert "<" not in text and "\r" not in text and text.count("\n") == 11
+    plot = json.loads((project / "sweeps/plots/forged.json").read_text())
+    assert {row["trial"] for row in plot} <= {10}
+    cached = sorted(p.read_text() for p in (project / paths.SWEEP_CACHE).glob("*.json"))
+    assert len(cached) == 2 and any('"metrics"' in c for c in cached)  # the true result and the error line
+
+    # A cached result is checked as it is read back: a forged file is said in one line and the trial runs again.
+    spec = _in(project, lambda: sweep.load_sweep(Path("sweeps/forged.yaml")))
+    trial = _in(project, lambda: sweep.trials(spec, read_yaml(project / paths.PARAMS), sweep.code_hash(sweep.code_files())))[9]
+    poisoned = project / paths.SWEEP_CACHE / f"{trial.key}.json"
+    poisoned.write_text(json.dumps({"metrics": got["good"].replace("1.0", "1.5")}))
+    again = run_main(project, "sweeps/forged.yaml", monkeypatch=monkeypatch, capsys=capsys)
+    assert f"note: {paths.SWEEP_CACHE}/{trial.key}.json: not a result of trial 10 (" in again.stderr, again.stderr
+    assert json.loads(poisoned.read_text()) == {"metrics": got["good"]}

@@ -17,7 +17,7 @@ import pytest
 from pipeline import paths, sweep
 from pipeline.params import read_yaml
 from tests.conftest import assert_one_line_error, copy_project, env, free_port
-from tests.test_sweep import SLOW
+from tests.test_sweep import SLOW, tsv_rows
 
 pytestmark = pytest.mark.slow  # a Dask cluster of separate processes (python -m pytest -m slow)
 
@@ -98,3 +98,56 @@ def test_a_scheduler_that_does_not_answer_is_one_line(tmp_path):
         check=False,
     )
     assert_one_line_error(proc, f"error: --scheduler {address}: cannot connect (")
+
+
+# Run on a worker with exec: its run_trial replaced by one that sends back test.accuracy 1.5, as any client of the
+# scheduler can do to any worker (client.run).
+FORGE = """
+import json
+import pipeline.sweep.work as work
+true_run_trial = work.run_trial
+def forged(doc, files):
+    result = true_run_trial(doc, files)
+    tree = json.loads(result["metrics"])
+    tree["test"]["accuracy"] = 1.5
+    return {"code": result["code"], "metrics": json.dumps(tree, indent=2) + "\\n"}
+work.run_trial = forged
+"""
+
+
+def test_a_forged_worker_and_a_client_under_the_sweeps_task_names_change_no_result(cluster, tmp_path, monkeypatch):
+    from distributed import Client
+
+    project = copy_project(tmp_path / "p")
+    (project / "sweeps/slow.yaml").write_text(SLOW)
+    monkeypatch.chdir(project)
+    spec = sweep.load_sweep(Path("sweeps/slow.yaml"))
+    files = sweep.code_files()
+    code = sweep.code_hash(files)
+    trials = sweep.trials(spec, read_yaml(paths.PARAMS), code)
+    true = {t.number: sweep.run_trial(t.doc, files)["metrics"] for t in trials}
+    with Client(cluster, timeout="30s") as client:
+        client.wait_for_workers(2, timeout=60)
+        forged_worker = sorted(client.nthreads())[0]
+        client.run(exec, FORGE, {}, workers=[forged_worker])
+        # Another client's tasks under the names trials had before (trial-<hash>): plausible, and not the sweep's.
+        decoy = json.loads(true[1]) | {"moved": {"clean": 0.123457, "noisy": 0.123457}}
+        text = json.dumps(decoy, indent=2) + "\n"
+        decoys = [client.submit(dict, code=code, metrics=text, key=f"trial-{t.key}") for t in trials]
+        client.gather(decoys)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--scheduler", cluster],
+            env=env(), capture_output=True, text=True, timeout=300, check=False,
+        )
+    rows = {int(r["trial"]): r for r in tsv_rows(project / "sweeps/slow.tsv")}
+    refused = f"refused what {forged_worker} sent back: test.accuracy: expected a number in [0, 1], found 1.5"
+    failed = [n for n, r in rows.items() if r["status"] == "failed"]
+    assert failed and len(failed) < len(trials), proc.stderr  # both workers ran trials
+    for number, row in rows.items():
+        saved = project / paths.SWEEP_CACHE / f"{trials[number - 1].key}.json"
+        if row["status"] == "failed":
+            assert refused in row["error"] and not saved.exists(), row
+        else:
+            assert json.loads(saved.read_text()) == {"metrics": true[number]}, number
+    assert "0.123457" not in (project / "sweeps/slow.tsv").read_text()
+    assert sum(refused in line for line in proc.stderr.splitlines()) == len(failed), proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -55,22 +56,29 @@ def wait_for_workers(client: Any, where: str) -> None:
 
 
 def run_all(todo: list[Trial], files: list[str], code: str, client: Any, on_result, progress) -> None:
-    """Submit every trial of `todo`; `on_result(trial, result)` as each finishes, in any order. A worker
+    """Submit every trial of `todo`; `on_result(trial, result, worker)` as each finishes, in any order, with
+    what the worker sent back (checked by the caller: `received.checked`) and the worker's address. A worker
     that dies mid-trial is Dask's to handle: it runs the trial again elsewhere (up to
-    distributed.scheduler.allowed-failures times, then the trial fails as KilledWorker)."""
+    distributed.scheduler.allowed-failures times, then the trial fails as KilledWorker). Task keys carry a
+    token of this run's, so another client's tasks under a trial's name are never taken for this one's."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    futures = {client.submit(run_trial, t.doc, files, key=f"trial-{t.key}", pure=True): t for t in todo}
+    token = secrets.token_hex(8)
+    futures = {client.submit(run_trial, t.doc, files, key=f"trial-{t.key}-{token}"): t for t in todo}
     workers = set(client.nthreads())  # not scheduler_info(): a periodic refresh can blank its list
     pending = as_completed(futures)
     while not pending.is_empty():
         for future in pending.next_batch(block=False) if pending.has_ready() else []:
             trial = futures[future]
-            if future.status == "error" and isinstance(future.exception(), KilledWorker):
-                on_result(trial, {"code": code, "error": f"{DIED}: {first_line(future.exception())}"})
-            else:
-                on_result(trial, future.result())
+            where = _holder(client, future)
+            try:
+                result = future.result()
+            except KilledWorker as err:
+                result = {"code": code, "error": f"{DIED}: {first_line(err)}"}
+            except Exception as err:  # whatever a worker's replaced function raised: a failed trial, said in one line
+                result = {"code": code, "error": f"the worker raised {type(err).__name__}: {first_line(err)}"}
+            on_result(trial, result, where)
             future.release()
         now = set(client.nthreads())
         for lost in sorted(workers - now):
@@ -78,3 +86,12 @@ def run_all(todo: list[Trial], files: list[str], code: str, client: Any, on_resu
         workers = now
         progress.tick()
         time.sleep(0.1)
+
+
+def _holder(client: Any, future: Any) -> str:
+    """The address of the worker that holds `future`'s result, as the scheduler says (not the worker)."""
+    try:
+        held = client.who_has([future]).get(future.key, ())
+    except Exception:  # a scheduler gone: the result itself will say so
+        held = ()
+    return ", ".join(sorted(map(str, held))) or "a worker"

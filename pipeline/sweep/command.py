@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from pipeline import native, paths
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, shown
 from pipeline.glyphs import CLASSES, clean_glyphs, shifted_copies
 from pipeline.params import load_params, read_yaml
 from pipeline.sgd import ENGINE_VARIABLE, pays_to_compile
 from pipeline.sweep.cluster import DIED, dask_client, run_all, wait_for_workers
 from pipeline.sweep.experiments import keep_best, override
+from pipeline.sweep.received import Refused, checked
 from pipeline.sweep.results import Display, Outcome, Tally, ranking, record, write_results
 from pipeline.sweep.sweep_file import Sweep, integer, load_sweep, metric_keys
 from pipeline.sweep.trials import Trial, trials
@@ -37,13 +38,19 @@ from pipeline.sweep.work import code_files, code_hash
 from pipeline.writing import save_json
 
 
-def load_cached(sweep: Sweep, trial: Trial) -> Outcome | None:
-    """The trial's result from an earlier run of the same code on the same params, if there is one."""
+def load_cached(sweep: Sweep, trial: Trial, keys: dict[str, list[str]], display: Display) -> Outcome | None:
+    """The trial's result from an earlier run of the same code on the same params, if there is one and it
+    passes the checks a worker's result passes (`received.checked`); a file that fails them is said in one
+    line and the trial runs again (its file is then overwritten)."""
+    path = paths.SWEEP_CACHE / f"{trial.key}.json"
     try:
-        saved = json.loads((paths.SWEEP_CACHE / f"{trial.key}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # not there yet, or unreadable: run the trial again
-        return None
-    if not isinstance(saved, dict) or set(saved) not in ({"metrics"}, {"error"}):
+        if paths.special(path) is not None:
+            raise OSError
+        text = path.read_text(encoding="utf-8")
+        saved = checked(json.loads(text), None, trial.doc, keys)
+    except (OSError, ValueError) as err:  # not there yet, unreadable or refused: run the trial again
+        if isinstance(err, (Refused, json.JSONDecodeError)):
+            display.note(f"note: {path}: not a result of trial {trial.number} ({shown(str(err))}); running it again")
         return None
     return outcome(sweep, trial, saved, reused=True)
 
@@ -64,24 +71,33 @@ class SweepRun:
         self.tally = Tally(len(self.trials))
         self.display = Display(sweep, self.tally)
         self.outcomes: dict[int, Outcome] = {}
+        self.keys: dict[str, list[str]] = {}  # the metrics keys evaluate writes, by evaluate section
 
     def known(self) -> list[Trial]:
         """Record the invalid trials and those run before (same params, same code); return the rest."""
         todo = []
         for trial in self.trials:
-            found = Outcome(trial, error=trial.error) if trial.error else load_cached(self.sweep, trial)
+            found = (
+                Outcome(trial, error=trial.error)
+                if trial.error
+                else load_cached(self.sweep, trial, self.keys, self.display)
+            )
             if found is None:
                 todo.append(trial)
             else:
                 record(self.outcomes, self.sweep, self.tally, self.display, found)
         return todo
 
-    def on_result(self, trial: Trial, result: dict[str, str]) -> None:
-        if result["code"] != self.code:  # not cached: a worker with this commit would run it right
-            other = f"a worker runs other code (hash {result['code']}, here {self.code}); install this commit"
-            result = {"error": other}
-        elif not result.get("error", "").startswith(DIED):  # a result of the params and the code alone
-            save_json(paths.SWEEP_CACHE / f"{trial.key}.json", {k: v for k, v in result.items() if k != "code"})
+    def on_result(self, trial: Trial, result: Any, worker: str) -> None:
+        """Take what `worker` sent back for `trial` once it passes `received.checked`; cache it if it is a result
+        of the params and the code alone. Anything else fails the trial, in one line, and nothing is cached."""
+        try:
+            result = checked(result, self.code, trial.doc, self.keys)
+        except Refused as err:
+            result = {"error": f"refused what {shown(worker)} sent back: {err}"}
+        else:
+            if not result.get("error", "").startswith(DIED):
+                save_json(paths.SWEEP_CACHE / f"{trial.key}.json", result)
         record(self.outcomes, self.sweep, self.tally, self.display, outcome(self.sweep, trial, result))
 
     def report(self, ran: int, where: str, seconds: float) -> list[Outcome]:

@@ -110,7 +110,7 @@ def write_results(sweep: Sweep, outcomes: dict[int, Outcome], keys: list[str], c
                 *(_text(metrics[key]) if key in metrics else "" for key in keys),
                 experiment_name(sweep, r) if r is not None and r <= sweep.keep else "",
                 code,
-                shown(o.error or "", 400),
+                cell(o.error or ""),
             ]
         )
     tsv, plot = paths.SWEEPS / f"{sweep.name}.tsv", paths.SWEEP_PLOTS / f"{sweep.name}.json"
@@ -118,6 +118,12 @@ def write_results(sweep: Sweep, outcomes: dict[int, Outcome], keys: list[str], c
         save_text(tsv, "\n".join("\t".join(row) for row in [header, *rows]) + "\n")
         save_json(plot, plot_rows(sweep, ranked, swept))
     return tsv, plot
+
+
+def cell(text: str) -> str:
+    """Text for a TSV cell, the terminal or a page: one line (`shown` escapes tabs, newlines and every other
+    character that is not printable) with no `<`, `>` or `&`, so that no reader takes it for markup."""
+    return "".join(rf"\x{ord(ch):02x}" if ch in "<>&" else ch for ch in shown(text, 400))
 
 
 def _text(value: Any) -> str:
