@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.errors import quoted, shown
 from pipeline.glyphs import CLASSES, codes
-from pipeline.model import ACTIVATION, BIASES, LOSSES, PARAMETERS, WEIGHTS, Network
+from pipeline.model import ACTIVATION, BIASES, LOSSES, MAX_HIDDEN, PARAMETERS, WEIGHTS, Network
 from pipeline.reading import load_npz, stale
 from pipeline.writing import save_npz
 
@@ -127,8 +127,8 @@ def from_arrays(arrays: dict[str, np.ndarray], inputs: int) -> Network:
         or tuple(sizes.tolist()) != expected
     ):
         raise ValueError(f"inconsistent layer sizes: w1 {w1.shape}, w2 {w2.shape}, sizes {quoted(sizes, True)}")
-    if w1.shape[1] < 1:
-        raise ValueError(f"expected at least 1 hidden unit, found {w1.shape[1]}")
+    if not 1 <= w1.shape[1] <= MAX_HIDDEN:  # train.hidden's bounds: what the stages are sized for
+        raise ValueError(f"expected 1 to {MAX_HIDDEN} hidden units (train.hidden's limits), found {w1.shape[1]}")
     activation = arrays.get("activation", np.array(ACTIVATION))
     if activation.shape != () or str(activation) != ACTIVATION:
         raise ValueError(f"expected the activation {ACTIVATION}, found {quoted(activation)}")

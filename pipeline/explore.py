@@ -132,14 +132,16 @@ def render_page(data: dict) -> str:
     return page.replace("/*DATA*/", payload)
 
 
-def load_trace(net: Network) -> dict[str, np.ndarray]:
-    """models/trace.npz, checked against `net`: epochs 0 < ... increasing, and for each one every weight
-    array of `net`, finite, the last ones `net`'s own."""
+def load_trace(net: Network, epochs: int) -> dict[str, np.ndarray]:
+    """models/trace.npz, checked against `net` and the history's `epochs`: epochs 0 < ... increasing up to
+    `epochs`, and for each one every weight array of `net`, finite, the last ones `net`'s own."""
     trace = load_npz(paths.TRACE, "train", ("epoch", *PARAMETERS), TRACE_ENTRY)
     model = net.parameters()
     epoch = trace.get("epoch", np.zeros(0, np.int64))
     if epoch.dtype != np.int64 or epoch.ndim != 1 or len(epoch) == 0 or epoch[0] != 0 or (np.diff(epoch) <= 0).any():
         raise stale(paths.TRACE, f"expected epochs 0, 1, ... in order, found {epoch.dtype}{epoch.shape}", "train")
+    if epoch[-1] != epochs:  # the page's curves and its weights step through the same epochs
+        raise stale(paths.TRACE, f"expected epochs up to {epochs}, {paths.HISTORY}'s last, found up to {epoch[-1]}", "train")
     for name, weights in model.items():
         found = trace.get(name)
         if found is None or found.dtype != weights.dtype or found.shape != (len(epoch), *weights.shape):
@@ -161,7 +163,8 @@ def main() -> None:
     net = load_network(paths.MODEL, PIXELS)
     x_train, y_train = load_split("train")
     samples = [(path.name, read_glyph(path)) for path in sample_files()]
-    data = page_data(params, net, load_trace(net), load_history(), x_train, y_train, samples)
+    history = load_history()
+    data = page_data(params, net, load_trace(net, len(history["loss"])), history, x_train, y_train, samples)
     check_finite(paths.EXPLORER, data)  # JSON.parse refuses NaN: one line, not a page that fails to load
     save_text(paths.EXPLORER, render_page(data))
 

@@ -53,6 +53,9 @@ LOSSES = {
 WEIGHTS = ("w1", "w2")
 BIASES = ("b1", "b2")  # None when biases are off
 PARAMETERS = WEIGHTS + BIASES
+# Hidden units at most, in params.yaml (train.hidden) and in any model file a stage reads: the pictures draw a
+# map per hidden unit (512: about 340 kB of PNG), and the explorer carries its weights.
+MAX_HIDDEN = 512
 
 
 @dataclass(eq=False)

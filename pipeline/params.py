@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from pipeline import paths
 from pipeline.artifacts import TRACE_POINTS
-from pipeline.errors import PipelineError, clipped, describe, first_line, one_line
+from pipeline.errors import PipelineError, clipped, describe, first_line, one_line, shown
 from pipeline.glyphs import CLASSES, PIXELS
-from pipeline.model import LOSSES
+from pipeline.model import LOSSES, MAX_HIDDEN
 from pipeline.sgd import BLOCK_ROWS
 
 Check = tuple[Callable[[Any], bool], str]
@@ -54,9 +55,9 @@ def _key(check: Check | None = None, most: int | None = None) -> Any:
 
 # Upper bounds. Every git-tracked output stays small whatever the params, and a run fits in memory:
 MAX_TEST_PER_CLASS = 10_000  # metrics/confusion.json has a row per test glyph: 30,000 rows, about 1.5 MB
-MAX_HIDDEN = 512  # hidden_weights.png and the explorer draw a map per hidden unit (512: about 340 kB of PNG)
 MAX_EPOCHS = 10_000  # metrics/history.tsv and the explorer's curves have a row per epoch (about 230 kB)
 MAX_NOISE_LEVELS = 20  # a point each in metrics/robustness.json and a key each in metrics.json
+MAX_YAML_BYTES = 1 << 20  # params.yaml is about 2 kB and a sweep file a few hundred bytes
 MEMORY_LIMIT = 2 * 2**30  # bytes the hungriest stage may need, as `memory_needed` estimates it
 
 
@@ -182,7 +183,11 @@ def read_yaml(path: Path) -> dict:
         kind = paths.special(path)  # before opening: a FIFO would block forever
         if kind is not None:
             raise PipelineError(f"{path}: expected a regular file, found {kind}")
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise PipelineError(f"{path}: expected at most {MAX_YAML_BYTES} bytes of YAML, found more")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such file; run from the project root") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -190,6 +195,13 @@ def read_yaml(path: Path) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # ruamel warns of a reused anchor: refused, as stderr gets one line
+            for event in YAML(typ="safe").parse(text):  # streamed: an alias is found before anything expands
+                if isinstance(event, AliasEvent):
+                    raise PipelineError(
+                        f"{path}: line {event.start_mark.line + 1}: expected plain YAML, found the alias "
+                        f"*{shown(str(event.anchor), 40)}; write the value out (aliases are refused: a few lines of "
+                        "them can stand for more values than memory holds)"
+                    )
             doc = YAML(typ="safe").load(text)  # DVC's own reader and call (dvc.utils.serialize.parse_yaml)
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)

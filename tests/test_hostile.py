@@ -99,6 +99,34 @@ def test_a_model_with_markup_in_its_class_names_is_refused_by_every_stage(copy, 
     assert snapshot(copy) == before
 
 
+@pytest.mark.parametrize("stage", ["evaluate", "predict", "explore"])
+def test_a_model_wider_than_params_allow_is_refused_before_any_stage_sizes_work_by_it(copy, stage):
+    with np.load(copy / paths.MODEL) as model:
+        arrays = dict(model)
+    wide = np.zeros((30, 30_000))  # 7.2 MB: under the entry limit, 60 times the widest network params.yaml allows
+    np.savez(copy / paths.MODEL, **arrays | {"w1": wide, "w2": np.zeros((30_000, 3)), "sizes": np.array([30, 30_000, 3])})
+    before = snapshot(copy)
+    proc = run_python("-m", f"pipeline.{stage}", cwd=copy)
+    line = one_error_line(proc)
+    assert proc.returncode == 2 and proc.seconds < TIMEOUT, proc.stderr
+    assert line.startswith("error: models/model.npz: not a model file (expected 1 to 512 hidden units"), line
+    assert snapshot(copy) == before
+
+
+def test_a_trace_longer_than_the_history_is_refused_and_the_page_kept(copy):
+    history = (copy / paths.HISTORY).read_text().splitlines(keepends=True)
+    (copy / paths.HISTORY).write_text("".join(history[:-10]))
+    before = snapshot(copy)
+    proc = run_python("-m", "pipeline.explore", cwd=copy)
+    line = one_error_line(proc)
+    assert proc.returncode == 2, proc.stderr
+    assert line == (
+        f"error: models/trace.npz: expected epochs up to {len(history) - 11}, metrics/history.tsv's last, found up to "
+        f"{len(history) - 1}; rerun `dvc repro train`"
+    ), line
+    assert snapshot(copy) == before
+
+
 @pytest.mark.parametrize(
     "classes, found",
     [
@@ -194,7 +222,9 @@ def hostile_page(project: Path, classes: tuple[str, ...], sample_names: list[str
         glyphs = [glyph_files.read_glyph(path) for path in glyph_files.sample_files()]
         samples = [(name, glyphs[i % len(glyphs)]) for i, name in enumerate(sample_names)]
         net = dataclasses.replace(net, classes=classes)
-        data = explore.page_data(params, net, explore.load_trace(net), load_history(), x_train, y_train, samples)
+        history = load_history()
+        trace = explore.load_trace(net, len(history["loss"]))
+        data = explore.page_data(params, net, trace, history, x_train, y_train, samples)
         page = project / "metrics" / "hostile.html"
         page.write_text(explore.render_page(data), encoding="utf-8")
     return page

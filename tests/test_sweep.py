@@ -395,3 +395,38 @@ def test_what_a_worker_sends_back_is_checked_before_it_is_shown_ranked_written_o
     again = run_main(project, "sweeps/forged.yaml", monkeypatch=monkeypatch, capsys=capsys)
     assert f"note: {paths.SWEEP_CACHE}/{trial.key}.json: not a result of trial 10 (" in again.stderr, again.stderr
     assert json.loads(poisoned.read_text()) == {"metrics": got["good"]}
+
+
+# 700 bytes of YAML that stand for 10^9 values once expanded (each line's alias is ten of the line before).
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+
+
+@pytest.mark.parametrize("where", ["grid", "random.ranges", "params.yaml"])
+def test_a_yaml_alias_bomb_is_one_line_under_a_memory_limit(where, tmp_path):
+    import resource
+
+    project = copy_project(tmp_path / "p")
+    bomb = BOMB.replace("\n", "\n  ").rstrip() + "\n"
+    if where == "params.yaml":
+        (project / "params.yaml").write_text((project / "params.yaml").read_text() + "extra:\n  " + bomb)
+        text, named = GOOD, "params.yaml: line "
+    elif where == "grid":
+        text, named = sweep_file("  " + bomb + "  train.lr: *a8\n"), "sweeps/bomb.yaml: line "
+    else:
+        ranges = "  count: 2\n  seed: 0\n  ranges:\n    " + bomb.replace("\n  ", "\n    ") + "    train.lr: *a8\n"
+        text, named = sweep_file("  train.loss: [bce]\n", ranges), "sweeps/bomb.yaml: line "
+    (project / "sweeps/bomb.yaml").write_text(text)
+    limit = 1200 * 2**20
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.sweep", "sweeps/bomb.yaml"],
+        cwd=project, env=env(), capture_output=True, text=True, timeout=120, check=False, preexec_fn=cap,
+    )
+    assert_one_line_error(proc, f"error: {named}")
+    assert "found the alias *a" in proc.stderr and time.monotonic() - start < 60
