@@ -72,7 +72,9 @@ def run_main(project: Path, *args: str, monkeypatch, capsys) -> SimpleNamespace:
         (lambda t: t.replace("high: 1.0", "high: 0.01"), "random.ranges.train.lr.high: expected a number >= low"),
         (lambda t: t.replace("low: 0.1", "low: 0"), "train.lr.low: expected a number > 0 for a log scale"),
         (lambda t: t.replace("scale: log", "scale: cubic"), "random.ranges.train.lr.scale: expected linear or log"),
-        (lambda t: t.replace("low: 0.1", "low: fast"), "random.ranges.train.lr.low: expected a number, found 'fast'"),
+        (lambda t: t.replace("low: 0.1", "low: fast"), "random.ranges.train.lr.low: expected a number between -2^53 and 2^53, found 'fast'"),
+        (lambda t: t.replace("low: 0.1", "low: " + "9" * 400), "train.lr.low: expected a number between -2^53 and 2^53, found 999"),
+        (lambda t: t.replace("grid:\n  train.loss: [bce, mse]\n", "grid: {}\n"), "s.yaml: grid: expected at least one params key, found none"),
         (lambda t: t.replace("train.lr: {", "train.loss: {"), "random.ranges.train.loss: also in grid"),
         (lambda t: t.replace("count: 2", "count: 0"), "random.count: expected an integer in [1, 5000], found 0"),
         (lambda t: t.replace("count: 2", "count: 5000"), "grid: expected at most 5000 trials in all, found 10000"),
@@ -81,13 +83,33 @@ def run_main(project: Path, *args: str, monkeypatch, capsys) -> SimpleNamespace:
         (lambda t: t.replace("keep: 0", "keep: 5"), "s.yaml: keep: expected an integer in [0, 4], found 5"),
         (lambda t: t.replace("  seed: 0\n", ""), "s.yaml: random.seed: missing"),
         (lambda t: t.replace("[bce, mse]", "[bce, mse"), "s.yaml: line 6: invalid YAML: "),
-        (lambda t: "grid: {}\nrandom:\n  count: 1\n  seed: 0\n  ranges: {}\n" + t[: t.index("grid")], "random.ranges"),
+        (lambda t: "random:\n  count: 1\n  seed: 0\n  ranges: {}\n" + t[: t.index("grid")], "random.ranges: expected at least one key"),
     ],
 )
 def test_a_bad_sweep_file_is_one_line_naming_the_key_and_nothing_runs(edit, fragment, tmp_path, monkeypatch, capsys):
     (tmp_path / "s.yaml").write_text(edit(GOOD))
     proc = run_main(ROOT, str(tmp_path / "s.yaml"), monkeypatch=monkeypatch, capsys=capsys)
     assert_one_line_error(proc, fragment)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--scheduler", "ftp://127.0.0.1:8786"], "--scheduler ftp://127.0.0.1:8786: expected tcp://HOST:PORT or tls://HOST:PORT, found the scheme ftp"),
+        (["--scheduler", "tcp://127.0.0.1:99999"], "--scheduler tcp://127.0.0.1:99999: expected tcp://HOST:PORT or tls://HOST:PORT, found the port 99999"),
+        (["--scheduler", "tcp://127.0.0.1"], "--scheduler tcp://127.0.0.1: expected tcp://HOST:PORT or tls://HOST:PORT, found no port"),
+        (["--scheduler", "127.0.0.1:8786"], "--scheduler 127.0.0.1:8786: expected tcp://HOST:PORT or tls://HOST:PORT, found no scheme"),
+        (["--scheduler", "tcp://\x1b[2J:1"], "--scheduler tcp://\\x1b[2J:1: expected"),
+        (["--workers", "100000"], "--workers: expected 1 to "),
+        (["--workers", "0"], "--workers: expected 1 to "),
+    ],
+)
+def test_a_bad_address_or_worker_count_is_one_line_and_nothing_runs(args, fragment, tmp_path, monkeypatch, capsys):
+    project = copy_project(tmp_path / "p")
+    (project / "sweeps/s.yaml").write_text(GOOD)
+    proc = run_main(project, "sweeps/s.yaml", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(proc, fragment)
+    assert not (project / paths.SWEEP_CACHE).exists() and not (project / "sweeps/s.tsv").exists()
 
 
 def test_a_bad_sweep_file_through_the_real_entry_point(tmp_path):

@@ -4,11 +4,14 @@ trial; Dask runs that trial again on the other, and every result is the one this
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -84,25 +87,70 @@ def test_a_sweep_on_dask_commands_survives_a_worker_killed_mid_trial(cluster, tm
         assert saved == {"metrics": sweep.run_trial(trial.doc, files)["metrics"]}, trial.number
 
 
-def test_a_scheduler_that_does_not_answer_is_one_line(tmp_path):
+@contextlib.contextmanager
+def tiny_server(answer: bytes | None):
+    """A TCP server on 127.0.0.1 that sends `answer` to each connection and keeps it open (None: nothing is
+    listening on its port at all); yields its address."""
+    if answer is None:
+        yield f"tcp://127.0.0.1:{free_port()}"
+        return
+    server = socket.create_server(("127.0.0.1", 0))
+    held, stop = [], threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (None, "cannot connect ("),  # nothing listening
+        (b"", "cannot connect (no answer within 2 s)"),  # accepts, and never answers
+        (b"HTTP/1.0 200 OK\r\n\r\n" * 8, "cannot connect (what it sent is not Dask's protocol: "),  # garbage
+        ((2**62).to_bytes(8, "little") * 2, "cannot connect (what it sent is not Dask's protocol: MemoryError"),  # 4 EiB
+    ],
+    ids=["closed", "silent", "garbage", "huge-frame"],
+)
+def test_a_scheduler_that_does_not_answer_or_answers_garbage_is_one_line(answer, reason, tmp_path):
     project = copy_project(tmp_path / "p")
     (project / "sweeps/slow.yaml").write_text(SLOW)
-    address = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--scheduler", address],
-        cwd=project,
-        env=env() | {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},  # Dask's own setting; 30 s by default
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert_one_line_error(proc, f"error: --scheduler {address}: cannot connect (")
+    with tiny_server(answer) as address:
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--scheduler", address],
+            cwd=project,
+            env=env() | {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},  # Dask's own setting; 30 s by default
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert_one_line_error(proc, f"error: --scheduler {address}: {reason}")
+    assert time.monotonic() - start < 30 and not (project / paths.SWEEP_CACHE).exists()
 
 
 # Run on a worker with exec: its run_trial replaced by one that sends back test.accuracy 1.5, as any client of the
 # scheduler can do to any worker (client.run).
 FORGE = """
+import contextlib
 import json
 import pipeline.sweep.work as work
 true_run_trial = work.run_trial

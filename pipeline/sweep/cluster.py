@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,11 +28,7 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        try:
-            client = Client(scheduler)  # waits distributed.comm.timeouts.connect (30 s) for an answer
-        except (OSError, TimeoutError) as err:
-            raise PipelineError(f"--scheduler {shown(scheduler)}: cannot connect ({first_line(err)})") from None
-        with client:
+        with connected(scheduler) as client:
             yield client
         return
     with (
@@ -45,6 +43,54 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        yield client
+
+
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, IPv4, or IPv6 in brackets
+SCHEMES = ("tcp", "tls")  # Dask's network protocols; tls:// takes its certificates from Dask's configuration
+
+
+def check_address(scheduler: str) -> None:
+    """A scheduler's address as Dask takes it, SCHEME://HOST:PORT; a one-line PipelineError otherwise."""
+    expected = f"--scheduler {shown(scheduler)}: expected tcp://HOST:PORT or tls://HOST:PORT"
+    scheme, sep, rest = scheduler.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise PipelineError(f"{expected}, found {'the scheme ' + shown(scheme, 20) if sep else 'no scheme'}")
+    host, colon, port = rest.rpartition(":")
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise PipelineError(f"{expected}, found {'the port ' + shown(port, 20) if colon else 'no port'}")
+    if not HOST.fullmatch(host):
+        raise PipelineError(f"{expected}, found the host {shown(host, 60)!r}")
+
+
+@contextlib.contextmanager
+def connected(scheduler: str) -> Iterator[Any]:
+    """A Client of the scheduler at `scheduler`. Whatever the other end does (nothing, garbage, a frame
+    claiming exabytes, a hang after the handshake), the answer comes within Dask's connect timeout
+    (distributed.comm.timeouts.connect, 30 s) as one line: the whole of Client() runs under an alarm."""
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed import Client
+
+    check_address(scheduler)
+    seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"no answer within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds + 1)
+    try:
+        client = Client(scheduler, timeout=seconds)
+    except Exception as err:  # not a Dask scheduler: any error its bytes caused, MemoryError included
+        reason = first_line(err)
+        if not isinstance(err, (OSError, TimeoutError)):
+            reason = f"what it sent is not Dask's protocol: {type(err).__name__}: {reason}"
+        raise PipelineError(f"--scheduler {shown(scheduler)}: cannot connect ({reason})") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with client:
         yield client
 
 

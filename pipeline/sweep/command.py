@@ -28,7 +28,7 @@ from pipeline.errors import PipelineError, shown
 from pipeline.glyphs import CLASSES, clean_glyphs, shifted_copies
 from pipeline.params import load_params, read_yaml
 from pipeline.sgd import ENGINE_VARIABLE, pays_to_compile
-from pipeline.sweep.cluster import DIED, dask_client, run_all, wait_for_workers
+from pipeline.sweep.cluster import DIED, check_address, dask_client, run_all, wait_for_workers
 from pipeline.sweep.experiments import keep_best, override
 from pipeline.sweep.received import Refused, checked
 from pipeline.sweep.results import Display, Outcome, Tally, ranking, record, write_results
@@ -36,6 +36,9 @@ from pipeline.sweep.sweep_file import Sweep, integer, load_sweep, metric_keys
 from pipeline.sweep.trials import Trial, trials
 from pipeline.sweep.work import code_files, code_hash
 from pipeline.writing import save_json
+
+
+WORKERS_PER_CORE = 4  # --workers at most: more processes than this only share the cores and fill memory
 
 
 def load_cached(sweep: Sweep, trial: Trial, keys: dict[str, list[str]], display: Display) -> Outcome | None:
@@ -188,8 +191,11 @@ def main() -> int:
     )
     parser.add_argument("--keep", type=int, help="how many of the best to keep, instead of the sweep file's keep")
     args = parser.parse_args()
-    if args.workers < 1:
-        parser.error(f"--workers: expected at least 1, found {args.workers}")
+    most = WORKERS_PER_CORE * len(os.sched_getaffinity(0))
+    if not 1 <= args.workers <= most:  # each worker is a process of about 150 MB
+        raise PipelineError(f"--workers: expected 1 to {most} ({WORKERS_PER_CORE} per core here), found {args.workers}")
+    if args.scheduler is not None:
+        check_address(args.scheduler)
     spec = load_sweep(args.sweep)
     if args.keep is not None:
         spec = dataclasses.replace(spec, keep=integer(spec.path, "--keep", args.keep, 0, spec.keep_most))

@@ -61,6 +61,8 @@ def load_sweep(path: Path) -> Sweep:
     if "grid" not in doc and "random" not in doc:
         raise PipelineError(f"{path}: grid: missing; expected a grid, a random section or both")
     grid = {key: _values(path, f"grid.{key}", values) for key, values in _mapping(path, "grid", doc).items()}
+    if "grid" in doc and not grid:
+        raise PipelineError(f"{path}: grid: expected at least one params key, found none; leave grid out instead")
     count, seed, ranges = _random(path, doc["random"], grid) if "random" in doc else (1, 0, {})
     trials = count * math.prod(len(values) for values in grid.values())
     if trials > MAX_TRIALS:
@@ -147,9 +149,12 @@ def _range(path: Path, where: str, key: str, spec: Any) -> Range | list[Any]:
     return Range(low, high, spec["scale"] == "log")
 
 
+LARGEST = 2**53  # a range's ends at most, in size: every integer up to it is a float exactly
+
+
 def _number(path: Path, where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PipelineError(f"{path}: {where}: expected a number, found {describe(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= LARGEST:
+        raise PipelineError(f"{path}: {where}: expected a number between -2^53 and 2^53, found {describe(value)}")
     return value
 
 
