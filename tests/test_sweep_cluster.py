@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,3 +200,76 @@ def test_a_forged_worker_and_a_client_under_the_sweeps_task_names_change_no_resu
             assert json.loads(saved.read_text()) == {"metrics": true[number]}, number
     assert "0.123457" not in (project / "sweeps/slow.tsv").read_text()
     assert sum(refused in line for line in proc.stderr.splitlines()) == len(failed), proc.stderr
+
+
+def certificate(folder: Path, name: str, ca: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, signed by `ca`, or self-signed (a CA of its own) when None."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subject = ["-subj", f"/CN={name}", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "2", "-nodes"]
+    if ca is None:
+        args = ["req", "-x509", "-newkey", "rsa:2048", *subject, "-keyout", key, "-out", cert]
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+        return cert, key
+    request = folder / f"{name}.csr"
+    args = ["req", "-new", "-newkey", "rsa:2048", *subject, "-keyout", key, "-out", request]
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    sign = ["x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-days", "2", "-out", cert, "-copy_extensions", "copy"]
+    subprocess.run(["openssl", *map(str, sign)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_sweep_through_a_tls_cluster_and_what_a_client_without_its_certificates_gets(tmp_path):
+    """`dask scheduler` and `dask worker` with certificates of one CA, as the docs set them up: the sweep with the
+    client's certificate gets every trial's true result; without certificates, or with another CA's, one line."""
+    ca = certificate(tmp_path, "ca")
+    tls = {name: certificate(tmp_path, name, ca) for name in ("scheduler", "worker", "client")}
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+
+    def flags(name: str) -> list[str]:
+        return ["--tls-ca-file", str(ca[0]), "--tls-cert", str(tls[name][0]), "--tls-key", str(tls[name][1])]
+
+    common = {"cwd": tmp_path, "env": env(), "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+             *flags("scheduler")], **common,
+        )
+    ]
+    procs.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                   *flags("worker")], **common))
+    project = copy_project(tmp_path / "p")
+    (project / "sweeps/slow.yaml").write_text(SLOW.replace("0.3, 0.4, 0.5, 0.6]", "0.3]"))
+    client_env = {
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(ca[0]),
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tls["client"][0]),
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tls["client"][1]),
+        "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "10s",
+    }
+
+    def sweep_with(extra: dict[str, str]) -> subprocess.CompletedProcess:
+        shutil.rmtree(project / paths.SWEEP_CACHE, ignore_errors=True)  # nothing to reuse: each run connects
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--scheduler", address],
+            cwd=project, env=env() | extra, capture_output=True, text=True, timeout=300, check=False,
+        )
+
+    try:
+        ran = sweep_with(client_env)
+        rows = tsv_rows(project / "sweeps/slow.tsv")
+        bare = sweep_with({})
+        other = certificate(tmp_path, "stranger")  # a certificate of a CA the cluster does not trust
+        strange = client_env | {
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(other[0]),
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(other[1]),
+        }
+        stranger = sweep_with(strange)
+    finally:
+        for proc in procs[::-1]:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert ran.returncode == 0, ran.stderr
+    assert f"3 trials: 0 reused from .sweep-cache/ (same params, same code), 3 ran on {address}" in ran.stdout, ran.stdout
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert_one_line_error(bare, f"error: --scheduler {address}: no certificates for tls://; set Dask's")
+    assert_one_line_error(stranger, f"error: --scheduler {address}: cannot connect (")

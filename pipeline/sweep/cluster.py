@@ -73,6 +73,11 @@ def connected(scheduler: str) -> Iterator[Any]:
     from distributed import Client
 
     check_address(scheduler)
+    if scheduler.startswith("tls://") and not dask.config.get("distributed.comm.tls.ca-file", None):
+        raise PipelineError(
+            f"--scheduler {shown(scheduler)}: no certificates for tls://; set Dask's distributed.comm.tls.ca-file, "
+            ".client.cert and .client.key (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...__CLIENT__CERT, ...__CLIENT__KEY)"
+        )
     seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
 
     def expire(signum: int, frame: Any) -> None:
