@@ -26,7 +26,7 @@ from pipeline.checkpoint import load_network
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import PIXELS, clean_glyphs, noisy_copies, placements
 from pipeline.model import Network, accuracy, logits, loss_value, sigmoid
-from pipeline.params import EvaluateParams, Params, load_params
+from pipeline.params import EvaluateParams, Params, load_params, made_with, unchanged
 from pipeline.writing import save_json, together
 
 SHOWN_PER_CLASS = 8  # test glyphs drawn per class, beside the clean one
@@ -227,6 +227,7 @@ def evaluate(
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
+    made_with(params, ("dataset.noise",), "make_dataset", paths.X_TEST)
     net = load_network(paths.MODEL, PIXELS)
     (x_train, y_train), (x_test, y_test) = load_split("train"), load_split("test")
     result = evaluate(net, params, (x_train, y_train), (x_test, y_test))
@@ -238,6 +239,7 @@ def main() -> None:
         )
         save_json(paths.ROBUSTNESS, [{"noise": level, "accuracy": acc} for level, acc in result.curve])
         draw(net, x_test, y_test, result.Z2, result.counts, result.moved)
+        unchanged(params, "evaluate")  # last in the block: the files land only if params.yaml held still
 
 
 if __name__ == "__main__":

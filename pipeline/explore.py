@@ -32,7 +32,7 @@ from pipeline.errors import exit_on_error
 from pipeline.glyph_files import read_glyph, sample_files
 from pipeline.glyphs import FAR, PIXELS, clean_glyphs, codes
 from pipeline.model import PARAMETERS, Network
-from pipeline.params import TrainParams, load_params
+from pipeline.params import TrainParams, load_params, made_with, unchanged
 from pipeline.reading import load_npz, stale
 from pipeline.writing import check_finite, save_text
 
@@ -159,14 +159,18 @@ def load_trace(net: Network, epochs: int) -> dict[str, np.ndarray]:
 
 def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.explore", description=__doc__.splitlines()[0]).parse_args()
-    params = load_params().train
+    everything = load_params()
+    params = everything.train
+    made_with(everything, ("train.lr", "train.batch_size", "train.shuffle"), "train", paths.MODEL)
     net = load_network(paths.MODEL, PIXELS)
     x_train, y_train = load_split("train")
     samples = [(path.name, read_glyph(path)) for path in sample_files()]
     history = load_history()
     data = page_data(params, net, load_trace(net, len(history["loss"])), history, x_train, y_train, samples)
     check_finite(paths.EXPLORER, data)  # JSON.parse refuses NaN: one line, not a page that fails to load
-    save_text(paths.EXPLORER, render_page(data))
+    page = render_page(data)
+    unchanged(everything, "explore")
+    save_text(paths.EXPLORER, page)
 
 
 if __name__ == "__main__":

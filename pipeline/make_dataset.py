@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import paths
 from pipeline.errors import exit_on_error
 from pipeline.glyphs import clean_glyphs, noisy_copies, shifted_copies
-from pipeline.params import DatasetParams, load_params
+from pipeline.params import DatasetParams, load_params, unchanged
 from pipeline.writing import save_npy, together
 
 
@@ -43,6 +43,7 @@ def main() -> None:
         for split, arrays in make_dataset(params.dataset).items():
             for path, array in zip(paths.split(split), arrays):
                 save_npy(path, array)
+        unchanged(params, "make_dataset")  # last in the block: the arrays land only if params.yaml held still
 
 
 if __name__ == "__main__":

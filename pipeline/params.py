@@ -12,6 +12,7 @@ a duplicate key is refused. PyYAML (YAML 1.1) read each of these differently.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Callable
@@ -118,6 +119,61 @@ def parse_params(doc: dict, path: Path | str = paths.PARAMS) -> Params:
     params = Params(**sections)
     _check_memory(params, path)
     return params
+
+
+SIDE_BY_SIDE = "run experiments side by side with `dvc exp run --queue` or `--temp`, not in one workspace at once"
+
+
+def unchanged(params: Params, stage: str, path: Path = paths.PARAMS) -> None:
+    """Refuse to write `stage`'s outputs when `path` no longer holds the `params` the stage read at its start:
+    `dvc exp run -S` rewrites params.yaml before DVC takes its lock, so another run in this workspace can
+    change it under a running stage, whose outputs would then be recorded with values they were not made with."""
+    try:
+        now = load_params(path)
+    except PipelineError as err:
+        now = err
+    if now != params:
+        change = f"{first_change(params, now)}" if isinstance(now, Params) else "it is no longer valid"
+        raise PipelineError(
+            f"{path}: changed while {stage} ran ({change}); nothing written. Another run in this workspace? "
+            f"{SIDE_BY_SIDE}",
+            status=1,
+        )
+
+
+def first_change(before: Params, after: Params) -> str:
+    """The first key whose value differs, as 'train.lr 0.7, now 0.9'."""
+    for section in SECTION_TYPES:
+        old, new = getattr(before, section), getattr(after, section)
+        for f in fields(old):
+            if getattr(old, f.name) != getattr(new, f.name):
+                return f"{section}.{f.name} {getattr(old, f.name)!r}, now {getattr(new, f.name)!r}"
+    return "no key"
+
+
+def made_with(params: Params, keys: tuple[str, ...], upstream: str, output: Path) -> None:
+    """Refuse to go on when `output`, written by stage `upstream`, is the file dvc.lock records for it and
+    dvc.lock records other values of `keys` for that stage than `params` holds: a stage would describe
+    (explore teaching with train.lr) a model made with other values. Nothing to compare without a dvc.lock
+    that names this very file (a run outside DVC, or an output made since)."""
+    try:
+        stage = read_yaml(paths.DVC_LOCK).get("stages", {}).get(upstream, {})
+        outs = {out.get("path"): out.get("md5") for out in stage.get("outs", []) if isinstance(out, dict)}
+        recorded = stage.get("params", {}).get(str(paths.PARAMS), {})
+        if outs.get(str(output)) != hashlib.md5(output.read_bytes()).hexdigest() or not isinstance(recorded, dict):
+            return
+    except (PipelineError, OSError, AttributeError):
+        return
+    for key in keys:
+        section, name = key.split(".")
+        value = getattr(getattr(params, section), name)
+        if key in recorded and recorded[key] != (list(value) if isinstance(value, tuple) else value):
+            raise PipelineError(
+                f"{output}: made by {upstream} with {key} {recorded[key]!r} ({paths.DVC_LOCK}), but {paths.PARAMS} "
+                f"says {value!r}: run `dvc repro`. If another run in this workspace changed {paths.PARAMS}, "
+                f"{SIDE_BY_SIDE}",
+                status=1,
+            )
 
 
 # Peak memory, measured with /usr/bin/time on 900,000 training glyphs and on batches of 90,000 rows

@@ -13,6 +13,7 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 DVC_YAML = Path("dvc.yaml")  # marks the project root, where every path below starts
+DVC_LOCK = Path("dvc.lock")  # DVC's record of what each stage last ran with (read to catch two runs at once)
 
 # check_params
 PARAMS_OK = Path("data/params.ok")  # written once params.yaml passed the checks; the same bytes whatever the values

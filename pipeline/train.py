@@ -22,7 +22,7 @@ from pipeline.checkpoint import distinct_glyphs, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import Network, init_network
-from pipeline.params import TrainParams, load_params
+from pipeline.params import TrainParams, load_params, unchanged
 from pipeline.progress import Progress
 from pipeline.sgd import NOTE_SECONDS, Diverged, History, choose, describe, fit
 from pipeline.writing import save_npz, save_tsv, together
@@ -81,6 +81,7 @@ def main() -> None:
         save_network(paths.MODEL, net, distinct_glyphs(X, y))
         save_npz(paths.TRACE, trace)
         save_tsv(paths.HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
+        unchanged(params, "train")  # last in the block: the files land only if params.yaml held still
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, copy_of, dvc, one_error_line, run
+from tests.conftest import ROOT, copy_of, dvc, env, one_error_line, run
 
 GUARD = "check_params"
 STAMP = "data/params.ok"
@@ -52,7 +53,7 @@ def test_check_params_is_first_and_every_stage_that_reads_params_depends_on_it()
     assert next(iter(stages)) == GUARD
     guard = stages[GUARD]
     assert guard["params"] == [{"params.yaml": None}], "the whole file, so any key, read or not, reruns it"
-    assert guard["outs"] == [STAMP]
+    assert guard["outs"] == [{STAMP: {"persist": True}}], "never restored from the run cache: the check always runs"
     for name, stage in stages.items():
         if name != GUARD and stage.get("params"):
             assert STAMP in stage["deps"], f"{name} reads params but DVC may run it before {GUARD}"
@@ -111,8 +112,8 @@ def test_a_fixed_params_yaml_reruns_nothing_but_the_check(clean):
     assert dvc(clean, "repro", check=False).returncode != 0
     edit(clean, "  lrr: 0.1 ", "  lr: 0.1 ")
     proc = dvc(clean, "repro")
-    assert re.findall(r"Running stage '(\w+)'", proc.stdout) == [], proc.stdout  # the stamp: from the run cache
-    assert re.findall(r"Stage '(\w+)' is cached", proc.stdout) == [GUARD], proc.stdout
+    # The refused run deleted nothing, not even the check's stamp (it persists): nothing to run or restore.
+    assert re.findall(r"Running stage '(\w+)'|Stage '(\w+)' is cached", proc.stdout) == [], proc.stdout
     assert "Data and pipelines are up to date." in dvc(clean, "status").stdout
 
 
@@ -175,3 +176,81 @@ def test_importing_the_package_without_the_packages_raises_import_error_where_th
     )
     proc = run([sys.executable, "-c", probe], cwd=ROOT, check=False)
     assert (proc.returncode, proc.stdout) == (0, "ModuleNotFoundError\n"), proc.stderr
+
+
+@pytest.mark.slow
+def test_the_environment_check_runs_even_when_the_run_cache_knows_the_params(clean, bare_python):
+    """DVC's run cache restored the check's stamp for params it had seen, so the check never ran, and explore
+    (which has no run cache) ran in the bare Python after DVC had deleted metrics/explorer.html."""
+    edit(clean, "  lr: 0.1 ", "  lr: 0.5 ")
+    dvc(clean, "repro")  # the run cache learns every stage at lr 0.5
+    run(["git", "checkout", "--", "params.yaml"], cwd=clean)
+    dvc(clean, "repro")
+    before = outputs(clean)
+    edit(clean, "  lr: 0.1 ", "  lr: 0.5 ")
+    path = {"PATH": f"{bare_python}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    proc = dvc(clean, "repro", check=False, extra_env=path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode != 0 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith(f"error: {bare_python / 'python'} has no module numpy, PIL"), errors[0]
+    assert re.findall(r"Running stage '(\w+)'", proc.stdout) == [GUARD], proc.stdout
+    assert re.findall(r"Stage '(\w+)' is cached", proc.stdout) == [], proc.stdout
+    assert outputs(clean) == before
+
+
+def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
+    """`dvc exp run -S` rewrites params.yaml before DVC takes its lock: a second one in the same workspace
+    changes the params of the first one's running stage. The stage stops, naming the key, and writes nothing."""
+    edit(clean, "  epochs: 300 ", "  epochs: 10000 ")  # train runs long enough to be caught running
+    before = outputs(clean)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train"], cwd=clean, env=env() | {"PIPELINE_ENGINE": "numpy"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr.readline().startswith("train: NumPy trains (about")  # it read params.yaml, and trains
+    edit(clean, "  lr: 0.1 ", "  lr: 0.9 ")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    line = one_error_line(subprocess.CompletedProcess(proc.args, 1, out, err))
+    assert line.startswith("error: params.yaml: changed while train ran (train.lr 0.1, now 0.9); nothing written. "), line
+    assert "`dvc exp run --queue` or `--temp`" in line
+    assert outputs(clean) == before
+
+
+def test_a_page_is_not_made_for_a_model_trained_with_other_params(clean):
+    """A run that changed params.yaml between train and explore (or an edit without `dvc repro`): explore would
+    teach with an lr the model was not trained with. dvc.lock records what train ran with, for this very model."""
+    before = outputs(clean)
+    edit(clean, "  lr: 0.1 ", "  lr: 0.7 ")
+    proc = run([sys.executable, "-m", "pipeline.explore"], cwd=clean, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert one_error_line(proc).startswith(
+        "error: models/model.npz: made by train with train.lr 0.1 (dvc.lock), but params.yaml says 0.7: run `dvc repro`."
+    ), proc.stderr
+    assert outputs(clean) == before
+
+
+@pytest.mark.slow
+def test_two_dvc_exp_runs_at_once_leave_no_stage_made_with_other_params(clean):
+    """The case that lost both experiments and left dvc.lock with lr 0.7 for train and 0.9 for explore."""
+    common = {"cwd": clean, "env": env() | {"PIPELINE_ENGINE": "numpy"}, "text": True}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=0.7", "-S", "train.epochs=10000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **common,
+    )
+    seen = []
+    for line in first.stdout:  # until its train stage runs
+        seen.append(line)
+        if line.startswith("Running stage 'train'"):
+            break
+    second = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=0.9"], capture_output=True, timeout=300, **common
+    )
+    rest, _ = first.communicate(timeout=300)
+    log = "".join(seen) + rest
+    lock = yaml.safe_load((clean / "dvc.lock").read_text())["stages"]
+    recorded = {name: lock[name]["params"]["params.yaml"].get("train.lr") for name in ("train", "explore")}
+    assert len(set(recorded.values())) == 1, (recorded, log, second.stdout + second.stderr)
+    assert first.returncode != 0 and "error: params.yaml: changed while train ran (train.lr 0.7, now 0.9)" in log, log
+    run(["git", "checkout", "--", "params.yaml"], cwd=clean)
+    dvc(clean, "checkout", "--force")
