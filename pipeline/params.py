@@ -124,31 +124,39 @@ def parse_params(doc: dict, path: Path | str = paths.PARAMS) -> Params:
 SIDE_BY_SIDE = "run experiments side by side with `dvc exp run --queue` or `--temp`, not in one workspace at once"
 
 
-def unchanged(params: Params, stage: str, path: Path = paths.PARAMS) -> None:
-    """Refuse to write `stage`'s outputs when `path` no longer holds the `params` the stage read at its start:
-    `dvc exp run -S` rewrites params.yaml before DVC takes its lock, so another run in this workspace can
-    change it under a running stage, whose outputs would then be recorded with values they were not made with."""
+def unchanged(
+    params: Params,
+    stage: str,
+    path: Path = paths.PARAMS,
+    consequence: str = "nothing written",
+    apart_from: frozenset[str] = frozenset(),
+) -> None:
+    """Refuse to write `stage`'s outputs when `path` no longer holds the `params` the stage read at its start
+    (keys `apart_from` aside): `dvc exp run -S` rewrites params.yaml before DVC takes its lock, so another run
+    in this workspace can change it under a running stage, whose outputs would then be recorded with values
+    they were not made with."""
     try:
         now = load_params(path)
-    except PipelineError as err:
-        now = err
-    if now != params:
-        change = f"{first_change(params, now)}" if isinstance(now, Params) else "it is no longer valid"
+    except PipelineError:
+        change = "it is no longer valid"
+    else:
+        change = first_change(params, now, apart_from)
+    if change is not None:
         raise PipelineError(
-            f"{path}: changed while {stage} ran ({change}); nothing written. Another run in this workspace? "
+            f"{path}: changed while {stage} ran ({change}); {consequence}. Another run in this workspace? "
             f"{SIDE_BY_SIDE}",
             status=1,
         )
 
 
-def first_change(before: Params, after: Params) -> str:
-    """The first key whose value differs, as 'train.lr 0.7, now 0.9'."""
+def first_change(before: Params, after: Params, apart_from: frozenset[str] = frozenset()) -> str | None:
+    """The first key (not of `apart_from`) whose value differs, as 'train.lr 0.7, now 0.9'; None if none does."""
     for section in SECTION_TYPES:
         old, new = getattr(before, section), getattr(after, section)
         for f in fields(old):
-            if getattr(old, f.name) != getattr(new, f.name):
+            if f"{section}.{f.name}" not in apart_from and getattr(old, f.name) != getattr(new, f.name):
                 return f"{section}.{f.name} {getattr(old, f.name)!r}, now {getattr(new, f.name)!r}"
-    return "no key"
+    return None
 
 
 def made_with(params: Params, keys: tuple[str, ...], upstream: str, output: Path) -> None:

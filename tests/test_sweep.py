@@ -452,3 +452,36 @@ def test_a_yaml_alias_bomb_is_one_line_under_a_memory_limit(where, tmp_path):
     )
     assert_one_line_error(proc, f"error: {named}")
     assert "found the alias *a" in proc.stderr and time.monotonic() - start < 60
+
+
+def test_params_yaml_edited_during_a_sweep_is_said_so_and_no_result_is_written(tmp_path, monkeypatch, capsys):
+    """It was blamed on "another machine's arithmetic" when the kept experiment's metrics then differed."""
+    project = copy_project(tmp_path / "p")
+    (project / "sweeps/edited.yaml").write_text(sweep_file("  train.seed: [0, 1]\n", keep=1))
+    command = importlib.import_module("pipeline.sweep.command")
+
+    def editing_run_all(todo, files, code, client, on_result, progress):
+        params = project / "params.yaml"
+        params.write_text(params.read_text().replace("  lr: 0.1 ", "  lr: 0.3 ", 1))
+        for trial in todo:
+            on_result(trial, sweep.run_trial(trial.doc, files), "tcp://127.0.0.1:9")
+
+    monkeypatch.setattr(command, "run_all", editing_run_all)
+    monkeypatch.setattr(command, "dask_client", lambda *a: contextlib.nullcontext())
+    monkeypatch.setattr(command, "wait_for_workers", lambda *a: None)
+    ran = run_main(project, "sweeps/edited.yaml", monkeypatch=monkeypatch, capsys=capsys)
+    assert_one_line_error(
+        ran, "error: params.yaml: changed while the sweep edited ran (train.lr 0.1, now 0.3); nothing written. ", status=1
+    )
+    assert not (project / "sweeps/edited.tsv").exists()
+
+
+def test_a_failed_dvc_command_is_told_by_its_own_error_line_not_its_last_line():
+    from pipeline.sweep.experiments import _reason
+
+    dvc_out = "Reproducing experiment 'x'\nRunning stage 'train':\n"
+    stage = "error: params.yaml: changed while train ran (train.lr 0.7, now 0.9); nothing written.\n"
+    tail = "ERROR: failed to reproduce 'train': failed to run: python -m pipeline.train, exited with 1\n"
+    assert _reason(subprocess.CompletedProcess([], 1, dvc_out, stage + tail)) == stage.strip()
+    assert _reason(subprocess.CompletedProcess([], 1, dvc_out, tail + "Having any troubles? Hit us up\n")) == tail.strip()
+    assert _reason(subprocess.CompletedProcess([], 1, dvc_out, "")) == "Running stage 'train':"

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline import native, paths
 from pipeline.errors import PipelineError, shown
 from pipeline.glyphs import CLASSES, clean_glyphs, shifted_copies
-from pipeline.params import load_params, read_yaml
+from pipeline.params import load_params, read_yaml, unchanged
 from pipeline.sgd import ENGINE_VARIABLE, pays_to_compile
 from pipeline.sweep.cluster import DIED, check_address, dask_client, run_all, wait_for_workers
 from pipeline.sweep.experiments import keep_best, override
@@ -67,7 +67,7 @@ class SweepRun:
     """One run of a sweep: its trials, what is known of them so far, and what is shown."""
 
     def __init__(self, sweep: Sweep) -> None:
-        load_params()  # params.yaml itself must pass, as check_params would say
+        self.params = load_params()  # params.yaml itself must pass, as check_params would say
         self.sweep, self.files = sweep, code_files()
         self.code = code_hash(self.files)
         self.trials = trials(sweep, read_yaml(paths.PARAMS), self.code)
@@ -103,9 +103,18 @@ class SweepRun:
                 save_json(paths.SWEEP_CACHE / f"{trial.key}.json", result)
         record(self.outcomes, self.sweep, self.tally, self.display, outcome(self.sweep, trial, result))
 
+    def held(self, consequence: str = "nothing written") -> None:
+        """Raise unless params.yaml still holds what the sweep's trials ran on."""
+        swept = frozenset(self.sweep.grid) | frozenset(self.sweep.ranges)  # what each `dvc exp run -S` sets
+        unchanged(self.params, f"the sweep {self.sweep.name}", consequence=consequence, apart_from=swept)
+
+    def write(self, kept: frozenset[int] = frozenset()) -> tuple[Path, Path]:
+        return write_results(self.sweep, self.outcomes, metric_keys(self.params), self.code, kept)
+
     def report(self, ran: int, where: str, seconds: float) -> list[Outcome]:
         """Write the results; say what ran and what was reused; return the trials best first."""
-        tsv, plot = write_results(self.sweep, self.outcomes, metric_keys(load_params()), self.code)
+        self.held()
+        tsv, plot = self.write()
         reused = sum(o.reused for o in self.outcomes.values())
         failed = sum(o.error is not None for o in self.outcomes.values())
         print(
@@ -173,7 +182,13 @@ def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
     best = ranked[0]
     print(f"best {sweep.metric} {best.value(sweep.metric):g}: trial {best.trial.number}, {_settings(best.trial)}")
     if sweep.keep:
-        names = keep_best(sweep, ranked[: sweep.keep])
+        kept: set[int] = set()
+
+        def on_kept(rank: int) -> None:  # the TSV names an experiment once it exists
+            kept.add(rank)
+            run.write(frozenset(kept))
+
+        names = keep_best(sweep, ranked[: sweep.keep], on_kept, lambda: run.held("no more experiments kept"))
         print(f"kept {', '.join(names)} as DVC experiments (dvc exp show), their metrics the sweep's byte for byte")
     return 0
 

@@ -87,8 +87,11 @@ def experiment_name(sweep: Sweep, rank: int) -> str:
     return f"{sweep.name}-{rank}"
 
 
-def write_results(sweep: Sweep, outcomes: dict[int, Outcome], keys: list[str], code: str) -> tuple[Path, Path]:
-    """sweeps/NAME.tsv, a row per trial in order, and sweeps/plots/NAME.json, for DVC's plots."""
+def write_results(
+    sweep: Sweep, outcomes: dict[int, Outcome], keys: list[str], code: str, kept: frozenset[int] = frozenset()
+) -> tuple[Path, Path]:
+    """sweeps/NAME.tsv, a row per trial in order, and sweeps/plots/NAME.json, for DVC's plots. The experiment
+    column names the experiments of the ranks `kept`: those that exist."""
     ranked = ranking(sweep, outcomes)
     rank = {o.trial.number: i for i, o in enumerate(ranked, start=1)}
     swept = [*sweep.ranges, *sweep.grid]
@@ -108,7 +111,7 @@ def write_results(sweep: Sweep, outcomes: dict[int, Outcome], keys: list[str], c
                 str(r or ""),
                 *(_text(o.trial.settings[key]) for key in swept),
                 *(_text(metrics[key]) if key in metrics else "" for key in keys),
-                experiment_name(sweep, r) if r is not None and r <= sweep.keep else "",
+                experiment_name(sweep, r) if r in kept else "",
                 code,
                 cell(o.error or ""),
             ]
