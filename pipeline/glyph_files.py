@@ -28,8 +28,14 @@ def sample_files(directory: Path = paths.SAMPLES) -> list[Path]:
     files = sorted(directory.glob("*.txt"))
     if not files:
         raise PipelineError(f"{directory}: expected glyph files *.txt, found none")
+    root = Path.cwd().resolve()
     for path in files:
         check_name(path)
+        target = path.resolve()
+        if path.is_symlink() and not target.is_relative_to(root):
+            raise PipelineError(
+                f"{shown(str(path))}: a link to a file outside the project (not read); copy the glyph in instead"
+            )
     return files
 
 

@@ -61,9 +61,9 @@ def _parse_row(line: str, where: str) -> list[int]:
     # A space is the likeliest wrong blank (the trailing ones are stripped, so the row looks short): say so.
     hint = "; a space is not a pixel: use '.' for blank" if " " in line else ""
     if len(line) != COLS:
-        raise PipelineError(
-            f"{where}: expected {COLS} pixels ({ALLOWED}), found {len(line)} characters {line[:20]!r}{hint}"
-        )
+        # The row itself only when it is pixels and spaces: no message quotes other text of a file it refuses.
+        row = f" {line!r}" if len(line) <= 20 and all(ch in INK or ch in BLANK or ch == " " for ch in line) else ""
+        raise PipelineError(f"{where}: expected {COLS} pixels ({ALLOWED}), found {len(line)} characters{row}{hint}")
     bad = [ch for ch in line if ch not in INK and ch not in BLANK]
     if bad:
         raise PipelineError(f"{where}: expected only {ALLOWED}, found {bad[0]!r}{hint}")

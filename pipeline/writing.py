@@ -9,6 +9,7 @@ order the code gives them, so identical results are identical bytes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import math
@@ -36,7 +37,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _remove_leftovers(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -53,6 +55,25 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             reason = shown(err.strerror) if err.strerror else first_line(err)
             raise PipelineError(f"{shown(str(path))}: cannot write ({reason}); {_KEPT}") from None
         raise
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete the temporary files of `path` that writers killed mid-write left (SIGKILL runs no cleanup): each
+    name carries its writer's process id, and only those of processes that are gone are removed."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process has
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 _KEPT = "the files there before are kept"

@@ -142,7 +142,17 @@ def test_killing_make_dataset_while_it_writes_leaves_no_truncated_array(project)
             pytest.fail(f"{name} has shape {array.shape}, expected {old[name].shape}")
     # A temporary file the kill left behind is hidden and never has an output's name.
     leftovers = {p.name for p in data.iterdir() if p.is_file()} - {Path(n).name for n in DATA} - {".gitignore"}
-    assert all(re.fullmatch(r"\.[xy]_(train|test)\.npy\..+\.tmp", name) for name in leftovers), leftovers
+    assert all(re.fullmatch(r"\.[xy]_(train|test)\.npy\.\d+\..+\.tmp", name) for name in leftovers), leftovers
+    # The next write of each file removes what the killed writer left (its process is gone); a live writer's stays.
+    live = data / f".x_test.npy.{os.getpid()}.abcd1234.tmp"
+    live.write_bytes(b"a write in progress")
+    dead = data / f".x_train.npy.{proc.pid}.zz99zz99.tmp"  # one more of the killed writer's, whatever the kill left
+    dead.write_bytes(b"x" * 1000)
+    params["dataset"]["train_per_class"] = 0
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert run_module("pipeline.make_dataset", cwd=project).returncode == 0
+    left = {p.name for p in data.iterdir() if p.is_file()} - {Path(n).name for n in DATA} - {".gitignore"}
+    assert left == {live.name} and not dead.exists(), left
 
 
 # dvc checkout after failures, in a git repository made from the tracked files.

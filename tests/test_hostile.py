@@ -375,3 +375,31 @@ def test_the_dvc_plots_page_survives_a_hostile_model_and_a_hostile_sample(dvc_re
     assert problems == []
     for proc in stages:
         assert proc.returncode == 2, proc.stderr
+
+
+@pytest.mark.parametrize("stage", ["predict", "explore"])
+def test_a_sample_that_links_outside_the_project_is_refused_and_never_quoted(copy, tmp_path, stage):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENG\n")
+    (copy / "data/samples/zz_link.txt").symlink_to(secret)
+    (copy / "data/samples/zz_inside.txt").symlink_to(copy / "data/samples/a.txt")  # inside: a link like any file
+    before = snapshot(copy)
+    proc = run_python("-m", f"pipeline.{stage}", cwd=copy)
+    assert proc.returncode == 2, proc.stderr
+    assert one_error_line(proc) == (
+        "error: data/samples/zz_link.txt: a link to a file outside the project (not read); copy the glyph in instead"
+    )
+    assert "wJalr" not in proc.stdout + proc.stderr and snapshot(copy) == before
+    (copy / "data/samples/zz_link.txt").unlink()
+    assert run_python("-m", f"pipeline.{stage}", cwd=copy).returncode == 0
+
+
+def test_a_refused_glyph_row_is_quoted_only_when_it_is_pixels(tmp_path):
+    from pipeline.glyph_files import read_glyph
+
+    for row, shown_row in (("AWS_SECRET=wJalrXUtnF", ""), ("..##", " '..##'")):
+        path = tmp_path / "g.txt"
+        path.write_text(row + "\n" + "......\n" * 4)
+        with pytest.raises(PipelineError) as err:
+            read_glyph(path)
+        assert str(err.value).endswith(f"found {len(row)} characters{shown_row}"), str(err.value)
