@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -174,3 +175,22 @@ def test_push_run_cache_refuses_a_remote_it_cannot_use_in_one_line_at_once(repo,
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("push-run-cache: error: " + found.format(tmp=tmp_path, port=port)), lines[0]
+
+
+def test_push_run_cache_to_a_full_remote_says_so_in_one_line(repo, tmp_path):
+    """DVC logs an ERROR line per file it fails to send: 56 of them before the summary on a full disk."""
+    work = clone_with_outputs(repo, tmp_path / "work")
+    store = tmp_path / "full"
+    store.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(store)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        dvc(work, "remote", "add", "-d", "full", str(store))
+        proc = run([sys.executable, str(ROOT / "scripts/push-run-cache")], cwd=work, check=False)
+    finally:
+        subprocess.run(["umount", str(store)], check=True)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert re.fullmatch(r"push-run-cache: error: \d+ files failed to upload \(the first: No space left on device\)", lines[0])
