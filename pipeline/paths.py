@@ -26,7 +26,8 @@ SAMPLES = Path("data/samples")  # hand-drawn glyph files (git), read by predict 
 # train
 MODEL = Path("models/model.npz")
 TRACE = Path("models/trace.npz")  # the weights after each epoch, for the explorer
-HISTORY = Path("metrics/history.tsv")  # step, loss, accuracy per epoch
+HISTORY = Path("metrics/history.tsv")  # step, loss, accuracy per epoch (it grows as a DVC run goes: resume.py)
+CHECKPOINTS = Path(".train-checkpoints")  # a long run's state, to resume it after a crash (git-ignored; not DVC's)
 
 # evaluate
 METRICS = Path("metrics/metrics.json")

@@ -63,19 +63,24 @@ def fit(
     rng: np.random.Generator,
     on_epoch: Callable[[int, float, float], None] | None = None,
     engine_name: str | None = None,
+    done: History | None = None,
 ) -> History:
     """Train `net` in place on X : (N, 30) uint8 and y : (N,) labels; raise Diverged on a non-finite loss.
 
     `on_epoch(epoch, loss, accuracy)` is called after every epoch (for progress display). `engine_name`
-    is `choose`'s answer when the caller has it; else fit asks.
+    is `choose`'s answer when the caller has it; else fit asks. `done`: the history of the epochs already
+    trained (a resumed run: `net` and `rng` as they were after them); training goes on from the next.
     """
     limit = exp_limit(net.w1.dtype)  # beyond it sigmoid and softplus clip: the run has blown up
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
+    start = 0 if done is None else len(done.loss)
+    if done is not None:
+        history.loss[:start], history.accuracy[:start] = done.loss, done.accuracy
     Z2 = np.empty((len(X), net.sizes[2]), net.w1.dtype)  # each example's logits just before its update
     chosen = engine_name or choose(len(X), epochs, batch_size, net.w1.dtype)[0]
     run_epoch = numpy_epoch if chosen == "numpy" else compiled_epoch(X, y, net, batch_size)
     with np.errstate(over="ignore", invalid="ignore"):  # a runaway loss is reported once, as Diverged
-        for i in range(epochs):
+        for i in range(start, epochs):
             order = rng.permutation(len(X)) if shuffle else np.arange(len(X))
             history.loss[i], history.accuracy[i], largest = run_epoch(net, X, y, order, lr, batch_size, Z2)
             if not np.isfinite(history.loss[i]) or largest > limit:

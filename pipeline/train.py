@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 import numpy as np
@@ -24,26 +25,52 @@ from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import Network, init_network
 from pipeline.params import TrainParams, load_params, unchanged
 from pipeline.progress import Progress
+from pipeline.resume import Checkpoints, LiveHistory, resumed, run_key
 from pipeline.sgd import NOTE_SECONDS, Diverged, History, choose, describe, fit
 from pipeline.writing import save_npz, save_tsv, together
 
 
-def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, History, dict[str, np.ndarray]]:
+def train(
+    p: TrainParams, X: np.ndarray, y: np.ndarray, checkpoints: Checkpoints | None = None
+) -> tuple[Network, History, dict[str, np.ndarray]]:
     """A network trained on X : (N, 30) uint8, y : (N,) labels, its per-epoch history, and its trace:
-    {'epoch': (E,), 'w1': (E, 30, H), 'w2': (E, H, K)[, 'b1', 'b2']}, epoch 0 the initial weights."""
+    {'epoch': (E,), 'w1': (E, 30, H), 'w2': (E, H, K)[, 'b1', 'b2']}, epoch 0 the initial weights.
+
+    With `checkpoints`, the stage's own run: it resumes from the run's checkpoint if there is one, saves
+    one as it goes, draws its progress, names its engine, and under DVC writes the history as it grows
+    (`resume.py`). Without (a sweep's trial, a notebook), it trains and says nothing."""
     rng = np.random.default_rng(p.seed)  # one stream: initial weights first, then the shuffles
     net = init_network(rng, PIXELS, p.hidden, CLASSES, p.loss, p.bias, np.dtype(p.dtype))
     stride = -(-p.epochs // TRACE_POINTS) or 1
-    snapshots = {0: weights(net)}
-    engine, seconds = choose(len(X), p.epochs, p.batch_size, net.w1.dtype)
-    if seconds > NOTE_SECONDS:  # a long run says which engine trains it, once
-        print(describe(engine, seconds, len(X), p.epochs, p.batch_size, net.w1.dtype), file=sys.stderr)
-    progress = Progress(p.epochs)
+    snapshots, done = {0: weights(net)}, None
+    state = checkpoints.load(net, p.epochs, stride) if checkpoints is not None else None
+    if state is not None:
+        net, done = resumed(net, rng, state)
+        snapshots = state.snapshots
+        print(f"train: resuming after epoch {len(done.loss)} of {p.epochs} ({checkpoints.path})", file=sys.stderr)
+    start = 0 if done is None else len(done.loss)
+    engine, seconds = choose(len(X), p.epochs - start, p.batch_size, net.w1.dtype)
+    if checkpoints is not None and seconds > NOTE_SECONDS:  # a long run says which engine trains it, once
+        print(describe(engine, seconds, len(X), p.epochs - start, p.batch_size, net.w1.dtype), file=sys.stderr)
+    progress = Progress(p.epochs) if checkpoints is not None else None
+    live = LiveHistory() if checkpoints is not None and os.environ.get("DVC_ROOT") else None
+    losses, accuracies = ([], []) if done is None else (done.loss.tolist(), done.accuracy.tolist())
+    for epoch, (loss, accuracy) in enumerate(zip(losses, accuracies), start=1):
+        if live is not None:
+            live.add(epoch, loss, accuracy)
 
     def after_epoch(epoch: int, loss: float, accuracy: float) -> None:
-        progress(epoch, loss, accuracy)
         if epoch % stride == 0 or epoch == p.epochs:
             snapshots[epoch] = weights(net)
+        if checkpoints is None:
+            return
+        progress(epoch, loss, accuracy)
+        losses.append(loss)
+        accuracies.append(accuracy)
+        if live is not None:
+            live.add(epoch, loss, accuracy)
+        if epoch < p.epochs:
+            checkpoints.save(epoch, net, rng, losses, accuracies, snapshots)
 
     try:
         history = fit(
@@ -57,11 +84,15 @@ def train(p: TrainParams, X: np.ndarray, y: np.ndarray) -> tuple[Network, Histor
             rng=rng,
             on_epoch=after_epoch,
             engine_name=engine,
+            done=done,
         )
     except Diverged as err:
         raise PipelineError(f"train: {err}; try a smaller train.lr (now {p.lr})", status=1) from None
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
+        if live is not None:
+            live.close()
     trace = {"epoch": np.array(list(snapshots), dtype=np.int64)}
     trace |= {name: np.stack([s[name] for s in snapshots.values()]) for name in snapshots[0]}
     return dataclasses.replace(net, trained_on=digest(X, y)), history, trace
@@ -76,12 +107,14 @@ def main() -> None:
     argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0]).parse_args()
     params = load_params()
     X, y = load_split("train")
-    net, history, trace = train(params.train, X, y)
+    checkpoints = Checkpoints(run_key(params.train, X, y))
+    net, history, trace = train(params.train, X, y, checkpoints)
     with together():  # the model, its trace and its history agree, or the old ones stay
         save_network(paths.MODEL, net, distinct_glyphs(X, y))
         save_npz(paths.TRACE, trace)
         save_tsv(paths.HISTORY, {"step": history.step, "loss": history.loss, "accuracy": history.accuracy})
         unchanged(params, "train")  # last in the block: the files land only if params.yaml held still
+    checkpoints.remove()
 
 
 if __name__ == "__main__":

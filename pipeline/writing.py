@@ -156,9 +156,13 @@ def check_finite(path: Path, obj: Any, where: str = "") -> None:
 def save_tsv(path: Path, columns: dict[str, np.ndarray]) -> None:
     """Columns of equal length as a TSV with a header; floats get DECIMALS decimals."""
     names = list(columns)
-    cells = [[_cell(v) for v in columns[n]] for n in names]
-    lines = ["\t".join(names)] + ["\t".join(row) for row in zip(*cells)]
+    lines = ["\t".join(names)] + [tsv_row(row) for row in zip(*(columns[n] for n in names))]
     save_text(path, "\n".join(lines) + "\n")
+
+
+def tsv_row(values: tuple) -> str:
+    """One row of `save_tsv`'s: floats with DECIMALS decimals."""
+    return "\t".join(_cell(v) for v in values)
 
 
 def _cell(value: Any) -> str:

@@ -473,7 +473,7 @@ BAD_FILES = {
             sizes=lambda a: np.array([30, 0, 3]),
         ),
         "predict",
-        "models/model.npz: not a model file (expected at least 1 hidden unit, found 0)",
+        "models/model.npz: not a model file (expected 1 to 512 hidden units (train.hidden's limits), found 0)",
     ),
     "npz-sizes-a-string": (
         "models/model.npz",

@@ -183,7 +183,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert str(err.value).startswith(f"{path}: train.lr: expected a number > 0.0, found [")
+    assert str(err.value).startswith(f"{path}: line 15: expected plain YAML, found the alias *l0; write the value out")
     assert "\n" not in str(err.value)
 
 
