@@ -3,6 +3,7 @@ is not a terminal."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -36,6 +37,8 @@ class Progress:
             return
         filled = WIDTH * done // max(self.epochs, 1)
         line = f"{self.label} [{'#' * filled}{'.' * (WIDTH - filled)}] {text}"
+        # No wider than the terminal: a wrapped line is not returned to by "\r", and each redraw breaks another.
+        line = line[: max(shutil.get_terminal_size().columns - 1, 20)]
         self.stream.write("\r" + line.ljust(self.width))
         self.stream.flush()
         self.shown, self.width = True, len(line)

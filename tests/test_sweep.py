@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,15 +170,20 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_the_progress_line_shows_done_failed_left_and_the_best_so_far(tmp_path):
+def test_the_progress_line_shows_done_failed_left_and_the_best_so_far(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     spec = SimpleNamespace(name="s", metric="test.accuracy", goal="max")
-    tally = sweep.Tally(8, done=3, failed=1, best=(0.95, 2))
+    started = time.monotonic() - 10  # 3 trials finished here in 10 s: 4 more take about 13 s
+    tally = sweep.Tally(8, done=3, failed=1, reused=1, running=2, best=(0.95, 2), engine="engine NumPy", started=started)
     display = sweep.Display(spec, tally)
     display.bar.stream, display.bar.enabled = Terminal(), True
     display.tick()
     line = display.bar.stream.getvalue()
-    assert line.startswith("\rsweep s [###############...............] 3 done, 1 failed, 4 left")
-    assert line.endswith("best test.accuracy 0.95 (trial 2)")
+    assert line.startswith("\rsweep s [###############...............] 3 done, 2 running, 1 failed, 1 reused, 4 left")
+    assert line.endswith("; best test.accuracy 0.95 (trial 2); engine NumPy; about 13 s left")
+    monkeypatch.setenv("COLUMNS", "60")  # cut to the terminal's width: a wrapped line is not redrawn by "\r"
+    display.tick()
+    assert len(display.bar.stream.getvalue().split("\r")[-1].rstrip()) == 59
 
 
 def tsv_rows(path: Path) -> list[dict[str, str]]:
@@ -485,3 +491,41 @@ def test_a_failed_dvc_command_is_told_by_its_own_error_line_not_its_last_line():
     assert _reason(subprocess.CompletedProcess([], 1, dvc_out, stage + tail)) == stage.strip()
     assert _reason(subprocess.CompletedProcess([], 1, dvc_out, tail + "Having any troubles? Hit us up\n")) == tail.strip()
     assert _reason(subprocess.CompletedProcess([], 1, dvc_out, "")) == "Running stage 'train':"
+
+
+
+def test_on_a_terminal_the_sweep_draws_its_one_line_and_no_worker_draws_anything(tmp_path):
+    """A new user's capture showed 30 lines broken by the workers' train bars over the sweep's line."""
+    import pty
+
+    project = copy_project(tmp_path / "p")
+    (project / "sweeps/slow.yaml").write_text(SLOW.replace("0.3, 0.4, 0.5, 0.6]", "0.3, 0.4]"))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--workers", "2"],
+        cwd=project, env=env() | {"PIPELINE_ENGINE": "numpy", "COLUMNS": "120"}, stdin=follower, stdout=follower,
+        stderr=follower, close_fds=True,
+    )
+    os.close(follower)
+    captured = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the sweep ended
+            break
+        if not chunk:
+            break
+        captured += chunk
+    proc.wait(timeout=300)
+    os.close(leader)
+    text = captured.decode()
+    assert proc.returncode == 0, text
+    draws = [piece for piece in re.split(r"[\r\n]+", text) if piece.strip()]
+    bars = [piece for piece in draws if piece.startswith("sweep slow [")]
+    assert bars and not any("train [" in piece for piece in draws), draws
+    assert max(map(len, bars)) < 120  # no wider than the terminal (COLUMNS), so "\r" redraws the one line
+    assert re.search(r"\d+ done, \d+ running, 0 failed, 0 reused, \d+ left", text), bars
+    lines = [piece for piece in draws if not piece.startswith("sweep slow [")]  # after the line: the summary
+    assert len(lines) == 3 and lines[0].startswith("sweep slow: 4 trials: 0 reused from .sweep-cache/"), draws
+    assert lines[1] == "wrote sweeps/slow.tsv and sweeps/plots/slow.json"
+    assert lines[2].startswith("best test.accuracy ") and ": trial " in lines[2], lines

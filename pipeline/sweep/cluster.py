@@ -116,6 +116,7 @@ def run_all(todo: list[Trial], files: list[str], code: str, client: Any, on_resu
     from distributed.scheduler import KilledWorker
 
     token = secrets.token_hex(8)
+    progress.tally.started = time.monotonic()
     futures = {client.submit(run_trial, t.doc, files, key=f"trial-{t.key}-{token}"): t for t in todo}
     workers = set(client.nthreads())  # not scheduler_info(): a periodic refresh can blank its list
     pending = as_completed(futures)
@@ -131,10 +132,12 @@ def run_all(todo: list[Trial], files: list[str], code: str, client: Any, on_resu
                 result = {"code": code, "error": f"the worker raised {type(err).__name__}: {first_line(err)}"}
             on_result(trial, result, where)
             future.release()
-        now = set(client.nthreads())
+        threads = client.nthreads()
+        now = set(threads)
         for lost in sorted(workers - now):
             progress.note(f"note: lost worker {lost}; Dask runs its trials again on the others")
         workers = now
+        progress.tally.running = min(pending.count(), sum(threads.values()))
         progress.tick()
         time.sleep(0.1)
 

@@ -140,9 +140,10 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def make_engine_ready(todo: list[Trial]) -> None:
+def make_engine_ready(todo: list[Trial]) -> str:
     """Compile the training engine here, once, for each dtype whose trials together pay for it (`auto`
-    would never compile for one trial): the workers of this machine then load it from its cache."""
+    would never compile for one trial): the workers of this machine then load it from its cache. Returns
+    what the progress line says of the engine."""
     runs: dict[str, list[tuple[int, int, int]]] = {}
     for trial in todo:
         if trial.doc is not None:
@@ -150,14 +151,19 @@ def make_engine_ready(todo: list[Trial]) -> None:
             moved = len(shifted_copies(clean_glyphs(), dataset["shift"])[0])
             examples = len(CLASSES) * (1 + dataset["train_per_class"]) + moved  # make_dataset's training set
             runs.setdefault(train["dtype"], []).append((examples, train["epochs"], train["batch_size"]))
-    if os.environ.get(ENGINE_VARIABLE, "auto") != "auto":
-        return
+    chosen = os.environ.get(ENGINE_VARIABLE, "auto")
+    if chosen != "auto":
+        return "engine NumPy" if chosen == "numpy" else "engine compiled"
     for dtype, work in runs.items():
         if not native.is_ready(dtype) and pays_to_compile(work):
             print(f"sweep: compiling the training engine for {dtype} on this machine, once", file=sys.stderr)
             from pipeline import compiled  # Numba: only here
 
             compiled.compile_ahead((np.dtype(dtype),))
+    ready = [dtype for dtype in runs if native.is_ready(dtype)]
+    if ready and len(ready) == len(runs):
+        return "engine compiled"
+    return "engine NumPy" if runs else ""
 
 
 def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
@@ -166,7 +172,7 @@ def sweep_main(sweep: Sweep, scheduler: str | None, workers: int) -> int:
     where, start = scheduler or f"a LocalCluster of {workers} workers", time.monotonic()
     try:
         if todo:
-            make_engine_ready(todo)
+            run.tally.engine = make_engine_ready(todo)
             with _terminate_as_interrupt(), dask_client(scheduler, workers) as client:
                 wait_for_workers(client, where)
                 run_all(todo, run.files, run.code, client, run.on_result, run.display)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ class Tally:
     total: int
     done: int = 0
     failed: int = 0
+    reused: int = 0  # of done and failed: results of an earlier run
+    running: int = 0  # trials a worker has now
     best: tuple[float, int] | None = None  # (metric, trial)
+    engine: str = ""  # what trains the trials on this machine's workers
+    started: float | None = None  # when the first trial was sent (time.monotonic)
 
 
 @dataclass
@@ -47,9 +52,17 @@ class Display:
 
     def tick(self) -> None:
         t = self.tally
-        best = f"; best {self.sweep.metric} {t.best[0]:g} (trial {t.best[1]})" if t.best else ""
         left = t.total - t.done - t.failed
-        self.bar.show(t.done + t.failed, f"{t.done} done, {t.failed} failed, {left} left{best}")
+        parts = [f"{t.done} done", f"{t.running} running", f"{t.failed} failed", f"{t.reused} reused", f"{left} left"]
+        text = ", ".join(parts)
+        if t.best:
+            text += f"; best {self.sweep.metric} {t.best[0]:g} (trial {t.best[1]})"
+        if t.engine:
+            text += f"; {t.engine}"
+        ran = t.done + t.failed - t.reused  # finished in this run: what the time left is estimated from
+        if t.started is not None and ran and left:
+            text += f"; about {_duration((time.monotonic() - t.started) * left / ran)} left"
+        self.bar.show(t.done + t.failed, text)
 
     def note(self, line: str) -> None:
         if self.bar.shown:
@@ -59,8 +72,13 @@ class Display:
         self.tick()
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 def record(outcomes: dict[int, Outcome], sweep: Sweep, tally: Tally, display: Display, outcome: Outcome) -> None:
     outcomes[outcome.trial.number] = outcome
+    tally.reused += outcome.reused
     if outcome.error is not None:
         tally.failed += 1
         display.note(f"error: {shown(outcome.error)}")
