@@ -207,3 +207,46 @@ def test_image_captions_are_big_enough_to_read(tmp_path):
     red = rgb[..., 0] - rgb[..., 1] > 60  # the caption's ink, antialiased edges included
     rows = np.flatnonzero(red.any(axis=1))
     assert rows.size and rows.max() - rows.min() + 1 >= 13, rows
+
+
+@pytest.mark.parametrize("width", [420, 1280])
+def test_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(browser, plots_page, diff_page, width):
+    """At 420 px the page did not scroll sideways, but charts were clipped inside their cards (the sweep chart's
+    title showed as "sw..."); at 1280 px the sweep chart was titled with its path and stood between the training
+    curves. Screenshots: test-artifacts/plots-420.png and plots-1280.png."""
+    for page in (plots_page, diff_page):
+        tab = browser.new_page(viewport={"width": width, "height": 900})
+        messages: list[str] = []
+        tab.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
+        tab.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
+        try:
+            tab.goto(page.as_uri())
+            drawn = "ids => ids.every(id => document.querySelector(`#${CSS.escape(id)} :is(svg, canvas)`))"
+            tab.wait_for_function(drawn, arg=vega_ids(page), timeout=20_000)
+            tab.wait_for_timeout(500)
+            cards = tab.evaluate(
+                """() => [...document.querySelectorAll('main > div')].map(card => {
+                     const chart = card.querySelector('svg, canvas, img');
+                     return {id: card.id, inner: card.clientWidth, scroll: card.scrollWidth,
+                             chart: chart ? chart.getBoundingClientRect().width : 0,
+                             titles: [...card.querySelectorAll('.role-title-text')].map(t => t.getBoundingClientRect().left
+                                     - card.getBoundingClientRect().left)};
+                   })"""
+            )
+            page_width = tab.evaluate("document.documentElement.scrollWidth")
+            if page == plots_page:
+                SCREENSHOT.parent.mkdir(exist_ok=True)
+                tab.screenshot(path=str(SCREENSHOT.with_name(f"plots-{width}.png")), full_page=True)
+            order = tab.evaluate("[...document.querySelectorAll('main > div')].map(d => d.id)")
+        finally:
+            tab.close()
+        assert messages == [], messages
+        assert page_width <= width
+        for card in cards:
+            assert card["scroll"] <= card["inner"] + 1 and card["chart"] <= card["inner"] + 1, card
+            assert all(left >= 0 for left in card["titles"]), card  # no title runs out of its card
+        sweep = next(i for i, name in enumerate(order) if name.startswith("sweeps_plots"))
+        assert order[:2] == ["dvc_yaml__metrics_history_tsv", "metrics_history_tsv"] and sweep == 2, order
+    text = plots_page.read_text(encoding="utf-8")
+    assert '"Sweeps: the ranking metric against each setting varied, a panel a setting"' in text
+    assert '"kind": "category"' in text and '"kind": "number"' in text

@@ -12,7 +12,7 @@ from typing import Any
 from pipeline import paths
 from pipeline.errors import shown
 from pipeline.progress import Progress
-from pipeline.sweep.sweep_file import SECTIONS, Sweep, kind
+from pipeline.sweep.sweep_file import SECTIONS, Range, Sweep
 from pipeline.sweep.trials import Trial
 from pipeline.sweep.work import flat
 from pipeline.writing import save_json, save_text, together
@@ -153,20 +153,25 @@ def _text(value: Any) -> str:
 
 
 def plot_rows(sweep: Sweep, ranked: list[Outcome], swept: list[str]) -> list[dict[str, Any]]:
-    """A row per trial and swept key: {'key': 'test.accuracy against train.lr', 'value': 0.3, 'score': ...}.
-    Booleans and strings are plotted at their index among the values seen, which the key's label lists; a key
-    held at one value gets no panel."""
+    """A row per trial and swept key: {'key': 'test.accuracy against train.lr', 'kind': 'number', 'value': 0.3,
+    'score': ..., 'trial': 4}. A key drawn from a range is a number (a continuous axis); a key of the grid, or
+    of a list to choose from, is a category (its values in the order the sweep file gives them, as text); a
+    key held at one value gets no panel."""
     rows = []
     for key in swept:
         seen = list(dict.fromkeys(json.dumps(o.trial.settings[key]) for o in ranked))
         if len(seen) < 2:  # a key the sweep holds at one value: a panel would say nothing
             continue
-        numeric = kind(key) in ("int", "float")
-        label = f"{sweep.metric} against {key}"
-        if not numeric:
-            label += " (" + ", ".join(f"{i} {json.loads(s)}".lower() for i, s in enumerate(seen)) + ")"
+        numeric = isinstance(sweep.ranges.get(key), Range)
         for o in sorted(ranked, key=lambda o: o.trial.number):
             value = o.trial.settings[key]
-            x = value if numeric else seen.index(json.dumps(value))
-            rows.append({"key": label, "value": x, "score": o.value(sweep.metric), "trial": o.trial.number})
+            rows.append(
+                {
+                    "key": f"{sweep.metric} against {key}",
+                    "kind": "number" if numeric else "category",
+                    "value": value if numeric else _text(value),
+                    "score": o.value(sweep.metric),
+                    "trial": o.trial.number,
+                }
+            )
     return rows
