@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,20 +54,30 @@ def load_history(path: Path = paths.HISTORY) -> dict[str, np.ndarray]:
         raise missing(path, "train") from None
     except (OSError, UnicodeDecodeError) as err:
         raise stale(path, f"unreadable ({first_line(err)})", "train") from None
+    # No message quotes the file's text beyond numbers and column names: a link could make it any file.
     header = lines[0].split("\t") if lines else []
     if header != columns:
-        raise stale(path, f"expected the header step, loss, accuracy, found {header}", "train")
+        names = len(header) <= 6 and all(re.fullmatch(r"[A-Za-z_]{1,20}", cell) for cell in header)
+        raise stale(
+            path,
+            f"expected the header step, loss, accuracy, found {header if names else 'another first line'}",
+            "train",
+        )
     rows = []
     for lineno, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
         try:
-            rows.append([float(cell) for cell in line.split("\t")])
+            rows.append([float(cell) for cell in cells])
         except ValueError:
-            rows.append([])  # reported below with the line number
+            raise stale(
+                path, f"line {lineno}: expected 3 numbers, found a cell that is not a number", "train"
+            ) from None
         if len(rows[-1]) != len(columns):
-            raise stale(path, f"line {lineno}: expected 3 numbers, found {line[:40]!r}", "train")
+            raise stale(path, f"line {lineno}: expected 3 numbers, found {len(cells)}", "train")
         if not all(map(math.isfinite, rows[-1])):  # a NaN would reach the explorer's JSON.parse and the curves
-            raise stale(path, f"line {lineno}: expected finite numbers, found {line[:40]!r}", "train")
+            found = ", ".join(f"{value:g}" for value in rows[-1])
+            raise stale(path, f"line {lineno}: expected finite numbers, found {found}", "train")
         if rows[-1][0] != lineno - 1:  # train writes epochs 1, 2, ... in order
-            raise stale(path, f"line {lineno}: expected step {lineno - 1}, found {line[:40]!r}", "train")
+            raise stale(path, f"line {lineno}: expected step {lineno - 1}, found {rows[-1][0]:g}", "train")
     table = np.array(rows, dtype=np.float64).reshape(-1, len(columns))
     return {"step": table[:, 0].astype(np.int64), "loss": table[:, 1], "accuracy": table[:, 2]}

@@ -141,7 +141,9 @@ def load_trace(net: Network, epochs: int) -> dict[str, np.ndarray]:
     if epoch.dtype != np.int64 or epoch.ndim != 1 or len(epoch) == 0 or epoch[0] != 0 or (np.diff(epoch) <= 0).any():
         raise stale(paths.TRACE, f"expected epochs 0, 1, ... in order, found {epoch.dtype}{epoch.shape}", "train")
     if epoch[-1] != epochs:  # the page's curves and its weights step through the same epochs
-        raise stale(paths.TRACE, f"expected epochs up to {epochs}, {paths.HISTORY}'s last, found up to {epoch[-1]}", "train")
+        raise stale(
+            paths.TRACE, f"expected epochs up to {epochs}, {paths.HISTORY}'s last, found up to {epoch[-1]}", "train"
+        )
     for name, weights in model.items():
         found = trace.get(name)
         if found is None or found.dtype != weights.dtype or found.shape != (len(epoch), *weights.shape):

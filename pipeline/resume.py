@@ -102,7 +102,10 @@ class Checkpoints:
         if not np.array_equal(arrays["trace_epoch"], np.array(kept, dtype=np.int64)):
             raise ValueError(f"expected the trace of epochs {kept[:3]}..., found others")
         for name, array in model.items():
-            for found, shape in ((weights[name], array.shape), (arrays.get(f"trace_{name}"), (len(kept), *array.shape))):
+            for found, shape in (
+                (weights[name], array.shape),
+                (arrays.get(f"trace_{name}"), (len(kept), *array.shape)),
+            ):
                 if found is None or found.dtype != array.dtype or found.shape != shape or not np.isfinite(found).all():
                     raise ValueError(f"{name}: expected finite {array.dtype}{shape} weights")
         rng = json.loads(str(arrays["rng"]))

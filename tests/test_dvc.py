@@ -127,7 +127,15 @@ def test_every_path_has_one_home_in_paths_py_and_dvc_yaml_agrees():
             declared |= {next(iter(e)) if isinstance(e, dict) else e for e in stage.get(kind, [])}
     files = {name for name in declared if name != "pipeline" and not name.startswith("pipeline/")}
     assert files <= named, f"in dvc.yaml, not in pipeline/paths.py: {sorted(files - named)}"
-    not_stages = {"params.yaml", "dvc.yaml", "dvc.lock", ".dvc/plots/offline.html", "sweeps", "sweeps/plots", ".sweep-cache"}
+    not_stages = {
+        "params.yaml",
+        "dvc.yaml",
+        "dvc.lock",
+        ".dvc/plots/offline.html",
+        "sweeps",
+        "sweeps/plots",
+        ".sweep-cache",
+    }
     not_stages |= {".train-checkpoints"}
     assert named - files == not_stages, sorted(named - files)
     for module in sorted((ROOT / "pipeline").glob("*.py")):  # no other module spells a path out

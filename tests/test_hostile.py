@@ -104,7 +104,9 @@ def test_a_model_wider_than_params_allow_is_refused_before_any_stage_sizes_work_
     with np.load(copy / paths.MODEL) as model:
         arrays = dict(model)
     wide = np.zeros((30, 30_000))  # 7.2 MB: under the entry limit, 60 times the widest network params.yaml allows
-    np.savez(copy / paths.MODEL, **arrays | {"w1": wide, "w2": np.zeros((30_000, 3)), "sizes": np.array([30, 30_000, 3])})
+    np.savez(
+        copy / paths.MODEL, **arrays | {"w1": wide, "w2": np.zeros((30_000, 3)), "sizes": np.array([30, 30_000, 3])}
+    )
     before = snapshot(copy)
     proc = run_python("-m", f"pipeline.{stage}", cwd=copy)
     line = one_error_line(proc)

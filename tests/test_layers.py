@@ -18,7 +18,12 @@ LAYERS = [
     {"glyphs", "model", "native", "writing", "reading"},  # the glyphs, the math, the engine's code, file primitives
     {"compiled"},  # the math compiled (Numba), into native's cache
     {"artifacts", "glyph_files", "sgd"},  # our files between stages, glyph files, the loop
-    {"checkpoint", "params", "pictures", "resume"},  # the model file, params.yaml (sized by sgd's blocks, the trace), pictures, a run's checkpoints
+    {
+        "checkpoint",
+        "params",
+        "pictures",
+        "resume",
+    },  # the model file, params.yaml (sized by sgd's blocks, the trace), pictures, a run's checkpoints
     {"figures"},  # charts
     {"check_params", "make_dataset", "train", "evaluate", "predict", "explore"},  # stages
     {"sweep"},  # a folder: runs the stages' functions as trials on Dask

@@ -229,8 +229,8 @@ def test_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(browser, plot
                      const chart = card.querySelector('svg, canvas, img');
                      return {id: card.id, inner: card.clientWidth, scroll: card.scrollWidth,
                              chart: chart ? chart.getBoundingClientRect().width : 0,
-                             titles: [...card.querySelectorAll('.role-title-text')].map(t => t.getBoundingClientRect().left
-                                     - card.getBoundingClientRect().left)};
+                             titles: [...card.querySelectorAll('.role-title-text')]
+                                     .map(t => t.getBoundingClientRect().left - card.getBoundingClientRect().left)};
                    })"""
             )
             page_width = tab.evaluate("document.documentElement.scrollWidth")

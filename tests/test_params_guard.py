@@ -204,15 +204,21 @@ def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
     edit(clean, "  epochs: 300 ", "  epochs: 10000 ")  # train runs long enough to be caught running
     before = outputs(clean)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train"], cwd=clean, env=env() | {"PIPELINE_ENGINE": "numpy"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "pipeline.train"],
+        cwd=clean,
+        env=env() | {"PIPELINE_ENGINE": "numpy"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr.readline().startswith("train: NumPy trains (about")  # it read params.yaml, and trains
     edit(clean, "  lr: 0.1 ", "  lr: 0.9 ")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     line = one_error_line(subprocess.CompletedProcess(proc.args, 1, out, err))
-    assert line.startswith("error: params.yaml: changed while train ran (train.lr 0.1, now 0.9); nothing written. "), line
+    assert line.startswith("error: params.yaml: changed while train ran (train.lr 0.1, now 0.9); nothing written. "), (
+        line
+    )
     assert "`dvc exp run --queue` or `--temp`" in line
     assert outputs(clean) == before
 
@@ -225,7 +231,8 @@ def test_a_page_is_not_made_for_a_model_trained_with_other_params(clean):
     proc = run([sys.executable, "-m", "pipeline.explore"], cwd=clean, check=False)
     assert proc.returncode == 1, proc.stderr
     assert one_error_line(proc).startswith(
-        "error: models/model.npz: made by train with train.lr 0.1 (dvc.lock), but params.yaml says 0.7: run `dvc repro`."
+        "error: models/model.npz: made by train with train.lr 0.1 (dvc.lock), but params.yaml says 0.7: "
+        "run `dvc repro`."
     ), proc.stderr
     assert outputs(clean) == before
 
@@ -236,7 +243,9 @@ def test_two_dvc_exp_runs_at_once_leave_no_stage_made_with_other_params(clean):
     common = {"cwd": clean, "env": env() | {"PIPELINE_ENGINE": "numpy"}, "text": True}
     first = subprocess.Popen(
         [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=0.7", "-S", "train.epochs=10000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **common,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **common,
     )
     seen = []
     for line in first.stdout:  # until its train stage runs
@@ -244,7 +253,11 @@ def test_two_dvc_exp_runs_at_once_leave_no_stage_made_with_other_params(clean):
         if line.startswith("Running stage 'train'"):
             break
     second = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=0.9"], capture_output=True, timeout=300, **common
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "train.lr=0.9"],
+        capture_output=True,
+        timeout=300,
+        check=False,
+        **common,
     )
     rest, _ = first.communicate(timeout=300)
     log = "".join(seen) + rest

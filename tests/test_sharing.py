@@ -182,7 +182,8 @@ def test_push_run_cache_to_a_full_remote_says_so_in_one_line(repo, tmp_path):
     work = clone_with_outputs(repo, tmp_path / "work")
     store = tmp_path / "full"
     store.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(store)], capture_output=True)
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(store)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -193,4 +194,6 @@ def test_push_run_cache_to_a_full_remote_says_so_in_one_line(repo, tmp_path):
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert re.fullmatch(r"push-run-cache: error: \d+ files failed to upload \(the first: No space left on device\)", lines[0])
+    assert re.fullmatch(
+        r"push-run-cache: error: \d+ files failed to upload \(the first: No space left on device\)", lines[0]
+    )

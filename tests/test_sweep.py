@@ -73,9 +73,18 @@ def run_main(project: Path, *args: str, monkeypatch, capsys) -> SimpleNamespace:
         (lambda t: t.replace("high: 1.0", "high: 0.01"), "random.ranges.train.lr.high: expected a number >= low"),
         (lambda t: t.replace("low: 0.1", "low: 0"), "train.lr.low: expected a number > 0 for a log scale"),
         (lambda t: t.replace("scale: log", "scale: cubic"), "random.ranges.train.lr.scale: expected linear or log"),
-        (lambda t: t.replace("low: 0.1", "low: fast"), "random.ranges.train.lr.low: expected a number between -2^53 and 2^53, found 'fast'"),
-        (lambda t: t.replace("low: 0.1", "low: " + "9" * 400), "train.lr.low: expected a number between -2^53 and 2^53, found 999"),
-        (lambda t: t.replace("grid:\n  train.loss: [bce, mse]\n", "grid: {}\n"), "s.yaml: grid: expected at least one params key, found none"),
+        (
+            lambda t: t.replace("low: 0.1", "low: fast"),
+            "random.ranges.train.lr.low: expected a number between -2^53 and 2^53, found 'fast'",
+        ),
+        (
+            lambda t: t.replace("low: 0.1", "low: " + "9" * 400),
+            "train.lr.low: expected a number between -2^53 and 2^53, found 999",
+        ),
+        (
+            lambda t: t.replace("grid:\n  train.loss: [bce, mse]\n", "grid: {}\n"),
+            "s.yaml: grid: expected at least one params key, found none",
+        ),
         (lambda t: t.replace("train.lr: {", "train.loss: {"), "random.ranges.train.loss: also in grid"),
         (lambda t: t.replace("count: 2", "count: 0"), "random.count: expected an integer in [1, 5000], found 0"),
         (lambda t: t.replace("count: 2", "count: 5000"), "grid: expected at most 5000 trials in all, found 10000"),
@@ -84,7 +93,10 @@ def run_main(project: Path, *args: str, monkeypatch, capsys) -> SimpleNamespace:
         (lambda t: t.replace("keep: 0", "keep: 5"), "s.yaml: keep: expected an integer in [0, 4], found 5"),
         (lambda t: t.replace("  seed: 0\n", ""), "s.yaml: random.seed: missing"),
         (lambda t: t.replace("[bce, mse]", "[bce, mse"), "s.yaml: line 6: invalid YAML: "),
-        (lambda t: "random:\n  count: 1\n  seed: 0\n  ranges: {}\n" + t[: t.index("grid")], "random.ranges: expected at least one key"),
+        (
+            lambda t: "random:\n  count: 1\n  seed: 0\n  ranges: {}\n" + t[: t.index("grid")],
+            "random.ranges: expected at least one key",
+        ),
     ],
 )
 def test_a_bad_sweep_file_is_one_line_naming_the_key_and_nothing_runs(edit, fragment, tmp_path, monkeypatch, capsys):
@@ -96,10 +108,22 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key_and_nothing_runs(edit, frag
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--scheduler", "ftp://127.0.0.1:8786"], "--scheduler ftp://127.0.0.1:8786: expected tcp://HOST:PORT or tls://HOST:PORT, found the scheme ftp"),
-        (["--scheduler", "tcp://127.0.0.1:99999"], "--scheduler tcp://127.0.0.1:99999: expected tcp://HOST:PORT or tls://HOST:PORT, found the port 99999"),
-        (["--scheduler", "tcp://127.0.0.1"], "--scheduler tcp://127.0.0.1: expected tcp://HOST:PORT or tls://HOST:PORT, found no port"),
-        (["--scheduler", "127.0.0.1:8786"], "--scheduler 127.0.0.1:8786: expected tcp://HOST:PORT or tls://HOST:PORT, found no scheme"),
+        (
+            ["--scheduler", "ftp://127.0.0.1:8786"],
+            "--scheduler ftp://127.0.0.1:8786: expected tcp://HOST:PORT or tls://HOST:PORT, found the scheme ftp",
+        ),
+        (
+            ["--scheduler", "tcp://127.0.0.1:99999"],
+            "--scheduler tcp://127.0.0.1:99999: expected tcp://HOST:PORT or tls://HOST:PORT, found the port 99999",
+        ),
+        (
+            ["--scheduler", "tcp://127.0.0.1"],
+            "--scheduler tcp://127.0.0.1: expected tcp://HOST:PORT or tls://HOST:PORT, found no port",
+        ),
+        (
+            ["--scheduler", "127.0.0.1:8786"],
+            "--scheduler 127.0.0.1:8786: expected tcp://HOST:PORT or tls://HOST:PORT, found no scheme",
+        ),
         (["--scheduler", "tcp://\x1b[2J:1"], "--scheduler tcp://\\x1b[2J:1: expected"),
         (["--workers", "100000"], "--workers: expected 1 to "),
         (["--workers", "0"], "--workers: expected 1 to "),
@@ -174,7 +198,9 @@ def test_the_progress_line_shows_done_failed_left_and_the_best_so_far(tmp_path, 
     monkeypatch.setenv("COLUMNS", "200")
     spec = SimpleNamespace(name="s", metric="test.accuracy", goal="max")
     started = time.monotonic() - 10  # 3 trials finished here in 10 s: 4 more take about 13 s
-    tally = sweep.Tally(8, done=3, failed=1, reused=1, running=2, best=(0.95, 2), engine="engine NumPy", started=started)
+    tally = sweep.Tally(
+        8, done=3, failed=1, reused=1, running=2, best=(0.95, 2), engine="engine NumPy", started=started
+    )
     display = sweep.Display(spec, tally)
     display.bar.stream, display.bar.enabled = Terminal(), True
     display.tick()
@@ -250,8 +276,10 @@ def test_a_sweep_stopped_halfway_reports_bad_trials_in_one_line_each_and_resumes
     assert [r["status"] for r in rows] == ["ok"] * 8 + ["failed"] * 4
     assert sorted(int(r["rank"]) for r in rows[:8]) == list(range(1, 9))
     plot = json.loads((project / "sweeps/plots/stopped.json").read_text())
-    labels = {"test.accuracy against train.lr", "test.accuracy against train.loss (0 bce, 1 mse)"}
+    labels = {"test.accuracy against train.lr", "test.accuracy against train.loss"}
     assert {p["key"] for p in plot} == labels and len(plot) == 16  # a panel for each key varied among the good
+    assert {p["value"] for p in plot if p["key"].endswith("train.loss")} == {"bce", "mse"}  # a category's values
+    assert {p["kind"] for p in plot} == {"category"}  # grid keys: lr's values are listed, not drawn from a range
     # Every trial's metrics are what the stages' functions give in this process: the workers' are the same bytes.
     spec = _in(project, lambda: sweep.load_sweep(Path("sweeps/stopped.yaml")))
     trials = _in(project, lambda: sweep.trials(spec, read_yaml(project / paths.PARAMS), ""))
@@ -401,9 +429,15 @@ def test_what_a_worker_sends_back_is_checked_before_it_is_shown_ranked_written_o
     errors = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 9, ran.stderr
     assert all("refused what tcp://127.0.0.1:9\\n<b> sent back: " in e for e in errors[:8]), errors
-    for fragment in ("test.accuracy: expected a number in [0, 1], found 1.5", "text that is not JSON", "found nothing (null)",
-                     "test.accuracy: expected a number in [0, 1], found '1.0' (str)", "expected the metrics train.accuracy",
-                     "a worker runs other code (hash 0000000000000000", "expected the text evaluate writes"):
+    for fragment in (
+        "test.accuracy: expected a number in [0, 1], found 1.5",
+        "text that is not JSON",
+        "found nothing (null)",
+        "test.accuracy: expected a number in [0, 1], found '1.0' (str)",
+        "expected the metrics train.accuracy",
+        "a worker runs other code (hash 0000000000000000",
+        "expected the text evaluate writes",
+    ):
         assert any(fragment in e for e in errors), (fragment, errors)
     assert f"best test.accuracy {json.loads(got['good'])['test']['accuracy']:g}: trial 10" in ran.stdout
     rows = tsv_rows(project / "sweeps/forged.tsv")
@@ -417,7 +451,9 @@ def test_what_a_worker_sends_back_is_checked_before_it_is_shown_ranked_written_o
 
     # A cached result is checked as it is read back: a forged file is said in one line and the trial runs again.
     spec = _in(project, lambda: sweep.load_sweep(Path("sweeps/forged.yaml")))
-    trial = _in(project, lambda: sweep.trials(spec, read_yaml(project / paths.PARAMS), sweep.code_hash(sweep.code_files())))[9]
+    trial = _in(
+        project, lambda: sweep.trials(spec, read_yaml(project / paths.PARAMS), sweep.code_hash(sweep.code_files()))
+    )[9]
     poisoned = project / paths.SWEEP_CACHE / f"{trial.key}.json"
     poisoned.write_text(json.dumps({"metrics": got["good"].replace("1.0", "1.5")}))
     again = run_main(project, "sweeps/forged.yaml", monkeypatch=monkeypatch, capsys=capsys)
@@ -454,7 +490,13 @@ def test_a_yaml_alias_bomb_is_one_line_under_a_memory_limit(where, tmp_path):
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.sweep", "sweeps/bomb.yaml"],
-        cwd=project, env=env(), capture_output=True, text=True, timeout=120, check=False, preexec_fn=cap,
+        cwd=project,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=cap,
     )
     assert_one_line_error(proc, f"error: {named}")
     assert "found the alias *a" in proc.stderr and time.monotonic() - start < 60
@@ -477,7 +519,9 @@ def test_params_yaml_edited_during_a_sweep_is_said_so_and_no_result_is_written(t
     monkeypatch.setattr(command, "wait_for_workers", lambda *a: None)
     ran = run_main(project, "sweeps/edited.yaml", monkeypatch=monkeypatch, capsys=capsys)
     assert_one_line_error(
-        ran, "error: params.yaml: changed while the sweep edited ran (train.lr 0.1, now 0.3); nothing written. ", status=1
+        ran,
+        "error: params.yaml: changed while the sweep edited ran (train.lr 0.1, now 0.3); nothing written. ",
+        status=1,
     )
     assert not (project / "sweeps/edited.tsv").exists()
 
@@ -489,9 +533,10 @@ def test_a_failed_dvc_command_is_told_by_its_own_error_line_not_its_last_line():
     stage = "error: params.yaml: changed while train ran (train.lr 0.7, now 0.9); nothing written.\n"
     tail = "ERROR: failed to reproduce 'train': failed to run: python -m pipeline.train, exited with 1\n"
     assert _reason(subprocess.CompletedProcess([], 1, dvc_out, stage + tail)) == stage.strip()
-    assert _reason(subprocess.CompletedProcess([], 1, dvc_out, tail + "Having any troubles? Hit us up\n")) == tail.strip()
+    assert (
+        _reason(subprocess.CompletedProcess([], 1, dvc_out, tail + "Having any troubles? Hit us up\n")) == tail.strip()
+    )
     assert _reason(subprocess.CompletedProcess([], 1, dvc_out, "")) == "Running stage 'train':"
-
 
 
 def test_on_a_terminal_the_sweep_draws_its_one_line_and_no_worker_draws_anything(tmp_path):
@@ -503,8 +548,12 @@ def test_on_a_terminal_the_sweep_draws_its_one_line_and_no_worker_draws_anything
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--workers", "2"],
-        cwd=project, env=env() | {"PIPELINE_ENGINE": "numpy", "COLUMNS": "120"}, stdin=follower, stdout=follower,
-        stderr=follower, close_fds=True,
+        cwd=project,
+        env=env() | {"PIPELINE_ENGINE": "numpy", "COLUMNS": "120"},
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
     )
     os.close(follower)
     captured = b""

@@ -126,7 +126,10 @@ def tiny_server(answer: bytes | None):
         (None, "cannot connect ("),  # nothing listening
         (b"", "cannot connect (no answer within 2 s)"),  # accepts, and never answers
         (b"HTTP/1.0 200 OK\r\n\r\n" * 8, "cannot connect (what it sent is not Dask's protocol: "),  # garbage
-        ((2**62).to_bytes(8, "little") * 2, "cannot connect (what it sent is not Dask's protocol: MemoryError"),  # 4 EiB
+        (
+            (2**62).to_bytes(8, "little") * 2,
+            "cannot connect (what it sent is not Dask's protocol: MemoryError",
+        ),  # 4 EiB
     ],
     ids=["closed", "silent", "garbage", "huge-frame"],
 )
@@ -186,7 +189,11 @@ def test_a_forged_worker_and_a_client_under_the_sweeps_task_names_change_no_resu
         client.gather(decoys)
         proc = subprocess.run(
             [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--scheduler", cluster],
-            env=env(), capture_output=True, text=True, timeout=300, check=False,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
     rows = {int(r["trial"]): r for r in tsv_rows(project / "sweeps/slow.tsv")}
     refused = f"refused what {forged_worker} sent back: test.accuracy: expected a number in [0, 1], found 1.5"
@@ -213,7 +220,22 @@ def certificate(folder: Path, name: str, ca: tuple[Path, Path] | None = None) ->
     request = folder / f"{name}.csr"
     args = ["req", "-new", "-newkey", "rsa:2048", *subject, "-keyout", key, "-out", request]
     subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-    sign = ["x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-days", "2", "-out", cert, "-copy_extensions", "copy"]
+    sign = [
+        "x509",
+        "-req",
+        "-in",
+        request,
+        "-CA",
+        ca[0],
+        "-CAkey",
+        ca[1],
+        "-days",
+        "2",
+        "-out",
+        cert,
+        "-copy_extensions",
+        "copy",
+    ]
     subprocess.run(["openssl", *map(str, sign)], check=True, capture_output=True)
     return cert, key
 
@@ -232,12 +254,26 @@ def test_a_sweep_through_a_tls_cluster_and_what_a_client_without_its_certificate
     common = {"cwd": tmp_path, "env": env(), "stderr": subprocess.DEVNULL}
     procs = [
         subprocess.Popen(
-            [DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-             *flags("scheduler")], **common,
+            [
+                DASK,
+                "scheduler",
+                "--protocol",
+                "tls",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                *flags("scheduler"),
+            ],
+            **common,
         )
     ]
-    procs.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                                   *flags("worker")], **common))
+    procs.append(
+        subprocess.Popen(
+            [DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", *flags("worker")], **common
+        )
+    )
     project = copy_project(tmp_path / "p")
     (project / "sweeps/slow.yaml").write_text(SLOW.replace("0.3, 0.4, 0.5, 0.6]", "0.3]"))
     client_env = {
@@ -251,7 +287,12 @@ def test_a_sweep_through_a_tls_cluster_and_what_a_client_without_its_certificate
         shutil.rmtree(project / paths.SWEEP_CACHE, ignore_errors=True)  # nothing to reuse: each run connects
         return subprocess.run(
             [sys.executable, "-m", "pipeline.sweep", "sweeps/slow.yaml", "--scheduler", address],
-            cwd=project, env=env() | extra, capture_output=True, text=True, timeout=300, check=False,
+            cwd=project,
+            env=env() | extra,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
 
     try:
@@ -269,7 +310,9 @@ def test_a_sweep_through_a_tls_cluster_and_what_a_client_without_its_certificate
             proc.terminate()
             proc.wait(timeout=10)
     assert ran.returncode == 0, ran.stderr
-    assert f"3 trials: 0 reused from .sweep-cache/ (same params, same code), 3 ran on {address}" in ran.stdout, ran.stdout
+    assert f"3 trials: 0 reused from .sweep-cache/ (same params, same code), 3 ran on {address}" in ran.stdout, (
+        ran.stdout
+    )
     assert [r["status"] for r in rows] == ["ok"] * 3
     assert_one_line_error(bare, f"error: --scheduler {address}: no certificates for tls://; set Dask's")
     assert_one_line_error(stranger, f"error: --scheduler {address}: cannot connect (")

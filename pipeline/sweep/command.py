@@ -37,7 +37,6 @@ from pipeline.sweep.trials import Trial, trials
 from pipeline.sweep.work import code_files, code_hash
 from pipeline.writing import save_json
 
-
 WORKERS_PER_CORE = 4  # --workers at most: more processes than this only share the cores and fill memory
 
 

@@ -39,7 +39,9 @@ def checked(result: Any, code: str | None, doc: dict, keys: dict[str, list[str]]
         raise Refused(f"expected a mapping of {', '.join(wanted)}, found {describe(result)}")
     need = set() if code is None else {"code"}
     if set(result) not in (need | {"metrics"}, need | {"error"}):
-        raise Refused(f"expected the keys {' and '.join(sorted(need | {'metrics'}))} or error, found {describe(sorted(result))}")
+        raise Refused(
+            f"expected the keys {' and '.join(sorted(need | {'metrics'}))} or error, found {describe(sorted(result))}"
+        )
     if code is not None and result["code"] != code:
         found = one_line(result["code"]) if isinstance(result["code"], str) else describe(result["code"])
         raise Refused(f"a worker runs other code (hash {found}, here {code}); install this commit there")
