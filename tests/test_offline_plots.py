@@ -8,6 +8,7 @@ each image loaded. The real page's screenshot goes to test-artifacts/plots.png.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -166,21 +167,28 @@ def diff_page(dvc_repo, tmp_path_factory) -> Path:
     return out / "index.html"
 
 
-def console_of(browser, page: Path) -> tuple[list[str], str]:
-    """Every console message (any level) and script error of `page` once every vega plot has drawn, and the
-    page header's text."""
-    tab = browser.new_page()
+@contextlib.contextmanager
+def drawn(browser, page: Path, width: int = 1280):
+    """A tab of `page` at `width` px once every vega plot has drawn, and the list that gets every console
+    message (any level) and script error."""
+    tab = browser.new_page(viewport={"width": width, "height": 900})
     messages: list[str] = []
     tab.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
     tab.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
     try:
         tab.goto(page.as_uri())
-        drawn = "ids => ids.every(id => document.querySelector(`#${CSS.escape(id)} :is(svg, canvas)`))"
-        tab.wait_for_function(drawn, arg=vega_ids(page), timeout=20_000)
+        every = "ids => ids.every(id => document.querySelector(`#${CSS.escape(id)} :is(svg, canvas)`))"
+        tab.wait_for_function(every, arg=vega_ids(page), timeout=20_000)
         tab.wait_for_timeout(500)  # a warning vega logs after the first draw
-        return messages, tab.inner_text("header")
+        yield tab, messages
     finally:
         tab.close()
+
+
+def console_of(browser, page: Path) -> tuple[list[str], str]:
+    """Every console message and script error of `page` once every vega plot has drawn, and its header's text."""
+    with drawn(browser, page) as (tab, messages):
+        return messages, tab.inner_text("header")
 
 
 @pytest.mark.parametrize("which", ["show", "diff"])
@@ -215,15 +223,7 @@ def test_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(browser, plot
     title showed as "sw..."); at 1280 px the sweep chart was titled with its path and stood between the training
     curves. Screenshots: test-artifacts/plots-420.png and plots-1280.png."""
     for page in (plots_page, diff_page):
-        tab = browser.new_page(viewport={"width": width, "height": 900})
-        messages: list[str] = []
-        tab.on("console", lambda message: messages.append(f"{message.type}: {message.text}"))
-        tab.on("pageerror", lambda error: messages.append(f"pageerror: {error}"))
-        try:
-            tab.goto(page.as_uri())
-            drawn = "ids => ids.every(id => document.querySelector(`#${CSS.escape(id)} :is(svg, canvas)`))"
-            tab.wait_for_function(drawn, arg=vega_ids(page), timeout=20_000)
-            tab.wait_for_timeout(500)
+        with drawn(browser, page, width) as (tab, messages):
             cards = tab.evaluate(
                 """() => [...document.querySelectorAll('main > div')].map(card => {
                      const chart = card.querySelector('svg, canvas, img');
@@ -238,8 +238,6 @@ def test_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(browser, plot
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 tab.screenshot(path=str(SCREENSHOT.with_name(f"plots-{width}.png")), full_page=True)
             order = tab.evaluate("[...document.querySelectorAll('main > div')].map(d => d.id)")
-        finally:
-            tab.close()
         assert messages == [], messages
         assert page_width <= width
         for card in cards:
