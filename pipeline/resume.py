@@ -133,8 +133,8 @@ class Checkpoints:
             arrays[name] = array
             arrays[f"trace_{name}"] = np.stack([snapshots[e][name] for e in kept])
         save_npz(self.path, arrays)
-        others = sorted(self.path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime)
-        for old in [p for p in others if p != self.path][:-KEEP] if len(others) > KEEP else []:
+        others = sorted((p for p in self.path.parent.glob("*.npz") if p != self.path), key=lambda p: p.stat().st_mtime)
+        for old in others[:-KEEP]:  # the oldest beyond KEEP
             old.unlink(missing_ok=True)
         self.last = time.monotonic()
 

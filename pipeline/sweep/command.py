@@ -74,6 +74,7 @@ class SweepRun:
         self.display = Display(sweep, self.tally)
         self.outcomes: dict[int, Outcome] = {}
         self.keys: dict[str, list[str]] = {}  # the metrics keys evaluate writes, by evaluate section
+        self.columns: list[str] | None = None  # the results' metric columns
 
     def known(self) -> list[Trial]:
         """Record the invalid trials and those run before (same params, same code); return the rest."""
@@ -108,7 +109,9 @@ class SweepRun:
         unchanged(self.params, f"the sweep {self.sweep.name}", consequence=consequence, apart_from=swept)
 
     def write(self, kept: frozenset[int] = frozenset()) -> tuple[Path, Path]:
-        return write_results(self.sweep, self.outcomes, metric_keys(self.params), self.code, kept)
+        if self.columns is None:  # evaluate's keys, found once (a tiny run of the stages)
+            self.columns = metric_keys(self.params)
+        return write_results(self.sweep, self.outcomes, self.columns, self.code, kept)
 
     def report(self, ran: int, where: str, seconds: float) -> list[Outcome]:
         """Write the results; say what ran and what was reused; return the trials best first."""
