@@ -35,6 +35,7 @@ def assert_pulled_clone_is_ready(repo: Path, fresh: Path) -> None:
     assert "Data and pipelines are up to date." in dvc(fresh, "status").stdout
 
 
+@pytest.mark.slow  # DVC's queue: worker processes that DVC starts and waits for (about 40 s)
 def test_a_queued_sweep_runs_and_lists_its_params_and_metrics(repo, tmp_path):
     sweep = clone_with_outputs(repo, tmp_path / "sweep")
     for lr, hidden in (("0.3", "4"), ("0.5", "8")):
