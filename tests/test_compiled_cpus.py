@@ -1,6 +1,7 @@
 """The compiled engine's code for other CPUs (NUMBA_CPU_NAME): no fused multiply-add in any kernel, and
 the NumPy engine's digests wherever this machine can run the code. Each CPU compiles in a child process
-into an empty cache (a minute or two each); this file is apart so that xdist runs it beside the others.
+into an empty cache, once: the assembly is read from the code the digests then run. This file is apart so
+that xdist runs it beside the others.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ ASSEMBLY_PROBE = """
 import json, sys
 import numba
 import numpy as np
-from pipeline import compiled
+from pipeline import compiled, native
 asm = {}
-for dtype in (np.float64, np.float32):  # the entry point, compiled (not run) for NUMBA_CPU_NAME: all its code
+for dtype in (np.float64, np.float32):  # the entry point, compiled for NUMBA_CPU_NAME as compiled.build does it
     entry = numba.cfunc(compiled.entry_signature(dtype), error_model="numpy")(compiled.entry_epoch)
     asm[f"entry{dtype.__name__}"] = entry._library.get_asm_str()
+    # and stored where a run with this environment loads it: the digests below run this very code (and
+    # each CPU compiles once, not twice)
+    native.store(dtype, entry.native_name, entry._library.serialize_using_object_code()[2][0])
 for name, f in vars(compiled).items():  # and each kernel alone, as the entry point compiled it
     if hasattr(f, "inspect_asm"):
         for sig, text in f.inspect_asm().items():
@@ -59,6 +63,7 @@ def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digest
         "NUMBA_CPU_NAME": cpu,
         "NUMBA_CPU_FEATURES": "",
         "NUMBA_CACHE_DIR": str(tmp_path),
+        "PIPELINE_CACHE_DIR": str(tmp_path / "engine"),  # the probe's entry points, which the digests load
         "PIPELINE_ENGINE": "numba",
     }
     asm = json.loads(run([sys.executable, "-c", ASSEMBLY_PROBE], cwd=ROOT, **env).stdout)
