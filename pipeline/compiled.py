@@ -847,7 +847,9 @@ def compile_ahead(dtypes: tuple[np.dtype | type, ...] = (np.float64, np.float32)
     """Compile the entry point for `dtypes` into the machine's cache (`native.py`), so runs only load it."""
     for dtype in dtypes:
         if native.load(dtype) is None:
-            native.store(dtype, *build(dtype))
+            with native.compiling(dtype):
+                if native.load(dtype) is None:  # not compiled meanwhile by the process it waited for
+                    native.store(dtype, *build(dtype))
 
 
 def example_arguments(dtype: np.dtype | type) -> dict[str, tuple]:

@@ -16,13 +16,16 @@ NUMBA_CPU_FEATURES and the rest of Numba's code-generation variables). An entry 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import hashlib
 import importlib.machinery
 import importlib.util
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ SOURCES = ("compiled.py", "portable.py", "native.py")  # what the machine code i
 MAGIC = b"abc-pipeline engine 1\n"
 MAX_ENTRY_BYTES = 1 << 24  # an entry is about 0.2 MB: anything past 16 MB is not one
 KEEP = 16  # entries kept per machine; older ones are removed when a new one is written
+WAIT_SECONDS = 600  # how long a process waits for another's compile of the same entry before it compiles too
 CODEGEN_VARIABLES = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_ENABLE_AVX", "NUMBA_OPT", "NUMBA_LOOP_VECTORIZE")
 # What the object code refers to besides the Python C API and Numba's C helpers (`_helpers`): Numba's
 # runtime frees memory it allocated, and the entry point's arrays have none (they are views of NumPy's).
@@ -161,8 +165,41 @@ def store(dtype: np.dtype | type, symbol: str, code: bytes) -> None:
         entries = sorted(target.parent.glob("epoch-*.o"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[KEEP:]:
             old.unlink(missing_ok=True)
+            old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def compiling(dtype: np.dtype | type):
+    """Held while this process compiles the entry for `dtype`: another process (a test worker, a second
+    run) that needs the same entry meanwhile waits, then loads it rather than compiling it too. An
+    exclusive lock on a file beside the entry, released when its holder ends, however it ends. Without a
+    cache to lock in, or after WAIT_SECONDS of waiting, nothing is held (the run compiles anyway)."""
+    target = path(dtype)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # O_NONBLOCK: a FIFO planted there fails to open rather than blocking; O_NOFOLLOW: no link followed
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        handle = os.open(target.with_name(f".{target.name}.lock"), flags, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:  # held by another process
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            except OSError:  # a file system without locks
+                break
+        yield
+    finally:
+        os.close(handle)  # and with it the lock
 
 
 def load(dtype: np.dtype | type):

@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,26 +309,63 @@ def test_compiling_ahead_for_a_dtype_the_engine_has_not_is_one_line_and_compiles
     assert not cache.exists()
 
 
-def test_a_special_or_huge_file_where_the_engines_entry_goes_is_never_read(tmp_path):
-    """A FIFO would block the read forever and a huge file fill memory: both are passed over unread."""
-    probe = "import numpy as np\nfrom pipeline import native\nprint(native.load(np.float64) is None)\n"
-    where = run(
-        [sys.executable, "-c", "import numpy as np\nfrom pipeline import native\nprint(native.path(np.float64))"],
-        cwd=ROOT,
-        PIPELINE_CACHE_DIR=str(tmp_path),
-    ).stdout.strip()
-    os.mkfifo(where)
+def native_probe(cache: Path, code: str) -> str:
+    """What `code` (run after `import numpy as np` and `from pipeline import native`) prints, with the
+    engine's cache at `cache`; a run that blocks fails after a minute."""
     done = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", f"import numpy as np\nfrom pipeline import native\n{code}"],
         cwd=ROOT,
-        env=env() | {"PIPELINE_CACHE_DIR": str(tmp_path)},
+        env=env() | {"PIPELINE_CACHE_DIR": str(cache)},
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    assert done.stdout.strip() == "True"
+    return done.stdout.strip()
+
+
+def test_a_special_or_huge_file_where_the_engines_entry_goes_is_never_read(tmp_path):
+    """A FIFO would block the read forever and a huge file fill memory: both are passed over unread."""
+    where = native_probe(tmp_path, "print(native.path(np.float64))")
+    os.mkfifo(where)
+    assert native_probe(tmp_path, "print(native.load(np.float64) is None)") == "True"
     os.unlink(where)
     with open(where, "wb") as huge:
         huge.truncate(native.MAX_ENTRY_BYTES + 1)  # sparse: no disk is used
-    assert run([sys.executable, "-c", probe], cwd=ROOT, PIPELINE_CACHE_DIR=str(tmp_path)).stdout.strip() == "True"
+    assert native_probe(tmp_path, "print(native.load(np.float64) is None)") == "True"
+
+
+COMPILE_ONCE = """
+import sys, time
+import numpy as np
+from pipeline import compiled, native
+def build(dtype):  # a compile of a second, that says who did it
+    with open(sys.argv[1], "a") as log:
+        log.write("compiled\\n")
+    time.sleep(1.0)
+    return "entry", b"code"
+compiled.build = build
+native.load = lambda dtype: "loaded" if native.path(dtype).is_file() else None  # the fake code links nowhere
+compiled.compile_ahead((np.float64,))
+print(native.load(np.float64))
+"""
+
+
+def test_two_processes_that_need_the_same_entry_compile_it_once(tmp_path):
+    """Two test workers, two runs or two Dask workers on one machine with an empty cache: the second waits
+    for the first's compile and loads its entry, rather than compiling the same code again."""
+    log = tmp_path / "compiles.log"
+    common = {"cwd": ROOT, "env": env() | {"PIPELINE_CACHE_DIR": str(tmp_path / "cache")}, "text": True}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", COMPILE_ONCE, str(log)], stdout=subprocess.PIPE, **common)
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0] and outs == ["loaded\n"] * 2, outs
+    assert log.read_text() == "compiled\n"
+
+
+def test_a_fifo_where_the_compile_lock_goes_is_not_waited_on(tmp_path):
+    where = Path(native_probe(tmp_path, "print(native.path(np.float64))"))
+    os.mkfifo(where.with_name(f".{where.name}.lock"))
+    assert native_probe(tmp_path, "with native.compiling(np.float64):\n    print('compiling')") == "compiling"
