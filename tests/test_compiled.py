@@ -365,7 +365,13 @@ def test_two_processes_that_need_the_same_entry_compile_it_once(tmp_path):
     assert log.read_text() == "compiled\n"
 
 
-def test_a_fifo_where_the_compile_lock_goes_is_not_waited_on(tmp_path):
-    where = Path(native_probe(tmp_path, "print(native.path(np.float64))"))
-    os.mkfifo(where.with_name(f".{where.name}.lock"))
-    assert native_probe(tmp_path, "with native.compiling(np.float64):\n    print('compiling')") == "compiling"
+@pytest.mark.parametrize("planted", ["fifo", "symlink"])
+def test_a_fifo_or_a_link_where_the_compile_lock_goes_is_neither_waited_on_nor_followed(planted, tmp_path):
+    """A FIFO would block the open; a link to a path elsewhere would have the lock created there."""
+    where = Path(native_probe(tmp_path / "cache", "print(native.path(np.float64))"))
+    lock, elsewhere = where.with_name(f".{where.name}.lock"), tmp_path / "elsewhere"
+    where.parent.mkdir()
+    os.mkfifo(lock) if planted == "fifo" else lock.symlink_to(elsewhere)
+    code = "with native.compiling(np.float64):\n    print('compiling')"
+    assert native_probe(tmp_path / "cache", code) == "compiling"
+    assert not elsewhere.exists()
