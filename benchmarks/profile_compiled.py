@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline import compiled
+from pipeline import compiled, native
+from pipeline.compiled import from_python
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import init_network
 
@@ -39,28 +40,30 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
     )
     S1, S2, dW1 = np.empty((1, PIXELS * H)), np.empty((1, PIXELS * H)), np.empty((PIXELS, H), dtype)
     rows_k = compiled.SUMMARY_ROWS * K
-    W, stack = compiled.scratch_rows(max(m * H, rows_k), dtype), np.empty((3, 64), np.int64)
+    W, stack = native.scratch_rows(max(m * H, rows_k), dtype), np.empty((3, 64), np.int64)
     values = np.empty(64, dtype)
     z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, m))
     counts, scratch = np.array([m, m * K], dtype), np.empty(m, dtype)
     w1_row, zero, one, lr = net.w1.reshape(1, -1), dtype.type(0), dtype.type(1), dtype.type(1e-9)
     Z2_all = np.zeros((m, K), dtype)
     return {
-        "pixel_rows (one pixel a row)": lambda: compiled.pixel_rows(X, rows, P),
-        "forward: slices of w1, X W1, sigmoids, A1 W2": lambda: compiled.forward(
+        "pixel_rows (one pixel a row)": lambda: from_python(compiled.pixel_rows)(X, rows, P),
+        "forward: slices of w1, X W1, sigmoids, A1 W2": lambda: from_python(compiled.forward)(
             P, m, w1_row, net.w2, none, none, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W
         ),
         "  of which the two sigmoid passes": lambda: (
-            compiled.sigmoid_row(Z1.reshape(-1), H * m, A1.reshape(-1), T, W),
-            compiled.sigmoid_row(Z2.reshape(-1), K * m, A2.reshape(-1), T, W),
+            from_python(compiled.sigmoid_row)(Z1.reshape(-1), H * m, A1.reshape(-1), T, W),
+            from_python(compiled.sigmoid_row)(Z2.reshape(-1), K * m, A2.reshape(-1), T, W),
         ),
-        "loss_gradient": lambda: compiled.loss_gradient(0, labels, m, A2, dZ2, counts),
-        "hidden_delta": lambda: compiled.hidden_delta(net.w2, dZ2, A1, dZ1, m, one),
-        "pixel_gradient (X^T dZ1, integer sums)": lambda: compiled.pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2),
-        "update (dW2, biases: pairwise sums)": lambda: compiled.update(
+        "loss_gradient": lambda: from_python(compiled.loss_gradient)(0, labels, m, A2, dZ2, counts),
+        "hidden_delta": lambda: from_python(compiled.hidden_delta)(net.w2, dZ2, A1, dZ1, m, one),
+        "pixel_gradient (X^T dZ1, integer sums)": lambda: from_python(compiled.pixel_gradient)(
+            P, dZ1, m, dW1, G1, G2, N1, N2
+        ),
+        "update (dW2, biases: pairwise sums)": lambda: from_python(compiled.update)(
             lr, net.w1, net.w2, none, none, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values
         ),
-        "summarize (the loss and accuracy of the batch)": lambda: compiled.summarize(
+        "summarize (the loss and accuracy of the batch)": lambda: from_python(compiled.summarize)(
             0, Z2_all, labels, 0, m, per_example, z, target, out, cell, T, W
         ),
     }

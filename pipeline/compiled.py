@@ -19,6 +19,7 @@ Every kernel works in the weights' dtype (float64 or float32): a scalar of that 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -49,12 +50,24 @@ from pipeline.native import (
 from pipeline.portable import TABLE_BITS as _TABLE_BITS
 from pipeline.portable import TABLE_SIZE as _N
 
-ENGINE = numba.njit(nogil=True, error_model="numpy")  # no fastmath, ever: it fuses and reorders
+# No fastmath, ever: it fuses multiply-adds and reorders sums. The epoch and the views it cuts (ENGINE)
+# are inlined by Numba into the C entry point, so the whole engine is optimized and turned into machine
+# code once; as a function of its own, the epoch would be compiled twice, alone and inside the entry.
+ENGINE = numba.njit(nogil=True, error_model="numpy", inline="always", no_cfunc_wrapper=True)
 # The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on
-# every array passed, which cost more than a one-example step's arithmetic).
-KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False)
-# A scalar step that kernels call in their loops, inlined into them so that LLVM can vectorize the loop.
-INLINE = numba.njit(nogil=True, error_model="numpy", _nrt=False, inline="always")
+# every array passed, which cost more than a one-example step's arithmetic). Only compiled code calls
+# them, so they go without the CPython and C wrappers Numba would build for each (a quarter of the
+# compile); `from_python` gives the tests and the profile a callable copy. LLVM inlines the small ones
+# (a step of exp, a split) into the loops that call them, and vectorizes those loops. An integer constant
+# passed to a kernel is written np.int64(...): a bare literal would compile the kernel again, for it.
+KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True, no_cpython_wrapper=True)
+
+
+@functools.cache
+def from_python(kernel):
+    """`kernel` as a function Python can call: the same code, with the CPython wrapper the engine's own
+    kernels go without (the kernels it calls are the engine's)."""
+    return numba.njit(nogil=True, error_model="numpy", _nrt=False)(kernel.py_func)
 
 
 TINY, NORMAL = 2.0**-1074, 2.0**-1022  # the smallest subnormal float64, and the smallest normal one
@@ -80,7 +93,7 @@ def exp_row(x, n, sign, out, T, W):
         out[i] = exp_scale(F1[i], I1[i], powers, pow2)
 
 
-@INLINE
+@KERNEL
 def exp_constants(consts, sign):
     """The scalars `exp_reduce` reads, for e^(sign x): the clipping range, sign 256/ln2, and the rest."""
     lo = consts[LOWEST] if sign > 0 else -consts[HIGHEST]
@@ -90,7 +103,7 @@ def exp_constants(consts, sign):
     return lo, hi, scale, rs, step_hi, step_lo, zero, -consts[E0], consts[E1], consts[E2]
 
 
-@INLINE
+@KERNEL
 def exp_reduce(v, sign, c):
     """(p, k) for e^(sign v) = 2^(k/256) (1 + p), as `portable._exp`: v clipped, k = round(sign v 256/ln2),
     r = k ln2/256 - sign v, and p = e^-r - 1 by its polynomial. k is an int32 (0 for a NaN v, whose
@@ -116,7 +129,7 @@ def exp_reduce(v, sign, c):
     return p, np.int32(zero if math.isnan(k) else k)
 
 
-@INLINE
+@KERNEL
 def exp_scale(p, k, powers, pow2):
     """2^(k/256) (1 + p) = t + p t, t = 2^(j/256) 2^(k // 256) (exact: a normal number), j = k mod 256."""
     t = powers[k & (_N - 1)] * pow2[(k >> _TABLE_BITS) + POW2_OFFSET]
@@ -236,7 +249,7 @@ def pairwise_sum(a, n, zero, stack, values):
     if n == 1:  # a batch of one (NumPy's loop: 0 + (0 + a[0]), which turns -0.0 into +0.0)
         return zero + (zero + a[0])
     if n <= 128:
-        return zero + pairwise_leaf(a, 0, n, zero)
+        return zero + pairwise_leaf(a, np.int64(0), n, zero)
     lows, counts, states = stack[0], stack[1], stack[2]
     lows[0], counts[0], states[0], top, nvalues = 0, n, 0, 0, 0
     while top >= 0:
@@ -275,7 +288,7 @@ def slices(W, rows, cols, k, S1, S2):
     return (q1, q2) if finite else (0.0, 0.0)
 
 
-@INLINE
+@KERNEL
 def grids(exponent, k):
     """(big1, big2, q1, q2) of `portable._slices` for max|w| < 2^exponent and sums of k entries: adding
     and taking away big1 rounds w to a multiple of q1, big2 the rest to a multiple of q2 (at least the
@@ -294,7 +307,7 @@ def grids(exponent, k):
     )
 
 
-@INLINE
+@KERNEL
 def split(w, big1, big2):
     """(s1, s2): w rounded to big1's grid, and what is left rounded to big2's."""
     s1 = (w + big1) - big1
@@ -414,7 +427,7 @@ def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
     w1, S1, S2 : (1, 30 H), one row (the slices' loops then run over all 30 H weights at once); the
     activations are C-contiguous (H, m) and (K, m), so each sigmoid is one pass over all of them."""
     H, K = w2.shape
-    slices(w1, 1, w1.shape[1], P.shape[0], S1, S2)
+    slices(w1, np.int64(1), w1.shape[1], P.shape[0], S1, S2)
     pixel_product(P, m, S1.reshape(P.shape[0], H), S2.reshape(P.shape[0], H), acc1, acc2, Z1)
     if b1.shape[0]:
         for h in range(H):
@@ -553,7 +566,7 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
     pixels, (H, K) = X.shape[1], w2.shape
     a1, dz1, dz2, rounded = work[:H], work[H : 2 * H], work[2 * H : 2 * H + K], work[2 * H + K :]
     c = exp_constants(consts, -1)
-    exponent, _ = largest_exponent(w1.reshape(1, pixels * H), 1, pixels * H)  # Z1 = X W1 on the slices' grids
+    exponent, _ = largest_exponent(w1.reshape(1, pixels * H), np.int64(1), pixels * H)  # Z1 = X W1 on the slices' grids
     big1, big2, _, _ = grids(exponent, pixels)
     for h in range(H):
         acc1 = acc2 = 0.0
@@ -649,7 +662,11 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
     w1_row = w1.reshape(1, pixels * H)
     m = bs
     P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m)
-    correct, largest, summarized = 0, 0.0, 0  # the epoch's summary, over the rows of Z2_out before `summarized`
+    correct, largest, summarized = (
+        np.int64(0),
+        0.0,
+        np.int64(0),
+    )  # the epoch's summary, over the rows of Z2_out before `summarized`
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start

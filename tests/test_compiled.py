@@ -19,6 +19,7 @@ import pytest
 
 import pipeline
 from pipeline import compiled, native, portable, sgd
+from pipeline.compiled import from_python
 from pipeline.errors import PipelineError
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import LOSSES, init_network
@@ -106,13 +107,13 @@ def test_exp_sigmoid_softplus_and_log1p_are_portables_to_the_bit(dtype):
     with np.errstate(all="ignore"):
         for sign in (1, -1):
             out, W = np.empty_like(x), native.scratch_rows(len(x), x.dtype)
-            compiled.exp_row(x.copy(), len(x), sign, out, compiled.tables(x.dtype), W)
+            from_python(compiled.exp_row)(x.copy(), len(x), sign, out, compiled.tables(x.dtype), W)
             assert out.tobytes() == portable.exp(sign * x).tobytes(), sign
-        assert row(compiled.sigmoid_row, x).tobytes() == portable.sigmoid(x).tobytes()
-        assert row(compiled.softplus_row, x).tobytes() == portable.softplus(x).tobytes()
+        assert row(from_python(compiled.sigmoid_row), x).tobytes() == portable.sigmoid(x).tobytes()
+        assert row(from_python(compiled.softplus_row), x).tobytes() == portable.softplus(x).tobytes()
         u = np.concatenate([np.linspace(0, 1, 2049), [0.5**60, 1 - 2**-20, 1.0]]).astype(dtype)  # every centre
         u = np.concatenate([u, np.nextafter(u, dtype(0)), np.nextafter(u, dtype(1))])
-        assert row(compiled.log1p_row, u).tobytes() == portable.log1p(u).tobytes()
+        assert row(from_python(compiled.log1p_row), u).tobytes() == portable.log1p(u).tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -121,7 +122,7 @@ def test_pairwise_sum_is_numpys_add_reduce(dtype):
     stack, values = np.empty((3, 64), np.int64), np.empty(64, dtype)
     for n in [*range(0, 300), 1023, 1024, 1025, 4096, 8191, 8192, 8193, 20_000, 100_001]:
         a = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8, n)).astype(dtype)
-        got = compiled.pairwise_sum(a, n, dtype(0), stack, values)
+        got = from_python(compiled.pairwise_sum)(a, n, dtype(0), stack, values)
         assert float(dtype(got)) == got and dtype(got).tobytes() == np.add.reduce(a).tobytes(), n  # in dtype
 
 
@@ -157,7 +158,7 @@ def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case, pixels):
     P = (np.random.default_rng(case).random((pixels, m)) < 0.5).astype(np.float64)
     dW1 = np.empty((pixels, H), dZ1.dtype)
     G1, G2, N1, N2 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), np.int64), np.empty((H, m), np.int64)
-    compiled.pixel_gradient(P.astype(np.uint8), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
+    from_python(compiled.pixel_gradient)(P.astype(np.uint8), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
     with np.errstate(invalid="ignore"):
         assert dW1.tobytes() == portable.pixels_matmul(P, dZ1.T).tobytes()
 
@@ -171,8 +172,10 @@ def test_the_pixel_product_is_pixels_matmul_to_the_bit(case, pixels):
     P = (np.random.default_rng(case).random((pixels, m)) < 0.5).astype(np.float64)
     S1, S2 = np.empty((1, pixels * H)), np.empty((1, pixels * H))
     acc1, acc2, Z1 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), W.dtype)
-    compiled.slices(np.ascontiguousarray(W).reshape(1, -1), 1, pixels * H, pixels, S1, S2)
-    compiled.pixel_product(P.astype(np.uint8), m, S1.reshape(pixels, H), S2.reshape(pixels, H), acc1, acc2, Z1)
+    from_python(compiled.slices)(np.ascontiguousarray(W).reshape(1, -1), 1, pixels * H, pixels, S1, S2)
+    from_python(compiled.pixel_product)(
+        P.astype(np.uint8), m, S1.reshape(pixels, H), S2.reshape(pixels, H), acc1, acc2, Z1
+    )
     with np.errstate(invalid="ignore"):
         assert Z1.tobytes() == np.ascontiguousarray(portable.pixels_matmul(P.T, W).T).tobytes()
 
@@ -186,7 +189,7 @@ def test_the_slices_are_portables(case):
     W = np.ascontiguousarray((extreme_gradients() + extra)[case])
     rows, cols = W.shape
     S1, S2 = np.empty((rows, cols)), np.empty((rows, cols))
-    compiled.slices(W, rows, cols, 30, S1, S2)
+    from_python(compiled.slices)(W, rows, cols, 30, S1, S2)
     with np.errstate(invalid="ignore", over="ignore"):
         expected = portable._slices(W.astype(np.float64), 30)
     assert S1.tobytes() == expected[0].tobytes() and S2.tobytes() == expected[1].tobytes()
@@ -217,9 +220,11 @@ def test_the_batch_summaries_are_the_numpy_epochs_loss_accuracy_and_largest_logi
     W, stack, values = native.scratch_rows(rows_k, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
     correct, largest = 0, 0.0
     for start, n in [(0, 1), (1, 1500), (1501, 999)]:  # one row; more than a block; what is left
-        got = compiled.summarize(compiled.LOSS_IDS[loss], Z2, labels, start, n, per_example, z, target, out, cell, T, W)
-        correct, largest = correct + got[0], compiled.max_nan(largest, got[1])
-    total = compiled.pairwise_sum(per_example, N, dtype(0), stack, values)
+        got = from_python(compiled.summarize)(
+            compiled.LOSS_IDS[loss], Z2, labels, start, n, per_example, z, target, out, cell, T, W
+        )
+        correct, largest = correct + got[0], from_python(compiled.max_nan)(largest, got[1])
+    total = from_python(compiled.pairwise_sum)(per_example, N, dtype(0), stack, values)
     with np.errstate(all="ignore"):
         expected = sgd.epoch_summary(loss, Z2, labels)
         assert np.float64(total / LOSSES[loss].count(N, K)).tobytes() == np.float64(expected[0]).tobytes()
