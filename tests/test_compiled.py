@@ -300,8 +300,10 @@ def test_a_long_run_names_its_engine_and_how_to_get_the_faster_one(monkeypatch):
 
 
 def test_a_sweep_compiles_ahead_only_when_its_runs_together_pay_for_it():
-    trial = (3 * 1001, 100, 1)  # 300,300 steps: 27 s of NumPy, under a second compiled once ready
-    assert not sgd.pays_to_compile([trial])  # 26 s saved: less than the compile
+    epoch = 3 * 1001  # examples at batch 1: an epoch's seconds saved by the compiled engine once ready
+    saved = sgd.estimate(epoch, epoch, "numpy") - (sgd.estimate(epoch, epoch, "numba") - sgd.LOAD_SECONDS)
+    trial = (epoch, int(0.9 * sgd.COMPILE_SECONDS / saved), 1)  # saves 90% of a compile
+    assert not sgd.pays_to_compile([trial])
     assert sgd.pays_to_compile([trial] * 2)
     assert not sgd.pays_to_compile([(3, 300, 1)] * 1000)  # tiny runs: NumPy is faster even once it is ready
 
