@@ -861,12 +861,15 @@ def codegen_target() -> tuple[str, str]:
 
 
 def compile_ahead(dtypes: tuple[np.dtype | type, ...] = (np.float64, np.float32)) -> None:
-    """Compile the entry point for `dtypes` into the machine's cache (`native.py`), so runs only load it."""
+    """Compile the entry point for `dtypes` into the machine's cache (`native.py`), so runs only load it;
+    where the cache cannot be written, into this process (`native.keep`), so its later runs load it too."""
     for dtype in dtypes:
         if native.load(dtype) is None:
             with native.compiling(dtype):
                 if native.load(dtype) is None:  # not compiled meanwhile by the process it waited for
-                    native.store(dtype, *build(dtype))
+                    symbol, code = build(dtype)
+                    if not native.store(dtype, symbol, code):  # a cache that cannot be written
+                        native.keep(dtype, symbol, code)
 
 
 def example_arguments(dtype: np.dtype | type) -> dict[str, tuple]:

@@ -50,6 +50,7 @@ define void @NRT_Free(ptr %pointer) {
 """
 _loaded: dict[str, object] = {}  # key -> the C function, for this process
 _engines: list = []  # llvmlite's engines, kept alive with their code
+_kept: dict[str, object] = {}  # dtype name -> the C function this process compiled and could not store
 
 
 # ---- what the engine is given: its constants, tables and scratch (NumPy: no Numba needed) ----
@@ -144,20 +145,23 @@ def path(dtype: np.dtype | type) -> Path:
 
 
 def is_ready(dtype: np.dtype | type) -> bool:
-    """Whether the entry for `dtype` is in this machine's cache (loading it costs a tenth of a second)."""
+    """Whether the entry for `dtype` is in this machine's cache (loading it costs a tenth of a second), or
+    kept by this process."""
+    if np.dtype(dtype).name in _kept:
+        return True
     try:
         return path(dtype).is_file()
     except (ImportError, OSError, ValueError):
         return False
 
 
-def store(dtype: np.dtype | type, symbol: str, code: bytes) -> None:
+def store(dtype: np.dtype | type, symbol: str, code: bytes) -> bool:
     """Write the entry for `dtype`: whole or not at all (a temporary file, renamed); then drop the oldest
-    beyond KEEP. A cache that cannot be written is not an error: the run compiles again next time."""
-    target = path(dtype)
+    beyond KEEP. Whether it was written: a cache that cannot be written is not an error (`keep`)."""
     body = symbol.encode() + b"\n" + code
     data = MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
     try:
+        target = path(dtype)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         temporary.write_bytes(data)
@@ -166,8 +170,20 @@ def store(dtype: np.dtype | type, symbol: str, code: bytes) -> None:
         for old in entries[KEEP:]:
             old.unlink(missing_ok=True)
             old.with_name(f".{old.name}.lock").unlink(missing_ok=True)
-    except OSError:
-        pass
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def keep(dtype: np.dtype | type, symbol: str, code: bytes) -> None:
+    """Link code this process compiled for `dtype` and could not store, so that its later runs load it
+    rather than compile it again (a process compiles at most once per dtype, whatever the cache)."""
+    try:
+        function = _link(symbol, code, np.dtype(dtype))
+    except (ImportError, OSError, RuntimeError, ValueError):
+        return
+    if function is not None:
+        _kept[np.dtype(dtype).name] = function
 
 
 @contextlib.contextmanager
@@ -203,7 +219,10 @@ def compiling(dtype: np.dtype | type):
 
 
 def load(dtype: np.dtype | type):
-    """The C function of the entry for `dtype`, or None when the cache has no sound entry for it."""
+    """The C function of the entry for `dtype`, or None when the cache has no sound entry for it (and this
+    process kept none: `keep`)."""
+    if np.dtype(dtype).name in _kept:
+        return _kept[np.dtype(dtype).name]
     try:
         name = path(dtype)
     except (ImportError, OSError, ValueError):

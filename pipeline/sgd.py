@@ -209,7 +209,7 @@ def compiled_epoch(X: np.ndarray, y: np.ndarray, net: Network, batch_size: int) 
         args = (X_c, y_c, order, dtype.type(lr), batch_size, native.LOSS_IDS[net.loss], net.w1, net.w2, b1, b2, Z2, T)
         if function is not None:
             total, correct, largest = native.epoch(function, *args, ws)
-        else:  # the cache cannot be written here: Numba's own dispatcher, compiled in this process
+        else:  # the compiled code would not link here: Numba's own dispatcher, compiled in this process
             from pipeline import compiled
 
             total, correct, largest = compiled.train_epoch(*args, *ws)

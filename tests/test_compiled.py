@@ -382,3 +382,27 @@ def test_a_fifo_or_a_link_where_the_compile_lock_goes_is_neither_waited_on_nor_f
     code = "with native.compiling(np.float64):\n    print('compiling')"
     assert native_probe(tmp_path / "cache", code) == "compiling"
     assert not elsewhere.exists()
+
+
+UNWRITABLE_CACHE = """
+import sys
+import numpy as np
+from pipeline import compiled, native
+def build(dtype):  # a compile that says when it runs
+    print("compiled")
+    return "entry", b"code"
+compiled.build = build
+native._link = lambda symbol, code, dtype: "linked " + symbol  # the fake code links nowhere
+for run in range(3):  # three runs in one process, whose cache cannot be written
+    compiled.compile_ahead((np.float64,))
+print(native.load(np.float64), native.is_ready(np.float64), native.path(np.float64).exists())
+"""
+
+
+def test_a_process_whose_cache_cannot_be_written_compiles_once_and_keeps_the_code(tmp_path):
+    """A sweep worker or a notebook on a read-only cache: its first run compiles, the later ones load what
+    it kept, rather than each paying a compile."""
+    (tmp_path / "file").write_text("not a folder")
+    cache = {"PIPELINE_CACHE_DIR": str(tmp_path / "file" / "cache")}
+    out = run([sys.executable, "-c", UNWRITABLE_CACHE], cwd=ROOT, **cache).stdout
+    assert out.splitlines() == ["compiled", "linked entry True False"], out
