@@ -566,7 +566,8 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
     pixels, (H, K) = X.shape[1], w2.shape
     a1, dz1, dz2, rounded = work[:H], work[H : 2 * H], work[2 * H : 2 * H + K], work[2 * H + K :]
     c = exp_constants(consts, -1)
-    exponent, _ = largest_exponent(w1.reshape(1, pixels * H), np.int64(1), pixels * H)  # Z1 = X W1 on the slices' grids
+    # Z1 = X W1 on the slices' grids
+    exponent, _ = largest_exponent(w1.reshape(1, pixels * H), np.int64(1), pixels * H)
     big1, big2, _, _ = grids(exponent, pixels)
     for h in range(H):
         acc1 = acc2 = 0.0
@@ -662,11 +663,8 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
     w1_row = w1.reshape(1, pixels * H)
     m = bs
     P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m)
-    correct, largest, summarized = (
-        np.int64(0),
-        0.0,
-        np.int64(0),
-    )  # the epoch's summary, over the rows of Z2_out before `summarized`
+    # the epoch's summary, over the rows of Z2_out before `summarized`
+    correct, largest, summarized = np.int64(0), 0.0, np.int64(0)
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start

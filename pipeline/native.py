@@ -178,10 +178,7 @@ def store(dtype: np.dtype | type, symbol: str, code: bytes) -> bool:
 def keep(dtype: np.dtype | type, symbol: str, code: bytes) -> None:
     """Link code this process compiled for `dtype` and could not store, so that its later runs load it
     rather than compile it again (a process compiles at most once per dtype, whatever the cache)."""
-    try:
-        function = _link(symbol, code, np.dtype(dtype))
-    except (ImportError, OSError, RuntimeError, ValueError):
-        return
+    function = _link(symbol, code, np.dtype(dtype))
     if function is not None:
         _kept[np.dtype(dtype).name] = function
 
@@ -241,9 +238,8 @@ def load(dtype: np.dtype | type):
     if header + b"\n" != MAGIC or hashlib.sha256(body).hexdigest().encode() != stamp:
         return None
     symbol, _, code = body.partition(b"\n")
-    try:
-        function = _link(symbol.decode(), code, np.dtype(dtype))
-    except (ImportError, OSError, RuntimeError, ValueError):  # no Numba to take helpers from; LLVM refused it
+    function = _link(symbol.decode(errors="replace"), code, np.dtype(dtype))  # a garbled name links nowhere
+    if function is None:
         return None
     _loaded[str(name)] = function
     return function
@@ -269,15 +265,20 @@ def _helpers() -> dict[str, int]:
 
 
 def _link(symbol: str, code: bytes, dtype: np.dtype):
-    llvm = _llvm()
-    for name, address in _helpers().items():
-        llvm.add_symbol(name, address)
-    target = llvm.Target.from_triple(llvm.get_process_triple())
-    machine = target.create_target_machine(codemodel="jitdefault", jit=True)
-    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(SHIM), machine)
-    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
-    engine.finalize_object()
-    address = engine.get_function_address(symbol)
+    """The C function `symbol` of the object `code`, linked into this process, or None when it cannot be
+    (no Numba to take helpers from; LLVM refused the object; no such symbol)."""
+    try:
+        llvm = _llvm()
+        for name, address in _helpers().items():
+            llvm.add_symbol(name, address)
+        target = llvm.Target.from_triple(llvm.get_process_triple())
+        machine = target.create_target_machine(codemodel="jitdefault", jit=True)
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(SHIM), machine)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+        engine.finalize_object()
+        address = engine.get_function_address(symbol)
+    except (ImportError, OSError, RuntimeError, ValueError):
+        return None
     if not address:
         return None
     _engines.append(engine)

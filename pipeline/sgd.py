@@ -29,7 +29,7 @@ ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
 # after a load of about 0.1 s and, the first time on a machine (or after an edit of its sources), a compile.
 NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 90e-6, 0.4e-6
 COMPILED_BATCH_SECONDS, COMPILED_EXAMPLE_SECONDS, LOAD_SECONDS = 2e-6, 0.17e-6, 0.1
-COMPILE_SECONDS = 20.0  # one dtype, on a quiet machine (13 to 16 s measured), with a margin
+COMPILE_SECONDS = 20.0  # one dtype, on a quiet machine, with a margin (measured: benchmarks/README.md)
 NOTE_SECONDS = 2.0  # a run expected to take longer says which engine trains it
 
 
