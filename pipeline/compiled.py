@@ -19,11 +19,13 @@ Every kernel works in the weights' dtype (float64 or float32): a scalar of that 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
 import numba
 import numpy as np
+from numba.core import caching
 
 from pipeline import native
 from pipeline.errors import PipelineError, exit_on_error, shown
@@ -66,8 +68,48 @@ KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrappe
 @functools.cache
 def from_python(kernel):
     """`kernel` as a function Python can call: the same code, with the CPython wrapper the engine's own
-    kernels go without (the kernels it calls are the engine's)."""
-    return numba.njit(nogil=True, error_model="numpy", _nrt=False)(kernel.py_func)
+    kernels go without (the kernels it calls are the engine's). Numba caches the copy's machine code in
+    the machine's cache (`_CopyLocator`), so a test process compiles it once per machine and source."""
+    copy = numba.njit(nogil=True, error_model="numpy", _nrt=False)(kernel.py_func)
+    with contextlib.suppress(RuntimeError, OSError):  # no writable cache: compiled in each process instead
+        copy._cache = _CopyCache(copy.py_func)  # what `cache=True` sets, with our locator
+    return copy
+
+
+class _CopyLocator(caching._CacheLocator):
+    """Where Numba keeps `from_python`'s copies: `native.cache_root()/copies`, stamped by the digest of
+    all the engine's sources (a copy inlines constants and kernels from all three), where Numba's own
+    locator stamps the one file a function is in and names its folder after the clone's path. Numba's
+    index still keys each entry on its signature, CPU and Numba version."""
+
+    def __init__(self, py_func) -> None:
+        self.path, self.stamp = native.cache_root() / "copies", native.sources_digest()
+
+    def get_cache_path(self) -> str:
+        return str(self.path)
+
+    def get_source_stamp(self) -> str:
+        return self.stamp
+
+    def get_disambiguator(self) -> str:
+        return "copy"
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        locator = cls(py_func)
+        try:
+            locator.ensure_cache_path()
+        except OSError:
+            return None  # Numba then raises RuntimeError: no locator
+        return locator
+
+
+class _CopyCacheImpl(caching.CompileResultCacheImpl):
+    _locator_classes = (_CopyLocator,)
+
+
+class _CopyCache(caching.FunctionCache):
+    _impl_class = _CopyCacheImpl
 
 
 TINY, NORMAL = 2.0**-1074, 2.0**-1022  # the smallest subnormal float64, and the smallest normal one

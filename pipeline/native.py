@@ -123,13 +123,19 @@ def _llvm():
     return llvm
 
 
-def key(dtype: np.dtype | type) -> str:
-    """The digest that names the entry for `dtype` on this machine, as it is now."""
-    llvm = _llvm()
+def sources_digest() -> str:
+    """The SHA-256 of the engine's sources (SOURCES), each named."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def key(dtype: np.dtype | type) -> str:
+    """The digest that names the entry for `dtype` on this machine, as it is now."""
+    llvm = _llvm()
+    digest = hashlib.sha256(sources_digest().encode())
     numba_spec = importlib.util.find_spec("numba")
     version = Path(numba_spec.origin).with_name("_version.py") if numba_spec and numba_spec.origin else None
     digest.update(version.read_bytes() if version and version.exists() else b"no numba")

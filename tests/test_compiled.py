@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -356,6 +357,23 @@ native.load = lambda dtype: "loaded" if native.path(dtype).is_file() else None  
 compiled.compile_ahead((np.float64,))
 print(native.load(np.float64))
 """
+
+
+def test_a_kernels_copy_is_compiled_once_per_machine_and_again_when_any_engine_source_changes(tmp_path, monkeypatch):
+    """`from_python`'s copies are cached (the suite's kernel tests load them), stamped by all three sources."""
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path))
+    a = np.array([1.0, np.nan, 2.0])
+
+    def fresh():  # a copy as a new process makes it (from_python keeps one per process)
+        copy = from_python.__wrapped__(compiled.max_nan)
+        assert np.isnan(copy(np.float64(1.0), np.float64(np.nan)))
+        assert copy(a[0], a[2]) == 2.0
+        return copy.stats.cache_hits, copy.stats.cache_misses
+
+    assert fresh() == ({}, {(numba.float64, numba.float64): 1})  # compiled, and saved
+    assert fresh() == ({(numba.float64, numba.float64): 1}, {})  # loaded
+    monkeypatch.setattr(native, "sources_digest", lambda: "another clone's sources")
+    assert fresh() == ({}, {(numba.float64, numba.float64): 1})  # not that clone's code: compiled again
 
 
 def test_two_processes_that_need_the_same_entry_compile_it_once(tmp_path):
