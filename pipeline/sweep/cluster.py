@@ -39,7 +39,9 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Any]:
             processes=True,
             dashboard_address="127.0.0.1:0",  # the scheduler's HTTP server (health checks) on a free port: None
             scheduler_kwargs={"dashboard": False},  # means 8787, and a warning when another cluster has it
-            silence_logs=logging.ERROR,  # a worker lost is told in one line below, not in Dask's log
+            # A worker lost is told in one line below, not in Dask's log; and at the end a worker's heartbeat to
+            # the scheduler that just closed logged an ERROR with two tracebacks, now and then.
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,
     ):
