@@ -165,9 +165,10 @@ def dvc_repo(tmp_path_factory) -> Path:
     return project
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium, headless and offline, driven by Playwright (tests/test_explorer.py, test_hostile.py)."""
+    """Debian's Chromium, headless and offline, driven by Playwright: one for a test process, each test's pages
+    in a context of their own (`new_page`)."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")

@@ -185,26 +185,6 @@ def drawn(browser, page: Path, width: int = 1280):
         tab.close()
 
 
-def console_of(browser, page: Path) -> tuple[list[str], str]:
-    """Every console message and script error of `page` once every vega plot has drawn, and its header's text."""
-    with drawn(browser, page) as (tab, messages):
-        return messages, tab.inner_text("header")
-
-
-@pytest.mark.parametrize("which", ["show", "diff"])
-def test_the_plots_page_logs_nothing_in_chromium(browser, plots_page, diff_page, which):
-    """DVC's own linear and simple templates logged "Infinite extent for field step/loss/accuracy" and
-    "Dropping {} from channel row/strokeDash", and Vega-Lite 5 under Vega 6 "The compiled spec uses Vega v5"."""
-    page = plots_page if which == "show" else diff_page
-    messages, header = console_of(browser, page)
-    assert messages == []
-    assert "dvc plots show or dvc plots diff" in header
-    text = page.read_text(encoding="utf-8")
-    assert text.count('"x": {"field": "step", "type": "quantitative", "title": "epoch"}') == 2  # loss, accuracy
-    if which == "diff":
-        assert text.count('"rev": "HEAD"') > 300 and text.count('"rev": "workspace"') > 300
-
-
 def test_image_captions_are_big_enough_to_read(tmp_path):
     """Pillow's captions were 10 px from the top of an A to the bottom of a g; a reader wants 13 or more."""
     path = tmp_path / "caption.png"
@@ -218,12 +198,21 @@ def test_image_captions_are_big_enough_to_read(tmp_path):
 
 
 @pytest.mark.parametrize("width", [420, 1280])
-def test_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(browser, plots_page, diff_page, width):
-    """At 420 px the page did not scroll sideways, but charts were clipped inside their cards (the sweep chart's
-    title showed as "sw..."); at 1280 px the sweep chart was titled with its path and stood between the training
-    curves. Screenshots: test-artifacts/plots-420.png and plots-1280.png."""
+def test_the_plots_pages_log_nothing_and_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(
+    browser, plots_page, diff_page, width
+):
+    """Nothing in the console: DVC's own linear and simple templates logged "Infinite extent for field
+    step/loss/accuracy" and "Dropping {} from channel row/strokeDash", and Vega-Lite 5 under Vega 6 "The
+    compiled spec uses Vega v5". At 420 px the page did not scroll sideways, but charts were clipped inside
+    their cards (the sweep chart's title showed as "sw..."); at 1280 px the sweep chart was titled with its
+    path and stood between the training curves. Screenshots: test-artifacts/plots-420.png and plots-1280.png."""
     for page in (plots_page, diff_page):
+        text = page.read_text(encoding="utf-8")
+        assert text.count('"x": {"field": "step", "type": "quantitative", "title": "epoch"}') == 2  # loss, accuracy
+        if page == diff_page:
+            assert text.count('"rev": "HEAD"') > 300 and text.count('"rev": "workspace"') > 300
         with drawn(browser, page, width) as (tab, messages):
+            header = tab.inner_text("header")
             cards = tab.evaluate(
                 """() => [...document.querySelectorAll('main > div')].map(card => {
                      const chart = card.querySelector('svg, canvas, img');
@@ -239,6 +228,7 @@ def test_every_chart_fits_its_card_at_a_phones_width_and_a_laptops(browser, plot
                 tab.screenshot(path=str(SCREENSHOT.with_name(f"plots-{width}.png")), full_page=True)
             order = tab.evaluate("[...document.querySelectorAll('main > div')].map(d => d.id)")
         assert messages == [], messages
+        assert "dvc plots show or dvc plots diff" in header
         assert page_width <= width
         for card in cards:
             assert card["scroll"] <= card["inner"] + 1 and card["chart"] <= card["inner"] + 1, card
