@@ -73,6 +73,7 @@ def test_nothing_reruns_when_nothing_changed(repo):
     assert "Data and pipelines are up to date." in dvc(repo, "status").stdout
 
 
+@pytest.mark.slow  # five runs of DVC through its run cache (about 15 s); the tour runs the same edit
 def test_a_learning_rate_edit_reruns_exactly_the_downstream_stages(repo):
     git_commit(repo, "first repro")
     params = repo / "params.yaml"

@@ -72,6 +72,7 @@ def pushed(repo: Path, dest: Path, remote: list[str], creds: dict[str, str] | No
     return work
 
 
+@pytest.mark.slow  # two clones sharing a remote
 def test_push_to_a_local_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
     work = pushed(repo, tmp_path / "work", ["test-storage", str(tmp_path / "storage")])
     fresh = clone(work, tmp_path / "fresh")
@@ -79,6 +80,7 @@ def test_push_to_a_local_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
     assert_pulled_clone_is_ready(work, fresh)
 
 
+@pytest.mark.slow  # two clones sharing a remote
 def test_a_consumer_fetches_a_tagged_model_version(repo, tmp_path):
     producer = pushed(repo, tmp_path / "producer", ["test-storage", str(tmp_path / "storage")])
     run(["git", *GIT_ID, "tag", "-a", "abc-model@v1.0.0", "-m", "first model"], cwd=producer)
@@ -88,6 +90,7 @@ def test_a_consumer_fetches_a_tagged_model_version(repo, tmp_path):
     assert (consumer / "model.npz").read_bytes() == (producer / "models/model.npz").read_bytes()
 
 
+@pytest.mark.slow  # two clones sharing a remote
 def test_push_and_pull_through_an_s3_compatible_remote(repo, tmp_path, s3_server):
     url, creds = s3_server
     work = pushed(repo, tmp_path / "work", ["s3r", "s3://abc/store", "endpointurl", url], creds)
@@ -101,6 +104,7 @@ def troubleshooting_quotes(text: str) -> bool:
     return any(text in quoted for quoted in docs.quoted("docs/troubleshooting.md"))
 
 
+@pytest.mark.slow  # what DVC itself prints, which changes with DVC's version only (about 9 s)
 def test_the_dvc_messages_the_docs_troubleshoot_are_what_dvc_says(repo, tmp_path):
     work = clone_with_outputs(repo, tmp_path / "work")
     typo = subprocess.run(

@@ -309,6 +309,7 @@ KEPT = sweep_file(
 )
 
 
+@pytest.mark.slow  # a Dask cluster of separate processes, then DVC experiments (about 20 s)
 def test_the_kept_experiment_and_a_sampled_trial_equal_dvc_exp_run(dvc_repo, tmp_path):
     """The sweep runs its best as `dvc exp run --name` and checks the bytes itself; here a second, sampled
     trial runs through `dvc exp run -S` too, and `dvc exp show` reports the kept one's metric as the sweep did."""
