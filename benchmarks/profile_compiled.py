@@ -27,7 +27,7 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
     """The step's kernels in order, each a closure over its own arrays (as `compiled.train_epoch` makes them)."""
     X, y = noisy_copies(clean_glyphs(), max(m, 3000) // 3, 0.1, np.random.default_rng(0))
     net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
-    H, K, T, none = 5, 3, compiled.tables(dtype), np.empty(0, dtype)
+    H, K, T, none = 5, 3, native.tables(dtype), np.empty(0, dtype)
     rows, labels = np.arange(m), y[:m].astype(np.int64)
     bytes_, floats, ints, typed = (
         np.empty(PIXELS * m, np.uint8),

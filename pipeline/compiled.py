@@ -25,7 +25,8 @@ import math
 
 import numba
 import numpy as np
-from numba.core import caching
+from numba.core import caching, codegen
+from numba.core.compiler_lock import global_compiler_lock
 
 from pipeline import native
 from pipeline.errors import PipelineError, exit_on_error, shown
@@ -46,22 +47,20 @@ from pipeline.native import (
     SUMMARY_ROWS,
     TABLE_SIZE,
     ZERO,
-    tables,
-    workspace,
 )
 from pipeline.portable import TABLE_BITS as _TABLE_BITS
 from pipeline.portable import TABLE_SIZE as _N
 
-# No fastmath, ever: it fuses multiply-adds and reorders sums. The epoch and the views it cuts (ENGINE)
-# are inlined by Numba into the C entry point, so the whole engine is optimized and turned into machine
-# code once; as a function of its own, the epoch would be compiled twice, alone and inside the entry.
+# No fastmath, ever: it fuses multiply-adds and reorders sums. The functions below are kernels, which the
+# C entry point (`entry_point`) links into one module: LLVM optimizes it and makes its machine code once
+# (`_LinkedLibrary`), inlining what it finds worth it. The kernels allocate nothing, so they run without
+# Numba's reference counting (atomic increments on every array passed, which cost more than a
+# one-example step's arithmetic). Only compiled code calls them, so they go without the CPython and C
+# wrappers Numba would build for each (a quarter of the compile); `from_python` gives the tests and the
+# profile a callable copy. An integer constant passed to a kernel is written np.int64(...): a bare
+# literal would compile the kernel again, for it. The views the epoch cuts from its scratch (ENGINE) are
+# inlined by Numba into `train_epoch`: as kernels of their own they cost 1.7 s more to compile.
 ENGINE = numba.njit(nogil=True, error_model="numpy", inline="always", no_cfunc_wrapper=True)
-# The kernels allocate nothing, so they run without Numba's reference counting (atomic increments on
-# every array passed, which cost more than a one-example step's arithmetic). Only compiled code calls
-# them, so they go without the CPython and C wrappers Numba would build for each (a quarter of the
-# compile); `from_python` gives the tests and the profile a callable copy. LLVM inlines the small ones
-# (a step of exp, a split) into the loops that call them, and vectorizes those loops. An integer constant
-# passed to a kernel is written np.int64(...): a bare literal would compile the kernel again, for it.
 KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True, no_cpython_wrapper=True)
 
 
@@ -73,6 +72,13 @@ def from_python(kernel):
     copy = numba.njit(nogil=True, error_model="numpy", _nrt=False)(kernel.py_func)
     with contextlib.suppress(RuntimeError, OSError):  # no writable cache: compiled in each process instead
         copy._cache = _CopyCache(copy.py_func)  # what `cache=True` sets, with our locator
+    compile_copy = copy.compile
+
+    def compile(signature):  # what the dispatcher calls for a signature it has not seen
+        with linked_libraries():
+            return compile_copy(signature)
+
+    copy.compile = compile
     return copy
 
 
@@ -82,7 +88,7 @@ class _CopyLocator(caching._CacheLocator):
     locator stamps the one file a function is in and names its folder after the clone's path. Numba's
     index still keys each entry on its signature, CPU and Numba version."""
 
-    def __init__(self, py_func) -> None:
+    def __init__(self) -> None:
         self.path, self.stamp = native.cache_root() / "copies", native.sources_digest()
 
     def get_cache_path(self) -> str:
@@ -96,7 +102,7 @@ class _CopyLocator(caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func, py_file):
-        locator = cls(py_func)
+        locator = cls()
         try:
             locator.ensure_cache_path()
         except OSError:
@@ -690,7 +696,7 @@ def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels):
     return S1, S2, floats, labels, stack, ints, visited, scratches
 
 
-@ENGINE
+@KERNEL
 def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf, wi, wd, wu, wj):
     """One pass over X[order] : (N, 30) uint8, batch by batch, as `sgd.train_epoch`: the weights move in
     place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update. Returns the
@@ -889,9 +895,77 @@ def build(dtype: np.dtype | type) -> tuple[str, bytes]:
     """Compile the entry point for `dtype` for this machine (or NUMBA_CPU_NAME): (its symbol, its object
     code). The object's only outside references are the Python C API and the three symbols `native`
     defines (checked by a test)."""
-    entry = numba.cfunc(entry_signature(dtype), error_model="numpy")(entry_epoch)  # no fastmath, ever
-    library = entry._library
-    return entry.native_name, library.serialize_using_object_code()[2][0]
+    entry = entry_point(dtype)
+    return entry.native_name, entry._library.serialize_using_object_code()[2][0]
+
+
+def entry_point(dtype: np.dtype | type):
+    """The entry point for `dtype` as Numba's C callback, its kernels linked in (`linked_libraries`)."""
+    with linked_libraries():
+        return numba.cfunc(entry_signature(dtype), error_model="numpy")(entry_epoch)  # no fastmath, ever
+
+
+@contextlib.contextmanager
+def linked_libraries():
+    """While held, every library Numba compiles (the kernels, and Numba's own implementations they use)
+    is a `_LinkedLibrary`: optimized and turned into machine code once, inside the library of the
+    function that is called (the entry point, a `from_python` copy), rather than once alone and again in
+    each caller."""
+    target = train_epoch.targetctx.codegen()
+    with global_compiler_lock:
+        if "_library_class" in vars(target):  # held already, further up
+            yield
+            return
+        target._library_class, target.set_env = _LinkedLibrary, functools.partial(_set_env, target)
+        try:  # this codegen's own, for the compiles meanwhile only
+            yield
+        finally:
+            del target._library_class, target.set_env  # back to the class's
+
+
+def _set_env(target, name: str, env) -> None:
+    """Numba's `set_env`, for a library whose code exists: the address of a function's environment (the
+    Python objects its CPython wrapper uses), written into its global. A `_LinkedLibrary` kernel has no
+    code, and no wrapper to use it."""
+    if target._engine.get_global_value_address(name):
+        type(target).set_env(target, name, env)
+
+
+class _LinkedLibrary(codegen.JITCodeLibrary):
+    """A library whose code is only linked into its callers' until something asks for a function's
+    address: its finalize links its callees' modules in and stops there. Numba's own finalize also runs
+    LLVM's module passes and makes the machine code, for each kernel alone and again in every caller
+    that links it: about 40% of the compile (benchmarks/README.md). The C entry point's address, asked
+    for by `numba.cfunc`, makes the whole engine's machine code, once, with the callees' copies internal
+    to it (so LLVM inlines a kernel called once, and specializes it for its one caller); a library asked
+    for a function it does not define (a kernel's absent CPython wrapper) makes none."""
+
+    _has_code = False
+
+    def _finalize_final_module(self) -> None:  # the module's machine code (also for one loaded from a cache)
+        super()._finalize_final_module()
+        self._has_code = True
+
+    def finalize(self) -> None:
+        self._raise_if_finalized()
+        self._own = {f.name for f in self._final_module.functions if not f.is_declaration}
+        for library in dict.fromkeys(self._linking_libraries):
+            self._reload_init.update(library._reload_init)
+            self._final_module.link_in(library._get_module_for_linking(), preserve=True)
+        self._finalized = True
+
+    def get_pointer_to_function(self, name: str) -> int:
+        self._ensure_finalized()
+        if not self._has_code:
+            if not any(f.name == name and not f.is_declaration for f in self._final_module.functions):
+                return 0
+            for f in self._final_module.functions:  # the callees' copies: this module's alone
+                if not f.is_declaration and f.name not in self._own:
+                    f.linkage = "internal"
+            self._optimize_final_module()  # what Numba's finalize does, once, for everything linked in
+            self._final_module.verify()
+            self._finalize_final_module()
+        return super().get_pointer_to_function(name)
 
 
 def codegen_target() -> tuple[str, str]:
@@ -910,15 +984,6 @@ def compile_ahead(dtypes: tuple[np.dtype | type, ...] = (np.float64, np.float32)
                     symbol, code = build(dtype)
                     if not native.store(dtype, symbol, code):  # a cache that cannot be written
                         native.keep(dtype, symbol, code)
-
-
-def example_arguments(dtype: np.dtype | type) -> dict[str, tuple]:
-    """Arguments of the types `sgd` passes to `train_epoch` (for its dispatcher: the tests' assembly)."""
-    dtype = np.dtype(dtype)
-    X, labels, T, none = np.zeros((3, 30), np.uint8), np.arange(3, dtype=np.int64), tables(dtype), np.empty(0, dtype)
-    w1, w2, Z2 = np.zeros((30, 5), dtype), np.zeros((5, 3), dtype), np.zeros((3, 3), dtype)
-    ws = workspace(3, 1, 5, 3, 30, dtype)
-    return {"train_epoch": (X, labels, np.arange(3), dtype.type(0.1), 1, 0, w1, w2, none, none, Z2, T, *ws)}
 
 
 DTYPES = ("float64", "float32")  # what train.dtype allows, and what the entry point is compiled for

@@ -22,17 +22,16 @@ FMA = re.compile(r"\b(v?f(n)?m(add|sub)\w*|fml[as]\w*)\b")  # x86 vfmadd..., aar
 
 ASSEMBLY_PROBE = """
 import json, sys
-import numba
 import numpy as np
 from pipeline import compiled, native
 asm = {}
-for dtype in (np.float64, np.float32):  # the entry point, compiled for NUMBA_CPU_NAME as compiled.build does it
-    entry = numba.cfunc(compiled.entry_signature(dtype), error_model="numpy")(compiled.entry_epoch)
+for dtype in (np.float64, np.float32):  # the entry point, compiled for NUMBA_CPU_NAME by compiled.build's own step
+    entry = compiled.entry_point(dtype)
     asm[f"entry{dtype.__name__}"] = entry._library.get_asm_str()
     # and stored where a run with this environment loads it: the digests below run this very code (and
     # each CPU compiles once, not twice)
     native.store(dtype, entry.native_name, entry._library.serialize_using_object_code()[2][0])
-for name, f in vars(compiled).items():  # and each kernel alone, as the entry point compiled it
+for name, f in vars(compiled).items():  # and each kernel's own module, as the entry point linked it
     if hasattr(f, "inspect_asm"):
         for sig, text in f.inspect_asm().items():
             asm[f"{name}{sig}"] = text
