@@ -24,11 +24,12 @@ from pipeline.portable import exp_limit
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
 ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
-# What auto weighs, in seconds (benchmarks/bench.py, on a quiet 2-core AMD EPYC): the NumPy engine costs
-# about 90 us a batch and 0.4 us an example; the compiled one about 2 us a batch and 0.17 us an example,
-# after a load of about 0.1 s and, the first time on a machine (or after an edit of its sources), a compile.
-NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 90e-6, 0.4e-6
-COMPILED_BATCH_SECONDS, COMPILED_EXAMPLE_SECONDS, LOAD_SECONDS = 2e-6, 0.17e-6, 0.1
+# What auto weighs, in seconds: a cost a batch and a cost an example, fitted to bench.py's samples/s at
+# batches 1, 64 and 1024 (benchmarks/README.md, a quiet 2-core AMD EPYC; each within 20% of the three):
+# NumPy 55 us a batch and 0.26 us an example; the compiled engine 0.4 us and 0.085 us, after a load of
+# about 0.1 s and, the first time on a machine (or after an edit of its sources), a compile.
+NUMPY_BATCH_SECONDS, NUMPY_EXAMPLE_SECONDS = 55e-6, 0.26e-6
+COMPILED_BATCH_SECONDS, COMPILED_EXAMPLE_SECONDS, LOAD_SECONDS = 0.4e-6, 0.085e-6, 0.1
 COMPILE_SECONDS = 12.0  # one dtype, on a quiet machine, with a margin (measured: benchmarks/README.md)
 NOTE_SECONDS = 2.0  # a run expected to take longer says which engine trains it
 

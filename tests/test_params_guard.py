@@ -201,7 +201,9 @@ def test_the_environment_check_runs_even_when_the_run_cache_knows_the_params(cle
 def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
     """`dvc exp run -S` rewrites params.yaml before DVC takes its lock: a second one in the same workspace
     changes the params of the first one's running stage. The stage stops, naming the key, and writes nothing."""
-    edit(clean, "  epochs: 300 ", "  epochs: 10000 ")  # train runs long enough to be caught running
+    edit(clean, "  epochs: 300 ", "  epochs: 10000 ")  # train runs long enough to be caught running:
+    edit(clean, "  train_per_class: 0 ", "  train_per_class: 1 ")  # 60,000 steps, about 3 s
+    run([sys.executable, "-m", "pipeline.make_dataset"], cwd=clean)
     before = outputs(clean)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train"],
