@@ -5,7 +5,7 @@
 REV is cloned into a temporary folder. Each round, each side runs `python -m pipeline.compiled DTYPE` as
 a whole process into an empty cache of its own, the two in turn (so a drift of the machine's speed hits
 both): the wall seconds of each, their medians and the median of the pairwise ratios. Then the two
-entries are linked into this one process (`native._link`, as a run loads them) and each trains one
+entries are linked into this one process (`native.load_file`, as a run loads them) and each trains one
 epoch of 40,000 noisy glyphs at batches 1, 64 and 1024, in turn, `--rounds` times: the best samples/s
 of each and the median of the pairwise speed-ups. Both sides run with this checkout's Python.
 """
@@ -43,10 +43,7 @@ def compile_seconds(project: Path, cache: Path, dtype: str) -> float:
 def entry(cache: Path, dtype: str):
     """The C function of the one entry in `cache`, linked into this process."""
     (path,) = cache.glob(f"epoch-{dtype}-*.o")
-    _, _, rest = path.read_bytes().partition(b"\n")
-    _, _, body = rest.partition(b"\n")
-    symbol, _, code = body.partition(b"\n")
-    return native._link(symbol.decode(), code, np.dtype(dtype))
+    return native.load_file(path, dtype)
 
 
 def main() -> None:

@@ -935,7 +935,7 @@ class _LinkedLibrary(codegen.JITCodeLibrary):
     """A library whose code is only linked into its callers' until something asks for a function's
     address: its finalize links its callees' modules in and stops there. Numba's own finalize also runs
     LLVM's module passes and makes the machine code, for each kernel alone and again in every caller
-    that links it: about 40% of the compile (benchmarks/README.md). The C entry point's address, asked
+    that links it: about a third of the compile (benchmarks/README.md). The C entry point's address, asked
     for by `numba.cfunc`, makes the whole engine's machine code, once, with the callees' copies internal
     to it (so LLVM inlines a kernel called once, and specializes it for its one caller); a library asked
     for a function it does not define (a kernel's absent CPython wrapper) makes none."""

@@ -230,8 +230,17 @@ def load(dtype: np.dtype | type):
         name = path(dtype)
     except (ImportError, OSError, ValueError):
         return None
-    if str(name) in _loaded:
-        return _loaded[str(name)]
+    if str(name) not in _loaded:
+        function = load_file(name, dtype)
+        if function is None:
+            return None
+        _loaded[str(name)] = function
+    return _loaded[str(name)]
+
+
+def load_file(name: Path, dtype: np.dtype | type):
+    """The C function of the entry file `name` (for `dtype`), linked into this process, or None when it is
+    not a sound entry (`benchmarks/engine_ab.py` also loads another revision's entry with it)."""
     try:  # a regular file of a sane size only: a FIFO would block the read, a huge file fill memory
         info = name.lstat()
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ENTRY_BYTES:
@@ -244,11 +253,7 @@ def load(dtype: np.dtype | type):
     if header + b"\n" != MAGIC or hashlib.sha256(body).hexdigest().encode() != stamp:
         return None
     symbol, _, code = body.partition(b"\n")
-    function = _link(symbol.decode(errors="replace"), code, np.dtype(dtype))  # a garbled name links nowhere
-    if function is None:
-        return None
-    _loaded[str(name)] = function
-    return function
+    return _link(symbol.decode(errors="replace"), code, np.dtype(dtype))  # a garbled name links nowhere
 
 
 def _helpers() -> dict[str, int]:
