@@ -7,7 +7,8 @@ a whole process into an empty cache of its own, the two in turn (so a drift of t
 both): the wall seconds of each, their medians and the median of the pairwise ratios. Then the two
 entries are linked into this one process (`native.load_file`, as a run loads them) and each trains one
 epoch of 40,000 noisy glyphs at batches 1, 64 and 1024, in turn, `--rounds` times: the best samples/s
-of each and the median of the pairwise speed-ups. Both sides run with this checkout's Python.
+of each and the median of the pairwise speed-ups; then this tree's with all the cores' threads
+(batch 1024 only: smaller batches run in one thread). Both sides run with this checkout's Python.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import native  # noqa: E402
+from pipeline import native, sgd  # noqa: E402
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies  # noqa: E402
 from pipeline.model import init_network  # noqa: E402
 
@@ -72,23 +73,33 @@ def main() -> None:
         X, y = noisy_copies(clean_glyphs(), 40_000 // 3, 0.1, np.random.default_rng(0))
         y, dtype = y.astype(np.int64), np.dtype(args.dtype)
         T, none = native.tables(dtype), np.empty(0, dtype)
+        cores = sgd.threads_wanted()
         for batch in (1, 64, 1024):
             ws = native.workspace(len(X), batch, 5, len(CLASSES), X.shape[1], dtype)
-            times = [[], []]
+            sides = [(function, ws, 1) for function in functions]
+            if batch == 1024 and cores > 1:  # this tree's engine again, on all cores
+                sides.append(
+                    (functions[0], native.workspace(len(X), batch, 5, len(CLASSES), X.shape[1], dtype, cores), cores)
+                )
+            times = [[] for _ in sides]
             for _ in range(args.rounds):
-                for side, function in enumerate(functions):
+                for side, (function, scratch, threads) in enumerate(sides):
                     net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
                     Z2 = np.empty((len(X), len(CLASSES)), dtype)
                     start = time.perf_counter()
                     order = np.arange(len(X))
-                    native.epoch(function, X, y, order, 0.1, batch, 0, net.w1, net.w2, none, none, Z2, T, ws)
+                    args_ = (X, y, order, 0.1, batch, 0, net.w1, net.w2, none, none, Z2, T, scratch, threads)
+                    native.epoch(function, *args_)
                     times[side].append(time.perf_counter() - start)
-            speedup = statistics.median(b / a for a, b in zip(*times))
-            print(
+            speedup = statistics.median(b / a for a, b in zip(times[0], times[1]))
+            line = (
                 f"batch {batch:4}: this tree {len(X) / min(times[0]) / 1e6:.2f}M samples/s, {args.rev} "
-                f"{len(X) / min(times[1]) / 1e6:.2f}M/s, speed-up {speedup:.3f} (median of {args.rounds} pairs)",
-                flush=True,
+                f"{len(X) / min(times[1]) / 1e6:.2f}M/s, speed-up {speedup:.3f} (median of {args.rounds} pairs)"
             )
+            if len(sides) > 2:
+                threaded = statistics.median(a / b for a, b in zip(times[0], times[2]))
+                line += f"; {cores} threads {len(X) / min(times[2]) / 1e6:.2f}M/s, {threaded:.2f}x one thread"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

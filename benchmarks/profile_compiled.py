@@ -44,24 +44,30 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
     values = np.empty(64, dtype)
     z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, m))
     counts, scratch = np.array([m, m * K], dtype), np.empty(m, dtype)
+    bounds, sums, partials = (
+        np.array([0, m], np.int64),
+        np.empty((H * K + H + K, 1), dtype),
+        np.empty((1, 2, PIXELS, H), np.int64),
+    )
     w1_row, zero, one, lr = net.w1.reshape(1, -1), dtype.type(0), dtype.type(1), dtype.type(1e-9)
     Z2_all = np.zeros((m, K), dtype)
     return {
-        "pixel_rows (one pixel a row)": lambda: from_python(compiled.pixel_rows)(X, rows, P),
+        "pixel_rows (one pixel a row)": lambda: from_python(compiled.pixel_rows)(X, rows, 0, m, P),
         "forward: slices of w1, X W1, sigmoids, A1 W2": lambda: from_python(compiled.forward)(
-            P, m, w1_row, net.w2, none, none, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W
+            P, 0, m, w1_row, net.w2, none, none, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W
         ),
         "  of which the two sigmoid passes": lambda: (
             from_python(compiled.sigmoid_row)(Z1.reshape(-1), H * m, A1.reshape(-1), T, W),
             from_python(compiled.sigmoid_row)(Z2.reshape(-1), K * m, A2.reshape(-1), T, W),
         ),
-        "loss_gradient": lambda: from_python(compiled.loss_gradient)(0, labels, m, A2, dZ2, counts),
-        "hidden_delta": lambda: from_python(compiled.hidden_delta)(net.w2, dZ2, A1, dZ1, m, one),
+        "loss_gradient": lambda: from_python(compiled.loss_gradient)(0, labels, 0, m, A2, dZ2, counts),
+        "hidden_delta": lambda: from_python(compiled.hidden_delta)(net.w2, dZ2, A1, dZ1, 0, m, one),
         "pixel_gradient (X^T dZ1, integer sums)": lambda: from_python(compiled.pixel_gradient)(
-            P, dZ1, m, dW1, G1, G2, N1, N2
+            P, dZ1, m, dW1, G1, G2, N1, N2, partials
         ),
-        "update (dW2, biases: pairwise sums)": lambda: from_python(compiled.update)(
-            lr, net.w1, net.w2, none, none, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values
+        "update (dW2, biases: pairwise sums)": lambda: (
+            from_python(compiled.batch_sums)(A1, dZ1, dZ2, bounds, 0, 1, False, scratch, zero, stack, values, sums),
+            from_python(compiled.update)(lr, net.w1, net.w2, none, none, dW1, sums, 1, zero),
         ),
         "summarize (the loss and accuracy of the batch)": lambda: from_python(compiled.summarize)(
             0, Z2_all, labels, 0, m, per_example, z, target, out, cell, T, W

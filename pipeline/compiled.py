@@ -23,10 +23,14 @@ import contextlib
 import functools
 import math
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
-from numba.core import caching, codegen
+from llvmlite import ir
+from numba import types
+from numba.core import caching, cgutils, codegen
 from numba.core.compiler_lock import global_compiler_lock
+from numba.extending import intrinsic
 
 from pipeline import native
 from pipeline.errors import PipelineError, exit_on_error, shown
@@ -39,9 +43,11 @@ from pipeline.native import (
     LOG_POLY,
     LOSS_IDS,
     LOWEST,
+    MIN_COLUMNS,
     ONE,
     POW2_OFFSET,
     ROUND_SHIFT,
+    SPINS,
     STEP_HI,
     STEP_LO,
     SUMMARY_ROWS,
@@ -62,6 +68,7 @@ from pipeline.portable import TABLE_SIZE as _N
 # inlined by Numba into `train_epoch`: as kernels of their own they cost 1.7 s more to compile.
 ENGINE = numba.njit(nogil=True, error_model="numpy", inline="always", no_cfunc_wrapper=True)
 KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True, no_cpython_wrapper=True)
+llvm.add_symbol("sched_yield", native._libc_address("sched_yield"))  # for Numba's own JIT (`from_python`)
 
 
 @functools.cache
@@ -289,17 +296,23 @@ def pairwise_leaf(a, lo, n, zero):
 
 @KERNEL
 def pairwise_sum(a, n, zero, stack, values):
-    """0 + NumPy's pairwise sum of a[:n], as `np.add.reduce` computes it over a contiguous axis.
+    """0 + NumPy's pairwise sum of a[:n], as `np.add.reduce` computes it over a contiguous axis (a batch of
+    one: 0 + (0 + a[0]), which turns -0.0 into +0.0)."""
+    return zero + pairwise_inner(a, np.int64(0), n, zero, stack, values)
+
+
+@KERNEL
+def pairwise_inner(a, lo, n, zero, stack, values):
+    """NumPy's pairwise sum of a[lo : lo + n], without pairwise_sum's leading 0 +: the value of one node
+    of its tree, which a thread computes for its share of a batch (`tree_bounds`).
 
     Above 128 entries NumPy splits n into n2 = n/2 rounded down to a multiple of 8, and n - n2, and adds
     the halves' sums. Written as a loop with an explicit stack: Numba cannot cache recursive functions.
     stack : (3, 64) int64 and values : (64,) are scratch (the depth is below 64 for any n < 2^63)."""
-    if n == 1:  # a batch of one (NumPy's loop: 0 + (0 + a[0]), which turns -0.0 into +0.0)
-        return zero + (zero + a[0])
     if n <= 128:
-        return zero + pairwise_leaf(a, np.int64(0), n, zero)
+        return pairwise_leaf(a, lo, n, zero)
     lows, counts, states = stack[0], stack[1], stack[2]
-    lows[0], counts[0], states[0], top, nvalues = 0, n, 0, 0, 0
+    lows[0], counts[0], states[0], top, nvalues = lo, n, 0, 0, 0
     while top >= 0:
         lo, count = lows[top], counts[top]
         half = count // 2
@@ -320,7 +333,44 @@ def pairwise_sum(a, n, zero, stack, values):
             nvalues -= 1
             values[nvalues - 1] += values[nvalues]
             top -= 1
-    return zero + values[0]
+    return values[0]
+
+
+@KERNEL
+def tree_bounds(m, depth, bounds):
+    """The nodes `depth` levels down pairwise_sum's tree over m entries, left to right: node j covers
+    bounds[j] .. bounds[j + 1]. Whether they exist: every node above them has more than 128 entries (a
+    node of 128 or fewer is a leaf, summed in one pass)."""
+    bounds[0], bounds[1], count = 0, m, 1
+    for _ in range(depth):
+        for j in range(count - 1, -1, -1):  # from the right, in place: node j's halves become 2j and 2j + 1
+            lo, hi = bounds[j], bounds[j + 1]
+            if hi - lo <= 128:
+                return False
+            half = (hi - lo) // 2
+            half -= half % 8
+            bounds[2 * j], bounds[2 * j + 1], bounds[2 * j + 2] = lo, lo + half, hi
+        count *= 2
+    return True
+
+
+@KERNEL
+def plan(m, threads, bounds):
+    """(used, nodes): how many of `threads` share a batch of m examples, and the nodes of the pairwise
+    tree they split it at (`tree_bounds`, written to bounds): thread t takes nodes t nodes / used ..
+    (t + 1) nodes / used, so its columns are contiguous and its partial sums are whole nodes, which the
+    first thread adds up the tree as NumPy would. At least MIN_COLUMNS examples a thread; (1, 1) when
+    the batch is not worth sharing."""
+    used = min(threads, m // MIN_COLUMNS)
+    while used > 1:
+        depth = 0
+        while (1 << depth) < used:
+            depth += 1
+        if tree_bounds(m, depth, bounds):
+            return used, np.int64(1 << depth)
+        used -= 1
+    bounds[0], bounds[1] = 0, m
+    return np.int64(1), np.int64(1)
 
 
 @KERNEL
@@ -365,24 +415,40 @@ def split(w, big1, big2):
 @KERNEL
 def largest_exponent(W, rows, cols):
     """(e, finite) for W[:rows, :cols] float64 or float32: every |w| < 2^e, and whether all are finite."""
-    if W.itemsize == 8:
-        return _largest_exponent(W.view(np.int64), rows, cols, 52, 1022, 1074)
-    return _largest_exponent(W.view(np.int32), rows, cols, 23, 126, 149)
+    return exponent_of(top_bits(W, rows, np.int64(0), cols), W.itemsize)
 
 
 @KERNEL
-def _largest_exponent(B, rows, cols, mantissa_bits, bias, subnormal):
-    """(e, finite) for the largest |w| of W[:rows, :cols], given as its bit patterns B: e as Python's
-    math.frexp(float(max|w|))[1] gives it, 0 for 0, NaN and infinity (as frexp does), and whether every
-    w is finite. The largest |w| has the largest pattern once the sign bit is cleared (NaN and infinity
-    the largest of all): an integer maximum, which LLVM vectorizes, where a float one must run in order."""
+def top_bits(W, rows, lo, hi):
+    """The largest bit pattern of |w| over W[:rows, lo:hi] (float64 or float32), as an int64. The largest
+    |w| has the largest pattern once the sign bit is cleared (NaN and infinity the largest of all): an
+    integer maximum, which LLVM vectorizes, where a float one must run in order; and threads that each
+    take some columns combine theirs with max, in any order."""
+    if W.itemsize == 8:
+        return _top_bits(W.view(np.int64), rows, lo, hi)
+    return np.int64(_top_bits(W.view(np.int32), rows, lo, hi))
+
+
+@KERNEL
+def _top_bits(B, rows, lo, hi):
     top = B.dtype.type(0)
     sign = B.dtype.type((1 << (8 * B.itemsize - 1)) - 1)  # all bits but the sign bit, in B's own width
     for r in range(rows):
-        for i in range(cols):
+        for i in range(np.uint64(lo), np.uint64(hi)):
             top = max(top, B[r, i] & sign)
-    field = np.int64(top >> mantissa_bits)
-    if field == (1 << (8 * B.itemsize - 1 - mantissa_bits)) - 1:  # all ones: NaN or infinity
+    return top
+
+
+@KERNEL
+def exponent_of(top, itemsize):
+    """(e, finite) for the largest |w| whose bit pattern is top (`top_bits`, of a float of itemsize bytes):
+    e as Python's math.frexp(float(max|w|))[1] gives it, 0 for 0, NaN and infinity (as frexp does)."""
+    if itemsize == 8:
+        mantissa_bits, bias, subnormal, ones = 52, 1022, 1074, 2047
+    else:
+        mantissa_bits, bias, subnormal, ones = 23, 126, 149, 255
+    field = top >> mantissa_bits
+    if field == ones:  # all ones: NaN or infinity
         return 0, False
     if field > 0:
         return field - bias, True
@@ -414,13 +480,14 @@ def loss_outputs(loss, z, target, n, out, T, W):
 
 
 @KERNEL
-def loss_gradient(loss, labels, m, A2, dZ2, counts):
-    """dLoss/dZ2 : (K, m), as `model.LOSSES[loss].delta`: bce (A2 - Y) / m; mse 2 (A2 - Y) A2 (1 - A2) / (m K).
-    counts = [m, m K] in the weights' dtype (NumPy divides by them rounded to it)."""
+def loss_gradient(loss, labels, lo, hi, A2, dZ2, counts):
+    """dLoss/dZ2[:, lo:hi] of a (K, m) batch, as `model.LOSSES[loss].delta`: bce (A2 - Y) / m; mse
+    2 (A2 - Y) A2 (1 - A2) / (m K). counts = [m, m K] in the weights' dtype (NumPy divides by them
+    rounded to it)."""
     one = counts[0] / counts[0]
     zero, two = one - one, one + one
     for c in range(A2.shape[0]):
-        for i in range(m):
+        for i in range(np.uint64(lo), np.uint64(hi)):
             d = A2[c, i] - (one if labels[i] == c else zero)
             if loss == BCE:
                 dZ2[c, i] = d / counts[0]
@@ -429,20 +496,25 @@ def loss_gradient(loss, labels, m, A2, dZ2, counts):
 
 
 # ---- one batch: forward, loss gradient, backward, update ----
+#
+# Each kernel of a batch of m examples takes the columns lo .. hi of its (H, m) and (K, m) arrays: a
+# thread's share (`plan`), or 0 .. m for the whole batch. Every column is one example's numbers, computed
+# alone, so a share gives each the bits the whole batch would. What crosses columns (the pixel
+# gradient's grid, the sums over the batch) is computed apart, in pieces threads combine exactly.
 
 
 @KERNEL
-def pixel_rows(X, rows, P):
-    """The batch's 0/1 pixels X[rows] : (m, 30), one pixel a row: P : (30, m) uint8, 30 bytes an
+def pixel_rows(X, rows, lo, hi, P):
+    """The batch's 0/1 pixels X[rows[lo:hi]], one pixel a row: P[:, lo:hi] of (30, m) uint8, 30 bytes an
     example (the kernels widen them as they read them: that costs less than moving wider numbers)."""
-    for i in range(rows.shape[0]):  # each example's row read once, in order
+    for i in range(np.uint64(lo), np.uint64(hi)):  # each example's row read once, in order
         x = X[rows[i]]
         for p in range(X.shape[1]):
             P[p, i] = x[p]
 
 
 @KERNEL
-def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
+def pixel_product(P, lo, hi, S1, S2, acc1, acc2, Z1):
     """Z1 = (X W1)^T : (H, m) for P : (30, m) uint8 pixels and w1's slices S1, S2 : (30, H), as
     `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once.
     So three pixels are added at a time (a third of the loads and stores of the sums), and a product
@@ -450,92 +522,134 @@ def pixel_product(P, m, S1, S2, acc1, acc2, Z1):
     H, pixels = S1.shape[1], P.shape[0]
     for h in range(H):  # one hidden unit at a time: its two rows of m sums stay in the L1 cache
         a1, a2 = acc1[h], acc2[h]
-        a1[:] = 0.0
-        a2[:] = 0.0
+        for i in range(np.uint64(lo), np.uint64(hi)):
+            a1[i] = 0.0
+            a2[i] = 0.0
         for p in range(0, pixels - pixels % 3, 3):
             x, y, z = P[p], P[p + 1], P[p + 2]
             s1x, s1y, s1z, s2x, s2y, s2z = S1[p, h], S1[p + 1, h], S1[p + 2, h], S2[p, h], S2[p + 1, h], S2[p + 2, h]
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 u, v, w = np.float64(x[i]), np.float64(y[i]), np.float64(z[i])
                 a1[i] += (u * s1x + v * s1y) + w * s1z
                 a2[i] += (u * s2x + v * s2y) + w * s2z
         for p in range(pixels - pixels % 3, pixels):
             s1, s2, x = S1[p, h], S2[p, h], P[p]
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 a1[i] += np.float64(x[i]) * s1
                 a2[i] += np.float64(x[i]) * s2
-        for i in range(m):
+        for i in range(np.uint64(lo), np.uint64(hi)):
             Z1[h, i] = a1[i] + a2[i]  # rounded once to float64 (and to float32 on the store)
 
 
 @KERNEL
-def forward(P, m, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
+def forward(P, lo, hi, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
     """Z1 = X W1 + b1, A1 = sigmoid(Z1) : (H, m); Z2 = A1 W2 + b2, A2 = sigmoid(Z2) : (K, m).
 
     w1, S1, S2 : (1, 30 H), one row (the slices' loops then run over all 30 H weights at once); the
-    activations are C-contiguous (H, m) and (K, m), so each sigmoid is one pass over all of them."""
-    H, K = w2.shape
+    activations are C-contiguous (H, m) and (K, m), so for the whole batch each sigmoid is one pass
+    over all of them (a share: one a row)."""
+    (H, K), m = w2.shape, P.shape[1]
     slices(w1, np.int64(1), w1.shape[1], P.shape[0], S1, S2)
-    pixel_product(P, m, S1.reshape(P.shape[0], H), S2.reshape(P.shape[0], H), acc1, acc2, Z1)
+    pixel_product(P, lo, hi, S1.reshape(P.shape[0], H), S2.reshape(P.shape[0], H), acc1, acc2, Z1)
     if b1.shape[0]:
         for h in range(H):
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 Z1[h, i] += b1[h]
-    sigmoid_row(Z1.reshape(H * m), H * m, A1.reshape(H * m), T, W)
+    sigmoids(Z1, A1, lo, hi, m, T, W)
     for c in range(K):  # A1 W2 : (m, H) @ (H, K), summed over the H units in order
-        for i in range(m):
+        for i in range(np.uint64(lo), np.uint64(hi)):
             Z2[c, i] = w2[0, c] * A1[0, i]
         for h in range(1, H):
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 Z2[c, i] += w2[h, c] * A1[h, i]
         if b2.shape[0]:
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 Z2[c, i] += b2[c]
-    sigmoid_row(Z2.reshape(K * m), K * m, A2.reshape(K * m), T, W)
+    sigmoids(Z2, A2, lo, hi, m, T, W)
 
 
 @KERNEL
-def hidden_delta(w2, dZ2, A1, dZ1, m, one):
+def sigmoids(Z, A, lo, hi, m, T, W):
+    """A[:, lo:hi] = sigmoid(Z[:, lo:hi]) for (rows, m) arrays: one pass over all when lo .. hi is 0 .. m."""
+    rows = Z.shape[0]
+    if lo == 0 and hi == m:
+        sigmoid_row(Z.reshape(rows * m), rows * m, A.reshape(rows * m), T, W)
+    else:
+        for r in range(rows):
+            sigmoid_row(Z[r, lo:hi], hi - lo, A[r, lo:hi], T, W)
+
+
+@KERNEL
+def hidden_delta(w2, dZ2, A1, dZ1, lo, hi, one):
     """dZ1 = (dZ2 W2^T) * A1 * (1 - A1) : (H, m), the sum over the K classes in order."""
     for h in range(A1.shape[0]):
-        for i in range(m):
+        for i in range(np.uint64(lo), np.uint64(hi)):
             dZ1[h, i] = w2[h, 0] * dZ2[0, i]
         for c in range(1, dZ2.shape[0]):
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 dZ1[h, i] += w2[h, c] * dZ2[c, i]
-        for i in range(m):
+        for i in range(np.uint64(lo), np.uint64(hi)):
             dZ1[h, i] = dZ1[h, i] * A1[h, i] * (one - A1[h, i])
 
 
 @KERNEL
-def pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2):
-    """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`.
+def pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2, sums):
+    """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`, for a whole batch.
 
     For m > 1 that is, for each slice of dZ1, a sum of the inked examples' entries, exact in any order.
     Each slice lies on a grid q: its entries are integers times q, so the sums run in int64 (which
     LLVM vectorizes: integer addition has no rounding to keep in order), then scale back exactly.
-    P : (30, m) uint8 pixels; G1, G2 : (H, m) float64 and N1, N2 : (H, m) int64 scratch."""
+    Threads each do `gradient_slices` and `gradient_sums` for their columns, and the first adds their
+    integer sums (`gradient_from_sums`). P : (30, m) uint8 pixels; G1, G2 : (H, m) float64 and N1, N2 :
+    (H, m) int64 scratch; sums : (1, 2, 30, H) int64."""
     H = dZ1.shape[0]
     if m == 1:  # one exact product each
         for p in range(P.shape[0]):
             for h in range(H):
                 dW1[p, h] = np.float64(P[p, 0]) * np.float64(dZ1[h, 0])
         return
-    q1, q2 = slices(dZ1, H, m, m, G1, G2)
-    if q1 == 0.0:  # not finite: training has diverged, and the float sums make that show (as NaN)
-        for p in range(P.shape[0]):
-            for h in range(H):
-                dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
-        return
-    grid_integers(G1, q1, N1, H, m)
-    grid_integers(G2, q2, N2, H, m)
-    pixels = P.shape[0]
-    for h in range(H):  # each unit's two rows of m integers read once for three pixels
+    top, lo = top_bits(dZ1, H, np.int64(0), m), np.int64(0)
+    q1, q2 = gradient_slices(dZ1, lo, m, top, m, G1, G2)
+    if q1 == 0.0:
+        gradient_exact(P, G1, G2, m, dW1)
+    else:
+        gradient_sums(P, lo, m, G1, G2, q1, q2, N1, N2, sums[0])
+        gradient_from_sums(sums, np.int64(1), q1, q2, dW1)
+
+
+@KERNEL
+def gradient_slices(dZ1, lo, hi, top, m, G1, G2):
+    """`slices` of dZ1[:, lo:hi], on the grids of a batch of m whose largest pattern is top (`top_bits`
+    over the whole batch): G1, G2[:, lo:hi]. Returns the grids' steps, or (0, 0) when not finite."""
+    exponent, finite = exponent_of(top, dZ1.itemsize)
+    big1, big2, q1, q2 = grids(exponent, m)
+    for h in range(dZ1.shape[0]):
+        for i in range(np.uint64(lo), np.uint64(hi)):
+            G1[h, i], G2[h, i] = split(np.float64(dZ1[h, i]), big1, big2)
+    return (q1, q2) if finite else (0.0, 0.0)
+
+
+@KERNEL
+def gradient_exact(P, G1, G2, m, dW1):
+    """dW1 when the gradient is not finite: training has diverged, and the float sums make that show (as NaN)."""
+    for p in range(P.shape[0]):
+        for h in range(G1.shape[0]):
+            dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
+
+
+@KERNEL
+def gradient_sums(P, lo, hi, G1, G2, q1, q2, N1, N2, sums):
+    """sums[0], sums[1] : (30, H) int64 = for each pixel and unit, the sums over the inked examples among
+    columns lo .. hi of G1 / q1 and G2 / q2 (integers: exact, and exact again when threads add theirs)."""
+    H, pixels = G1.shape[0], P.shape[0]
+    grid_integers(G1, q1, N1, lo, hi)
+    grid_integers(G2, q2, N2, lo, hi)
+    for h in range(H):  # each unit's two rows of integers read once for three pixels
         n1, n2 = N1[h], N2[h]
         for p in range(0, pixels - pixels % 3, 3):
             x, y, z = P[p], P[p + 1], P[p + 2]
             x1 = y1 = z1 = x2 = y2 = z2 = 0
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 mx, my, mz = -np.int64(x[i]), -np.int64(y[i]), -np.int64(z[i])  # all ones where inked, else 0
                 x1 += mx & n1[i]
                 y1 += my & n1[i]
@@ -543,30 +657,41 @@ def pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2):
                 x2 += mx & n2[i]
                 y2 += my & n2[i]
                 z2 += mz & n2[i]
-            dW1[p, h] = np.float64(x1) * q1 + np.float64(x2) * q2  # each product exact; one rounding
-            dW1[p + 1, h] = np.float64(y1) * q1 + np.float64(y2) * q2
-            dW1[p + 2, h] = np.float64(z1) * q1 + np.float64(z2) * q2
+            sums[0, p, h], sums[0, p + 1, h], sums[0, p + 2, h] = x1, y1, z1
+            sums[1, p, h], sums[1, p + 1, h], sums[1, p + 2, h] = x2, y2, z2
         for p in range(pixels - pixels % 3, pixels):
             x, t1, t2 = P[p], 0, 0
-            for i in range(m):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 mask = -np.int64(x[i])
                 t1 += mask & n1[i]
                 t2 += mask & n2[i]
+            sums[0, p, h], sums[1, p, h] = t1, t2
+
+
+@KERNEL
+def gradient_from_sums(sums, count, q1, q2, dW1):
+    """dW1 from the integer sums of `count` shares, sums : (threads, 2, 30, H): each product exact, one rounding."""
+    for p in range(dW1.shape[0]):
+        for h in range(dW1.shape[1]):
+            t1, t2 = sums[0, 0, p, h], sums[0, 1, p, h]
+            for t in range(1, count):
+                t1 += sums[t, 0, p, h]
+                t2 += sums[t, 1, p, h]
             dW1[p, h] = np.float64(t1) * q1 + np.float64(t2) * q2
 
 
 @KERNEL
-def grid_integers(G, q, N, H, m):
-    """N[:H, :m] = G / q, exactly (G is on the grid of q, a power of two: the quotients are integers below
-    2^53). As G (1/q), a multiplication, unless 1/q would overflow (q below 2^-1022)."""
+def grid_integers(G, q, N, lo, hi):
+    """N[:, lo:hi] = G / q, exactly (G is on the grid of q, a power of two: the quotients are integers
+    below 2^53). As G (1/q), a multiplication, unless 1/q would overflow (q below 2^-1022)."""
     if q >= NORMAL:
         scale = 1.0 / q
-        for h in range(H):
-            for i in range(m):
+        for h in range(G.shape[0]):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 N[h, i] = np.int64(G[h, i] * scale)
     else:
-        for h in range(H):
-            for i in range(m):
+        for h in range(G.shape[0]):
+            for i in range(np.uint64(lo), np.uint64(hi)):
                 N[h, i] = np.int64(G[h, i] / q)
 
 
@@ -580,23 +705,102 @@ def exact_dot(x, g, m):
 
 
 @KERNEL
-def update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values):
-    """W -= lr dW for every weight, dW1 given; dW2 = A1^T dZ2 : (H, K) and the bias gradients are
-    pairwise sums over the m examples, as NumPy's reductions."""
+def batch_sums(A1, dZ1, dZ2, bounds, first, last, bias, scratch, zero, stack, values, sums):
+    """The sums over a batch that the update needs, for the nodes first .. last of their pairwise tree
+    (`plan`): sums[h K + c, j] of A1[h] dZ2[c] (dW2 = A1^T dZ2), then of dZ1[h] and dZ2[c] (the biases'),
+    over the columns bounds[j] .. bounds[j + 1]. scratch : (m,) holds the products, in their columns."""
+    H, K = A1.shape[0], dZ2.shape[0]
+    lo, hi = bounds[first], bounds[last]
+    for h in range(H):
+        for c in range(K):
+            for i in range(np.uint64(lo), np.uint64(hi)):
+                scratch[i] = A1[h, i] * dZ2[c, i]
+            for j in range(first, last):
+                sums[h * K + c, j] = pairwise_inner(scratch, bounds[j], bounds[j + 1] - bounds[j], zero, stack, values)
+    if bias:
+        for j in range(first, last):
+            node_lo, n = bounds[j], bounds[j + 1] - bounds[j]
+            for h in range(H):
+                sums[H * K + h, j] = pairwise_inner(dZ1[h], node_lo, n, zero, stack, values)
+            for c in range(K):
+                sums[H * K + H + c, j] = pairwise_inner(dZ2[c], node_lo, n, zero, stack, values)
+
+
+@KERNEL
+def update(lr, w1, w2, b1, b2, dW1, sums, nodes, zero):
+    """W -= lr dW for every weight: dW1 given, dW2 and the bias gradients the sums of `batch_sums`' nodes,
+    added up their tree level by level (left + right, as `pairwise_inner` does), then 0 + that."""
     H, K = w2.shape
     for p in range(w1.shape[0]):
         for h in range(H):
             w1[p, h] -= lr * dW1[p, h]
+    count = H * K + (H + K if b1.shape[0] else 0)
+    for s in range(count):
+        n = nodes
+        while n > 1:
+            n //= 2
+            for j in range(n):
+                sums[s, j] = sums[s, 2 * j] + sums[s, 2 * j + 1]
     for h in range(H):
         for c in range(K):
-            for i in range(m):
-                scratch[i] = A1[h, i] * dZ2[c, i]
-            w2[h, c] -= lr * pairwise_sum(scratch, m, zero, stack, values)
+            w2[h, c] -= lr * (zero + sums[h * K + c, 0])
     if b1.shape[0]:
         for h in range(H):
-            b1[h] -= lr * pairwise_sum(dZ1[h], m, zero, stack, values)
+            b1[h] -= lr * (zero + sums[H * K + h, 0])
         for c in range(K):
-            b2[c] -= lr * pairwise_sum(dZ2[c], m, zero, stack, values)
+            b2[c] -= lr * (zero + sums[H * K + H + c, 0])
+
+
+# ---- threads: a barrier on a counter in the workspace ----
+
+
+@intrinsic
+def _add_atomic(typingctx, array, index, value):
+    """array[index] += value as one atomic step (sequentially consistent); returns the value before."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        return builder.atomic_rmw("add", pointer, args[2], "seq_cst")
+
+    return types.int64(array, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, array, index):
+    """array[index], read with acquire ordering: what its writer stored before its atomic add is seen after."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
+        return builder.load_atomic(pointer, "acquire", 8)
+
+    return types.int64(array, types.int64), codegen
+
+
+@intrinsic
+def _yield(typingctx):
+    """sched_yield(): let another thread have this core (the one waited for, on a busy machine)."""
+
+    def codegen(context, builder, signature, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        builder.call(function, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@KERNEL
+def barrier(sync, passed, threads):
+    """Wait until all `threads` have arrived here, for the `passed`-th time (counted from 1). sync : (1,)
+    int64 counts every arrival of the epoch (zeroed before it): all have arrived when it reaches passed
+    threads. Spins SPINS times, then yields between looks."""
+    _add_atomic(sync, np.int64(0), np.int64(1))
+    target, spins = passed * threads, 0
+    while _load_acquire(sync, np.int64(0)) < target:
+        spins += 1
+        if spins > SPINS:
+            _yield()
 
 
 # ---- a batch of one: the same step, fused ----
@@ -667,79 +871,178 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
 
 
 @ENGINE
-def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels):
-    """`workspace`'s buffers as the arrays `train_epoch` uses (views: nothing is allocated)."""
-    rows_k, n = SUMMARY_ROWS * K, max(bs * H, SUMMARY_ROWS * K)
-    S1, S2 = wf[: pixels * H].reshape(1, pixels * H), wf[pixels * H : 2 * pixels * H].reshape(1, pixels * H)
-    floats = wf[2 * pixels * H : 2 * pixels * H + 4 * H * bs]
-    labels, stack = wi[:bs], wi[bs : bs + 192].reshape(3, 64)
-    ints, visited = wi[bs + 192 : bs + 192 + 2 * H * bs], wi[bs + 192 + 2 * H * bs : bs + 192 + 2 * H * bs + N]
-    o = 0
-    dW1 = wd[o : o + pixels * H].reshape(pixels, H)
-    o += pixels * H
-    scratch, counts = wd[o : o + bs], wd[o + bs : o + bs + 2]
-    o += bs + 2
-    W = (wd[o : o + n], wd[o + n : o + 2 * n], wd[o + 2 * n : o + 3 * n], wd[o + 3 * n : o + 4 * n], wj[:n])
+def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels, thread, threads):
+    """`workspace`'s buffers as the arrays `train_epoch` uses (views: nothing is allocated): each buffer
+    is what the threads share, then each thread's own part (`native.workspace` sizes them alike)."""
+    rows_k, n, nodes, pH = SUMMARY_ROWS * K, max(bs * H, SUMMARY_ROWS * K), 2 * threads, pixels * H
+    # float64: acc1, acc2, G1, G2 (4 H bs) and each thread's largest |logit|; then S1, S2 a thread
+    floats, largests = wf[: 4 * H * bs], wf[4 * H * bs : 4 * H * bs + threads]
+    o = 4 * H * bs + threads + thread * 2 * pH
+    S1, S2 = wf[o : o + pH].reshape(1, pH), wf[o + pH : o + 2 * pH].reshape(1, pH)
+    # int64: the barrier's counter (padded to a cache line), labels, N1 and N2, visited, each thread's
+    # largest gradient pattern, correct count and integer pixel sums; then stack and bounds a thread
+    sync, labels, o = wi[:1], wi[8 : 8 + bs], 8 + bs
+    ints, visited = wi[o : o + 2 * H * bs], wi[o + 2 * H * bs : o + 2 * H * bs + N]
+    o += 2 * H * bs + N
+    tops, corrects, partials = wi[o : o + threads], wi[o + threads : o + 2 * threads], wi[o + 2 * threads :]
+    partials = partials[: threads * 2 * pH].reshape(threads, 2, pixels, H)
+    o += 2 * threads + threads * 2 * pH + thread * (192 + nodes + 1)
+    stack, bounds = wi[o : o + 192].reshape(3, 64), wi[o + 192 : o + 192 + nodes + 1]
+    # the weights' dtype: dW1, scratch, the batch's activations (typed), per_example, the batch's sums of
+    # nodes; then counts, W, values, work and the summary's rows a thread
+    dW1, scratch, o = wd[:pH].reshape(pixels, H), wd[pH : pH + bs], pH + bs
+    typed, per_example = wd[o : o + 3 * (H + K) * bs], wd[o + 3 * (H + K) * bs : o + 3 * (H + K) * bs + N]
+    o += 3 * (H + K) * bs + N
+    sums = wd[o : o + (H * K + H + K) * nodes].reshape(H * K + H + K, nodes)
+    o += (H * K + H + K) * nodes + thread * (2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k + 1)
+    counts, o = wd[o : o + 2], o + 2
+    W = (wd[o : o + n], wd[o + n : o + 2 * n], wd[o + 2 * n : o + 3 * n], wd[o + 3 * n : o + 4 * n], wj[thread * n :])
     o += 4 * n
-    values, typed = wd[o : o + 64], wd[o + 64 : o + 64 + 3 * (H + K) * bs]
-    o += 64 + 3 * (H + K) * bs
-    work, per_example = wd[o : o + 2 * H + K + 1], wd[o + 2 * H + K + 1 : o + 2 * H + K + 1 + N]
-    o += 2 * H + K + 1 + N
-    z, target, out, cell = (
-        wd[o : o + rows_k],
-        wd[o + rows_k : o + 2 * rows_k],
-        wd[o + 2 * rows_k : o + 3 * rows_k],
-        wd[o + 3 * rows_k : o + 3 * rows_k + 1],
-    )
+    values, work, o = wd[o : o + 64], wd[o + 64 : o + 64 + 2 * H + K + 1], o + 64 + 2 * H + K + 1
+    z, target, out = wd[o : o + rows_k], wd[o + rows_k : o + 2 * rows_k], wd[o + 2 * rows_k : o + 3 * rows_k]
+    cell = wd[o + 3 * rows_k : o + 3 * rows_k + 1]
     bytes_ = wu[: pixels * bs]
-    scratches = (dW1, scratch, counts, W, values, typed, work, per_example, z, target, out, cell, bytes_)
-    return S1, S2, floats, labels, stack, ints, visited, scratches
+    shared = (floats, ints, typed, bytes_, labels, visited, per_example, scratch, dW1, sums, partials)
+    own = (S1, S2, stack, bounds, counts, W, values, work, z, target, out, cell)
+    return shared, own, (sync, tops, corrects, largests)
 
 
 @KERNEL
-def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf, wi, wd, wu, wj):
+def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf, wi, wd, wu, wj, thread, threads):
     """One pass over X[order] : (N, 30) uint8, batch by batch, as `sgd.train_epoch`: the weights move in
     place, and Z2_out[i] : (K,) gets the i-th visited example's logits before its update. Returns the
     epoch's (sum of the examples' losses, correct argmax count, largest |logit|) over Z2_out, as
     `sgd.numpy_epoch` finds them (the sum before its division by `model.LOSSES[loss].count`).
-    wf, wi, wd, wu, wj : `workspace(N, batch_size, H, K, 30, w1.dtype)`."""
+    wf, wi, wd, wu, wj : `workspace(N, batch_size, H, K, 30, w1.dtype, threads)`.
+
+    `threads` calls run at once, `thread` = 0 .. threads - 1, on one workspace whose barrier counter is
+    0; the first returns the epoch's figures (the others zeros). A batch that `plan` shares is split by
+    columns (`shared_batch`); any other the first thread trains alone. Every thread count gives the
+    same bits."""
     N, (H, K), pixels = order.shape[0], w2.shape, X.shape[1]
     bs = max(1, min(batch_size, N))
-    S1, S2, floats, labels, stack, ints, visited, scratches = carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels)
-    dW1, scratch, counts, W, values, typed, work, per_example, z, target, out, cell, bytes_ = scratches
-    zero, one = T[0][ZERO], T[0][ONE]
-    w1_row = w1.reshape(1, pixels * H)
-    m = bs
-    P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m)
-    # the epoch's summary, over the rows of Z2_out before `summarized`
-    correct, largest, summarized = np.int64(0), 0.0, np.int64(0)
+    shared, own, sync = carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels, thread, threads)
+    labels, visited, per_example, scratch, dW1, sums, partials = shared[4:]
+    stack, bounds, counts, values, work = own[2], own[3], own[4], own[6], own[7]
+    zero, first = T[0][ZERO], np.int64(0)
+    m, bias = bs, b1.shape[0] > 0
+    batch = batch_arrays(shared[3], shared[0], shared[1], shared[2], pixels, H, K, m)
+    used, nodes = plan(m, threads, bounds)
+    # the epoch's summary: the first thread's over the rows of Z2_out before `summarized`, and each
+    # thread's over its own rows of the batches it shared; `passed` counts the barriers
+    correct, largest, summarized, passed = np.int64(0), 0.0, np.int64(0), np.int64(0)
     for start in range(0, N, bs):
         if N - start < m:  # the last, shorter batch: its arrays, compact
             m = N - start
-            P, acc1, acc2, G1, G2, N1, N2, Z1, A1, dZ1, Z2, A2, dZ2 = batch_arrays(
-                bytes_, floats, ints, typed, pixels, H, K, m
+            batch = batch_arrays(shared[3], shared[0], shared[1], shared[2], pixels, H, K, m)
+            used, nodes = plan(m, threads, bounds)
+        counts[0], counts[1], rows = m, m * K, order[start : start + m]
+        if used > 1:  # a shared batch
+            if thread == 0 and summarized < start:  # rows the first thread trained alone
+                right, top = summary(loss, Z2_out, visited, summarized, start - summarized, per_example, own, T)
+                correct, largest, summarized = correct + right, max_nan(largest, top), start
+            share = (thread, threads, used, nodes, passed)
+            right, top = shared_batch(
+                X, y, rows, start, lr, loss, (w1, w2, b1, b2), Z2_out, T, batch, shared, own, sync, share
             )
-        for i in range(m):
-            visited[start + i] = labels[i] = y[order[start + i]]
-        if m == 1:
-            step_one(X, order[start], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T)
+            correct, largest, passed, summarized = correct + right, max_nan(largest, top), passed + 3, start + m
+        elif thread == 0:
+            if m == 1:
+                visited[start] = labels[0] = y[rows[0]]
+                step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T)
+            else:
+                P, _, _, G1, G2, N1, N2, _, A1, dZ1, _, _, dZ2 = batch
+                forward_share(X, y, rows, start, first, m, loss, w1, w2, b1, b2, Z2_out, T, batch, labels, visited, own)
+                pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2, partials)
+                batch_sums(A1, dZ1, dZ2, bounds, first, np.int64(1), bias, scratch, zero, stack, values, sums)
+                update(lr, w1, w2, b1, b2, dW1, sums, np.int64(1), zero)
+            if start + m - summarized >= SUMMARY_ROWS or start + m == N:  # the rows just written, while cached
+                n = start + m - summarized
+                right, top = summary(loss, Z2_out, visited, summarized, n, per_example, own, T)
+                correct, largest, summarized = correct + right, max_nan(largest, top), summarized + n
+    if threads > 1:  # each thread's summary, to the first
+        correct, largest = gather(sync[0], sync[2], sync[3], correct, largest, thread, threads, passed + 1)
+    return np.float64(pairwise_sum(per_example, N, zero, stack, values)) if thread == 0 else 0.0, correct, largest
+
+
+@KERNEL
+def shared_batch(X, y, rows, start, lr, loss, weights, Z2_out, T, batch, shared, own, sync, share):
+    """Thread `thread`'s part of a batch that `used` of the `threads` share (share = (thread, threads,
+    used, nodes, passed), passed the barriers before it; weights = (w1, w2, b1, b2)): its columns'
+    forward pass, gradients and summary, then its integer pixel sums and its nodes of the pairwise sums;
+    the first thread adds them up and moves the weights. Returns its summary of its rows (correct count,
+    largest |logit|). Three barriers."""
+    P, _, _, G1, G2, N1, N2, _, A1, dZ1, _, _, dZ2 = batch
+    labels, visited, per_example, scratch, dW1, sums, partials = shared[4:]
+    stack, bounds, values = own[2], own[3], own[6]
+    (w1, w2, b1, b2), (thread, threads, used, nodes, passed) = weights, share
+    counter, tops = sync[0], sync[1]
+    H, m, zero = A1.shape[0], rows.shape[0], T[0][ZERO]
+    first, last = thread * nodes // used, (thread + 1) * nodes // used
+    lo, hi = (bounds[first], bounds[last]) if thread < used else (m, m)
+    right, top, q1, q2 = np.int64(0), 0.0, 0.0, 0.0
+    barrier(counter, passed + 1, threads)  # the weights of the batch before are in place
+    if thread < used:
+        forward_share(X, y, rows, start, lo, hi, loss, w1, w2, b1, b2, Z2_out, T, batch, labels, visited, own)
+        right, top = summary(loss, Z2_out, visited, start + lo, hi - lo, per_example, own, T)
+        tops[thread] = top_bits(dZ1, H, lo, hi)
+    barrier(counter, passed + 2, threads)  # every share's largest gradient pattern is known
+    if thread < used:
+        pattern = tops[0]
+        for t in range(1, used):
+            pattern = max(pattern, tops[t])
+        q1, q2 = gradient_slices(dZ1, lo, hi, pattern, m, G1, G2)
+        if q1 != 0.0:
+            gradient_sums(P, lo, hi, G1, G2, q1, q2, N1, N2, partials[thread])
+        batch_sums(A1, dZ1, dZ2, bounds, first, last, b1.shape[0] > 0, scratch, zero, stack, values, sums)
+    barrier(counter, passed + 3, threads)  # every share's sums are written
+    if thread == 0:
+        if q1 == 0.0:  # not finite: training has diverged
+            gradient_exact(P, G1, G2, m, dW1)
         else:
-            rows = order[start : start + m]
-            counts[0], counts[1] = m, m * K
-            pixel_rows(X, rows, P)
-            forward(P, m, w1_row, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
-            for i in range(m):
-                for c in range(K):
-                    Z2_out[start + i, c] = Z2[c, i]
-            loss_gradient(loss, labels, m, A2, dZ2, counts)
-            hidden_delta(w2, dZ2, A1, dZ1, m, one)
-            pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2)
-            update(lr, w1, w2, b1, b2, A1, dZ1, dZ2, dW1, m, scratch, zero, stack, values)
-        if start + m - summarized >= SUMMARY_ROWS or start + m == N:  # the rows just written, while cached
-            n = start + m - summarized
-            right, top = summarize(loss, Z2_out, visited, summarized, n, per_example, z, target, out, cell, T, W)
-            correct, largest, summarized = correct + right, max_nan(largest, top), summarized + n
-    return np.float64(pairwise_sum(per_example, N, zero, stack, values)), correct, largest
+            gradient_from_sums(partials, used, q1, q2, dW1)
+        update(lr, w1, w2, b1, b2, dW1, sums, nodes, zero)
+    return right, top
+
+
+@KERNEL
+def forward_share(X, y, rows, start, lo, hi, loss, w1, w2, b1, b2, Z2_out, T, batch, labels, visited, own):
+    """The columns lo .. hi of a batch of the examples X[rows], the epoch's rows start .. start + m: each
+    example's label (to labels and visited), pixels, forward pass, logits (to Z2_out), loss gradient
+    and hidden delta."""
+    P, acc1, acc2, _, _, _, _, Z1, A1, dZ1, Z2, A2, dZ2 = batch
+    S1, S2, counts, W = own[0], own[1], own[4], own[5]
+    w1_row, K = w1.reshape(1, w1.shape[0] * w1.shape[1]), w2.shape[1]
+    for i in range(lo, hi):
+        visited[start + i] = labels[i] = y[rows[i]]
+    pixel_rows(X, rows, lo, hi, P)
+    forward(P, lo, hi, w1_row, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
+    for i in range(lo, hi):
+        for c in range(K):
+            Z2_out[start + i, c] = Z2[c, i]
+    loss_gradient(loss, labels, lo, hi, A2, dZ2, counts)
+    hidden_delta(w2, dZ2, A1, dZ1, lo, hi, T[0][ONE])
+
+
+@KERNEL
+def summary(loss, Z2, labels, start, n, per_example, own, T):
+    """`summarize` with a thread's own scratch."""
+    z, target, out, cell, W = own[8], own[9], own[10], own[11], own[5]
+    return summarize(loss, Z2, labels, start, n, per_example, z, target, out, cell, T, W)
+
+
+@KERNEL
+def gather(counter, corrects, largests, correct, largest, thread, threads, passed):
+    """The epoch's correct count and largest |logit| over every thread's, for the first thread (the others
+    leave theirs and go): the last barrier of the epoch."""
+    corrects[thread], largests[thread] = correct, largest
+    if thread != 0:
+        _add_atomic(counter, np.int64(0), np.int64(1))
+        return np.int64(0), 0.0
+    barrier(counter, passed, threads)
+    for t in range(1, threads):
+        correct, largest = correct + corrects[t], max_nan(largest, largests[t])
+    return correct, largest
 
 
 @ENGINE
@@ -847,8 +1150,8 @@ def max_nan(a, b):
 
 def entry_signature(dtype: np.dtype | type):
     """void epoch(X, y, order, w1, w2, b1, b2, Z2, consts, powers, pow2, centers, log_centers, F, I, D, U, J,
-    dims, lr, result): pointers to the arrays' first entries (`native.ARGUMENTS` names them), dims : (16,)
-    int64 as DIMS, lr of the weights' dtype, result : (3,) float64 gets (loss sum, correct, largest |logit|)."""
+    dims, lr, result): pointers to the arrays' first entries, dims : (18,) int64 as `native.epoch` writes
+    them, lr of the weights' dtype, result : (3,) float64 gets (loss sum, correct, largest |logit|)."""
     from numba import types
 
     d, P = numba.from_dtype(np.dtype(dtype)), types.CPointer
@@ -859,7 +1162,7 @@ def entry_signature(dtype: np.dtype | type):
 
 def entry_epoch(X, y, order, w1, w2, b1, b2, Z2, c0, c1, c2, c3, c4, wf, wi, wd, wu, wj, dims, lr, result):
     """`train_epoch` on arrays made from the C entry point's pointers (no copies, no allocation)."""
-    d = numba.carray(dims, (16,))
+    d = numba.carray(dims, (18,))
     N, pixels, H, K, bias = d[0], d[1], d[2], d[3], d[4]
     T = (
         numba.carray(c0, (d[7],)),
@@ -886,6 +1189,8 @@ def entry_epoch(X, y, order, w1, w2, b1, b2, Z2, c0, c1, c2, c3, c4, wf, wi, wd,
         numba.carray(wd, (d[13],)),
         numba.carray(wu, (d[14],)),
         numba.carray(wj, (d[15],)),
+        d[16],
+        d[17],
     )
     out = numba.carray(result, (3,))
     out[0], out[1], out[2] = total, correct, largest

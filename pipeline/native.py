@@ -26,6 +26,7 @@ import os
 import stat
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,25 +83,31 @@ def scratch_rows(n: int, dtype: np.dtype | type) -> tuple[np.ndarray, ...]:
     return (*(np.empty(n, dtype) for _ in range(4)), np.empty(n, np.int32))
 
 
-def workspace(N: int, batch_size: int, H: int, K: int, pixels: int, dtype: np.dtype | type) -> tuple[np.ndarray, ...]:
+def workspace(
+    N: int, batch_size: int, H: int, K: int, pixels: int, dtype: np.dtype | type, threads: int = 1
+) -> tuple[np.ndarray, ...]:
     """The scratch `train_epoch` carves its arrays from (`carve`), made once for a run, in NumPy: the
     kernels allocate nothing, so the entry point runs without Numba's runtime. Five flat buffers:
-    float64, int64, the weights' dtype, uint8 and int32."""
-    bs, rows_k = max(1, min(batch_size, N)), SUMMARY_ROWS * K
+    float64, int64, the weights' dtype, uint8 and int32; each is what `threads` threads share, then
+    each thread's own part."""
+    bs, rows_k, pH, nodes = max(1, min(batch_size, N)), SUMMARY_ROWS * K, pixels * H, 2 * threads
     n = max(bs * H, rows_k)
-    sizes = (
-        2 * pixels * H + 4 * H * bs,  # S1, S2; acc1, acc2, G1, G2
-        bs + 3 * 64 + 2 * H * bs + N,  # labels, stack, N1 and N2, visited
-        pixels * H + bs + 2 + 4 * n + 64 + 3 * (H + K) * bs + (2 * H + K + 1) + N + 3 * rows_k + 1,
+    shared = (
+        4 * H * bs + threads,  # acc1, acc2, G1, G2; each thread's largest |logit|
+        8 + bs + 2 * H * bs + N + 2 * threads + threads * 2 * pH,  # counter, labels, N1 and N2, visited, ...
+        pH + bs + 3 * (H + K) * bs + N + (H * K + H + K) * nodes,  # dW1, scratch, typed, per_example, sums
         pixels * bs,  # P
-        n,  # the int32 row of W
+        0,
     )
+    own = (2 * pH, 192 + nodes + 1, 2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k + 1, 0, n)
     kinds = (np.float64, np.int64, dtype, np.uint8, np.int32)
-    return tuple(np.empty(size, kind) for size, kind in zip(sizes, kinds))
+    return tuple(np.zeros(a + threads * b, kind) for a, b, kind in zip(shared, own, kinds))
 
 
 POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
 SUMMARY_ROWS = 1024  # rows of logits summarized at once: 24 KiB of float64 for K = 3, in the L1 cache
+MIN_COLUMNS = 128  # examples a thread takes at least, when threads share a batch (`compiled.plan`)
+SPINS = 2000  # looks at the barrier's counter before a waiting thread starts yielding its core
 
 
 # ---- the machine's cache ----
@@ -275,6 +282,12 @@ def _helpers() -> dict[str, int]:
     return {f"numba_{name}": address for name, address in module.c_helpers.items()}
 
 
+def _libc_address(name: str) -> int:
+    """The address of the C library's function `name` in this process (the engine's threads yield with
+    sched_yield)."""
+    return ctypes.cast(getattr(ctypes.CDLL(None), name), ctypes.c_void_p).value
+
+
 def _link(symbol: str, code: bytes, dtype: np.dtype):
     """The C function `symbol` of the object `code`, linked into this process, or None when it cannot be
     (no Numba to take helpers from; LLVM refused the object; no such symbol)."""
@@ -282,6 +295,7 @@ def _link(symbol: str, code: bytes, dtype: np.dtype):
         llvm = _llvm()
         for name, address in _helpers().items():
             llvm.add_symbol(name, address)
+        llvm.add_symbol("sched_yield", _libc_address("sched_yield"))
         target = llvm.Target.from_triple(llvm.get_process_triple())
         machine = target.create_target_machine(codemodel="jitdefault", jit=True)
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(SHIM), machine)
@@ -297,16 +311,33 @@ def _link(symbol: str, code: bytes, dtype: np.dtype):
     return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 19, lr, ctypes.c_void_p)(address)
 
 
-def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws) -> tuple[float, int, float]:
+def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws, threads: int = 1):
     """`compiled.train_epoch`'s (loss sum, correct, largest |logit|), through the C function: every array
     C-contiguous and of the entry's types (X uint8, y and order int64, the rest as `workspace` and
-    `tables` make them), which its pointers are taken from."""
+    `tables` make them, ws for `threads`), which its pointers are taken from. With threads > 1 the
+    function runs in that many threads at once, this one the first (each call releases the GIL)."""
     arrays = (X, y, order, w1, w2, b1, b2, Z2, *T, *ws)
     if not all(a.flags.c_contiguous for a in arrays):
         raise ValueError("the compiled engine takes C-contiguous arrays")
     H, K = w2.shape
     sizes = [len(order), X.shape[1], H, K, int(len(b1) > 0), batch_size, loss]
     sizes += [len(T[0]), len(T[1]), len(T[2]), len(T[3]), *(len(w) for w in ws)]
-    dims, result = np.array(sizes, np.int64), np.zeros(3)
-    function(*(a.ctypes.data for a in arrays), dims.ctypes.data, lr, result.ctypes.data)
+    pointers, result = [a.ctypes.data for a in arrays], np.zeros(3)
+    dims = [np.array([*sizes, thread, threads], np.int64) for thread in range(threads)]
+    ws[1][0] = 0  # the barrier's counter
+    others = [_pool(threads - 1).submit(function, *pointers, d.ctypes.data, lr, result.ctypes.data) for d in dims[1:]]
+    function(*pointers, dims[0].ctypes.data, lr, result.ctypes.data)
+    for other in others:
+        other.result()
     return float(result[0]), int(result[1]), float(result[2])
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """Threads kept for a process's epochs, `size` of them (made once: starting threads costs more than
+    a small epoch)."""
+    if size not in _pools:
+        _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="engine")
+    return _pools[size]

@@ -11,9 +11,11 @@ results do not depend on it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,8 @@ from pipeline.portable import exp_limit
 
 BLOCK_ROWS = 8192  # rows converted to float at once: (8192, 30) float64 is 2 MiB, cache-sized
 ENGINE_VARIABLE = "PIPELINE_ENGINE"  # numpy, numba or auto (the default)
+THREADS_VARIABLES = ("PIPELINE_THREADS", "NUMBA_NUM_THREADS")  # the compiled engine's threads: the first set
+MAX_THREADS = 64
 # What auto weighs, in seconds: a cost a batch and a cost an example, fitted to bench.py's samples/s at
 # batches 1, 64 and 1024 (benchmarks/README.md, a quiet 2-core AMD EPYC; each within 20% of the three):
 # NumPy 55 us a batch and 0.26 us an example; the compiled engine 0.4 us and 0.085 us, after a load of
@@ -73,6 +77,7 @@ def fit(
     trained (a resumed run: `net` and `rng` as they were after them); training goes on from the next.
     """
     limit = exp_limit(net.w1.dtype)  # beyond it sigmoid and softplus clip: the run has blown up
+    threads_wanted()  # a bad thread count is an error whichever engine trains
     history = History(np.arange(1, epochs + 1), np.zeros(epochs), np.zeros(epochs))
     start = 0 if done is None else len(done.loss)
     if done is not None:
@@ -203,20 +208,55 @@ def compiled_epoch(X: np.ndarray, y: np.ndarray, net: Network, batch_size: int) 
         function = native.load(dtype)
     X_c, y_c = np.ascontiguousarray(X, np.uint8), np.ascontiguousarray(y, np.int64)
     T, none = native.tables(dtype), np.empty(0, dtype)
-    ws = native.workspace(len(X), batch_size, net.sizes[1], net.sizes[2], X.shape[1], dtype)
+    threads = threads_for(min(batch_size, len(X))) if function is not None else 1
+    ws = native.workspace(len(X), batch_size, net.sizes[1], net.sizes[2], X.shape[1], dtype, threads)
 
     def run(net, X, y, order, lr, batch_size, Z2):  # numpy_epoch's signature
         b1, b2 = (net.b1, net.b2) if net.bias else (none, none)
         args = (X_c, y_c, order, dtype.type(lr), batch_size, native.LOSS_IDS[net.loss], net.w1, net.w2, b1, b2, Z2, T)
         if function is not None:
-            total, correct, largest = native.epoch(function, *args, ws)
+            total, correct, largest = native.epoch(function, *args, ws, threads)
         else:  # the compiled code would not link here: a copy Numba compiles for Python (`from_python`)
             from pipeline import compiled
 
-            total, correct, largest = compiled.from_python(compiled.train_epoch)(*args, *ws)
+            total, correct, largest = compiled.from_python(compiled.train_epoch)(*args, *ws, 0, 1)
         return total / LOSSES[net.loss].count(*Z2.shape), correct / len(order), largest
 
     return run
+
+
+def threads_wanted() -> int:
+    """How many threads the compiled engine may use: PIPELINE_THREADS, else NUMBA_NUM_THREADS, else
+    `default_threads`' count, else the cores this process may run on. Never a parameter: every count
+    gives the same bits."""
+    for name in THREADS_VARIABLES:
+        text = os.environ.get(name, "").strip()
+        if text:
+            if not text.isdigit() or not 1 <= int(text) <= MAX_THREADS:
+                raise PipelineError(f"{name}: expected a whole number from 1 to {MAX_THREADS}, found {text[:40]!r}")
+            return int(text)
+    return _default_threads.get() or max(1, min(len(os.sched_getaffinity(0)), MAX_THREADS))
+
+
+_default_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("default_threads", default=None)
+
+
+@contextlib.contextmanager
+def default_threads(count: int) -> Iterator[None]:
+    """Within: `count` threads unless a variable asks otherwise (a sweep's trial: its workers are the
+    sweep's parallelism, and a trial on every core would share each with the others)."""
+    token = _default_threads.set(count)
+    try:
+        yield
+    finally:
+        _default_threads.reset(token)
+
+
+def threads_for(batch_size: int) -> int:
+    """The threads worth starting for batches of `batch_size`: at most one per native.MIN_COLUMNS examples."""
+    from pipeline.native import MIN_COLUMNS
+
+    return max(1, min(threads_wanted(), batch_size // MIN_COLUMNS))
 
 
 def train_epoch(

@@ -63,6 +63,62 @@ def test_both_engines_agree_for_other_widths_and_a_larger_run(hidden, dtype, mon
     assert train_bytes("numpy", monkeypatch, X, y, **kwargs) == train_bytes("numba", monkeypatch, X, y, **kwargs)
 
 
+@pytest.mark.parametrize(("examples", "batch"), [(2100, 1024), (1900, 384), (2100, 700)])
+@pytest.mark.parametrize(("dtype", "loss", "bias"), [("float64", "bce", True), ("float32", "mse", False)])
+def test_every_thread_count_trains_the_same_bytes(examples, batch, dtype, loss, bias, monkeypatch):
+    """Batches shared by 2 and 3 threads (PIPELINE_THREADS), as the pairwise tree splits them (1024 in
+    halves, 384 and 700 in quarters, 3 threads taking 1, 1 and 2), a short last batch that one thread
+    trains alone after shared ones (52 and 180 examples) or that 2 of 3 threads share (364): NumPy's bytes."""
+    X, y = DATA[0][:examples], DATA[1][:examples]
+    kwargs = {"hidden": 5, "dtype": dtype, "loss": loss, "bias": bias, "batch": batch, "epochs": 3}
+    expected = train_bytes("numpy", monkeypatch, X, y, **kwargs)
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("PIPELINE_THREADS", threads)
+        assert train_bytes("numba", monkeypatch, X, y, **kwargs) == expected, threads
+    assert sgd.threads_for(batch) == min(3, batch // native.MIN_COLUMNS)  # and they did share it
+
+
+def test_a_diverging_run_with_shared_batches_stops_as_numpys_does(monkeypatch):
+    """Infinite gradients in a batch two threads share: the first thread's float sums, NumPy's NaN."""
+    X, y = DATA
+    messages = []
+    for engine, threads in (("numpy", "1"), ("numba", "2")):
+        monkeypatch.setenv("PIPELINE_ENGINE", engine)
+        monkeypatch.setenv("PIPELINE_THREADS", threads)
+        net = init_network(np.random.default_rng(3), PIXELS, 5, CLASSES, "bce", True)
+        with pytest.raises(sgd.Diverged) as err:
+            sgd.fit(net, X, y, lr=1e300, epochs=3, batch_size=512, shuffle=False, rng=np.random.default_rng(0))
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", "65", "1.5"])
+@pytest.mark.parametrize("name", sgd.THREADS_VARIABLES)
+def test_a_bad_thread_count_is_one_line_naming_the_variable(name, value, monkeypatch):
+    for other in sgd.THREADS_VARIABLES:
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, value)
+    expected = f"^{name}: expected a whole number from 1 to 64, found '{value}'$"
+    with pytest.raises(PipelineError, match=expected.replace(".", r"\.")):
+        sgd.threads_wanted()
+
+
+def test_a_sweeps_trial_trains_in_one_thread_unless_a_variable_asks(monkeypatch):
+    from pipeline.sweep import work
+
+    for name in sgd.THREADS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    seen = []
+    monkeypatch.setattr(work, "parse_params", lambda doc: doc)
+    monkeypatch.setattr(work, "measure", lambda p: seen.append(sgd.threads_wanted()) or {})
+    work.run_trial({}, [])
+    monkeypatch.setenv("PIPELINE_THREADS", "2")
+    work.run_trial({}, [])
+    assert seen == [1, 2] and sgd.threads_wanted() == 2
+    monkeypatch.delenv("PIPELINE_THREADS")
+    assert sgd.threads_wanted() == len(os.sched_getaffinity(0))  # outside a trial: every core
+
+
 def test_where_the_machine_code_cannot_be_linked_numbas_own_copy_trains_the_same_bytes(monkeypatch):
     """`native.load` finds nothing it can link, even after a compile (a process whose llvmlite refuses the
     object): the epoch runs through `from_python`'s copy of `train_epoch` instead, with the same bits."""
@@ -170,7 +226,8 @@ def test_the_pixel_gradient_is_pixels_matmul_to_the_bit(case, pixels):
     P = (np.random.default_rng(case).random((pixels, m)) < 0.5).astype(np.float64)
     dW1 = np.empty((pixels, H), dZ1.dtype)
     G1, G2, N1, N2 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), np.int64), np.empty((H, m), np.int64)
-    from_python(compiled.pixel_gradient)(P.astype(np.uint8), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2)
+    sums = np.empty((1, 2, pixels, H), np.int64)
+    from_python(compiled.pixel_gradient)(P.astype(np.uint8), np.ascontiguousarray(dZ1), m, dW1, G1, G2, N1, N2, sums)
     with np.errstate(invalid="ignore"):
         assert dW1.tobytes() == portable.pixels_matmul(P, dZ1.T).tobytes()
 
@@ -186,7 +243,7 @@ def test_the_pixel_product_is_pixels_matmul_to_the_bit(case, pixels):
     acc1, acc2, Z1 = np.empty((H, m)), np.empty((H, m)), np.empty((H, m), W.dtype)
     from_python(compiled.slices)(np.ascontiguousarray(W).reshape(1, -1), 1, pixels * H, pixels, S1, S2)
     from_python(compiled.pixel_product)(
-        P.astype(np.uint8), m, S1.reshape(pixels, H), S2.reshape(pixels, H), acc1, acc2, Z1
+        P.astype(np.uint8), 0, m, S1.reshape(pixels, H), S2.reshape(pixels, H), acc1, acc2, Z1
     )
     with np.errstate(invalid="ignore"):
         assert Z1.tobytes() == np.ascontiguousarray(portable.pixels_matmul(P.T, W).T).tobytes()
@@ -290,11 +347,21 @@ def test_no_kernel_is_compiled_with_fastmath():
         assert not dispatcher.targetoptions.get("fastmath"), dispatcher.py_func.__name__
 
 
-def test_a_bad_engine_name_through_the_train_stage_is_one_line_and_keeps_the_model(built, tmp_path):
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("PIPELINE_ENGINE", "fastest", "PIPELINE_ENGINE: expected numpy, numba or auto, found 'fastest'"),
+        ("PIPELINE_THREADS", "all", "PIPELINE_THREADS: expected a whole number from 1 to 64, found 'all'"),
+        ("NUMBA_NUM_THREADS", "0", "NUMBA_NUM_THREADS: expected a whole number from 1 to 64, found '0'"),
+    ],
+)
+def test_a_bad_engine_variable_through_the_train_stage_is_one_line_and_keeps_the_model(
+    built, tmp_path, variable, value, message
+):
     work = copy_of(built, tmp_path / "work")
     before = (work / "models" / "model.npz").read_bytes()
-    proc = run([sys.executable, "-m", "pipeline.train"], cwd=work, check=False, PIPELINE_ENGINE="fastest")
-    assert_one_line_error(proc, "PIPELINE_ENGINE: expected numpy, numba or auto, found 'fastest'")
+    proc = run([sys.executable, "-m", "pipeline.train"], cwd=work, check=False, **{variable: value})
+    assert_one_line_error(proc, message)
     assert (work / "models" / "model.npz").read_bytes() == before
 
 

@@ -17,6 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate
 from pipeline.make_dataset import make_dataset
 from pipeline.params import Params, parse_params, read_yaml
+from pipeline.sgd import default_threads
 from pipeline.train import train
 from pipeline.writing import json_text
 
@@ -50,7 +51,8 @@ def run_trial(doc: dict, files: list[str]) -> dict[str, str]:
     hash of this worker's package, and either metrics/metrics.json's text or the stage's one-line error."""
     code = code_hash(files)
     try:
-        return {"code": code, "metrics": json_text(paths.METRICS, measure(parse_params(doc)))}
+        with default_threads(1):  # the sweep's workers run trials side by side: one thread each
+            return {"code": code, "metrics": json_text(paths.METRICS, measure(parse_params(doc)))}
     except PipelineError as err:  # a run that diverged: train's own message
         return {"code": code, "error": str(err)}
 
