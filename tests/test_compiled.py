@@ -78,6 +78,15 @@ def test_every_thread_count_trains_the_same_bytes(examples, batch, dtype, loss, 
     assert sgd.threads_for(batch) == min(3, batch // native.MIN_COLUMNS)  # and they did share it
 
 
+def test_the_fingerprints_are_numpys_with_one_thread_and_with_three():
+    """tests/fingerprints.py's 26 configurations (batches of 1,024 and of 9,000, shared by threads), as
+    the other CPUs' and aarch64's checks run them, with 1 and 3 threads."""
+    numpy = run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, PIPELINE_ENGINE="numpy").stdout
+    for threads in ("1", "3"):
+        got = run([sys.executable, str(FINGERPRINTS)], cwd=ROOT, PIPELINE_ENGINE="numba", PIPELINE_THREADS=threads)
+        assert got.stdout == numpy, threads
+
+
 def test_a_diverging_run_with_shared_batches_stops_as_numpys_does(monkeypatch):
     """Infinite gradients in a batch two threads share: the first thread's float sums, NumPy's NaN."""
     X, y = DATA
