@@ -4,7 +4,8 @@
     python benchmarks/bench.py [--samples 300000] [--rounds 3] [--baseline REV] [--batches 1 64 1024]
                                [--skip-memory] [--skip-dvc]
 
-"ours" is the compiled engine (PIPELINE_ENGINE=numba), "ours numpy" the NumPy reference; both give
+"ours" is the compiled engine (PIPELINE_ENGINE=numba; its batches from 256 shared by every core's
+thread, and "ours 1 thread" the same in one), "ours numpy" the NumPy reference; both give
 the same bytes. Every trainer fits the same 30-5-3 logistic network with plain SGD (lr 0.1, no momentum, no
 shuffling) on the same noisy glyphs for one epoch, and the figures are samples per second and their
 ratios. scikit-learn's MLPClassifier has biases and a softmax output (ours: no biases, sigmoid
@@ -33,7 +34,7 @@ import yaml
 
 from pipeline.glyphs import CLASSES, PIXELS, clean_glyphs, noisy_copies
 from pipeline.model import init_network
-from pipeline.sgd import fit
+from pipeline.sgd import fit, threads_for
 
 LR = 0.1
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +44,22 @@ def data(samples: int) -> tuple[np.ndarray, np.ndarray]:
     return noisy_copies(clean_glyphs(), samples // 3, 0.1, np.random.default_rng(0))
 
 
-def ours(X: np.ndarray, y: np.ndarray, batch_size: int, engine: str, dtype: str = "float64") -> float:
+def ours(X: np.ndarray, y: np.ndarray, batch_size: int, engine: str, dtype: str = "float64", threads=None) -> float:
     """Seconds for one epoch with PIPELINE_ENGINE=engine (the compiled engine loaded beforehand, as it is
-    once per process: `warm_up`)."""
+    once per process: `warm_up`), in `threads` threads (PIPELINE_THREADS) or as the environment says."""
     os.environ["PIPELINE_ENGINE"] = engine
+    before = os.environ.get("PIPELINE_THREADS")
+    if threads is not None:
+        os.environ["PIPELINE_THREADS"] = str(threads)
     net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, np.dtype(dtype))
     start = time.perf_counter()
     fit(net, X, y, lr=LR, epochs=1, batch_size=batch_size, shuffle=False, rng=np.random.default_rng(0))
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if before is None:
+        os.environ.pop("PIPELINE_THREADS", None)
+    else:
+        os.environ["PIPELINE_THREADS"] = before
+    return seconds
 
 
 def warm_up() -> float:
@@ -176,6 +185,8 @@ def speed(
             "ours numpy": lambda: len(X) / ours(X, y, bs, "numpy"),
             "scikit-learn": lambda: n_sk / sklearn(X[:n_sk], y[:n_sk], bs),
         }
+        if threads_for(bs) > 1:  # "ours" shares these batches between threads: and in one
+            trainers["ours 1 thread"] = lambda: len(X) / ours(X, y, bs, "numba", threads=1)
         if bs == 1:
             trainers["tutorial loop"] = lambda: len(X) / tutorial(X, y)
         if before is not None:

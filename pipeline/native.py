@@ -25,6 +25,7 @@ import importlib.util
 import os
 import stat
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -332,12 +333,15 @@ def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws
     return float(result[0]), int(result[1]), float(result[2])
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+_pools = threading.local()  # each calling thread's own helpers, so two trainings at once never queue for them
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
-    """Threads kept for a process's epochs, `size` of them (made once: starting threads costs more than
+    """The calling thread's `size` helper threads, kept for its epochs (starting threads costs more than
     a small epoch)."""
-    if size not in _pools:
-        _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="engine")
-    return _pools[size]
+    pool = getattr(_pools, "pool", None)
+    if pool is None or pool._max_workers != size:
+        if pool is not None:
+            pool.shutdown()
+        pool = _pools.pool = ThreadPoolExecutor(size, thread_name_prefix="engine")
+    return pool

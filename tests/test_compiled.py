@@ -78,6 +78,21 @@ def test_every_thread_count_trains_the_same_bytes(examples, batch, dtype, loss, 
     assert sgd.threads_for(batch) == min(3, batch // native.MIN_COLUMNS)  # and they did share it
 
 
+def test_two_trainings_at_once_in_one_process_each_share_their_batches_and_get_numpys_bytes(monkeypatch):
+    """Two Python threads training at once (a Dask worker running two trials), each with 2 threads of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = DATA
+    kwargs = {"hidden": 5, "dtype": "float64", "loss": "bce", "bias": True, "batch": 1024, "epochs": 4}
+    expected = train_bytes("numpy", monkeypatch, X, y, **kwargs)
+    monkeypatch.setenv("PIPELINE_ENGINE", "numba")
+    monkeypatch.setenv("PIPELINE_THREADS", "2")
+    train_bytes("numba", monkeypatch, X, y, **kwargs)  # the engine loaded before the threads start
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: train_bytes("numba", monkeypatch, X, y, **kwargs), range(2)))
+    assert runs == [expected, expected]
+
+
 def test_the_fingerprints_are_numpys_with_one_thread_and_with_three():
     """tests/fingerprints.py's 26 configurations (batches of 1,024 and of 9,000, shared by threads), as
     the other CPUs' and aarch64's checks run them, with 1 and 3 threads."""
