@@ -14,6 +14,7 @@ of each and the median of the pairwise speed-ups; then this tree's with all the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -47,6 +48,17 @@ def entry(cache: Path, dtype: str):
     return native.load_file(path, dtype)
 
 
+def native_of(project: Path):
+    """`project`'s own pipeline/native.py, whose workspace layout and epoch call its entry expects (another
+    revision's layout, given this tree's buffers, would have its entry write past their ends)."""
+    if project == ROOT:
+        return native
+    spec = importlib.util.spec_from_file_location("native_of_" + project.name, project / "pipeline" / "native.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rev")
@@ -70,26 +82,25 @@ def main() -> None:
             f"{args.rev} {statistics.median(theirs):.1f} s, ratio {ratio:.2f}"
         )
         functions = [entry(cache, args.dtype) for _, cache in sides.values()]
+        natives = [native_of(project) for project, _ in sides.values()]
         X, y = noisy_copies(clean_glyphs(), 40_000 // 3, 0.1, np.random.default_rng(0))
         y, dtype = y.astype(np.int64), np.dtype(args.dtype)
         T, none = native.tables(dtype), np.empty(0, dtype)
         cores = sgd.threads_wanted()
         for batch in (1, 64, 1024):
-            ws = native.workspace(len(X), batch, 5, len(CLASSES), X.shape[1], dtype)
-            sides = [(function, ws, 1) for function in functions]
+            shape = (len(X), batch, 5, len(CLASSES), X.shape[1], dtype)
+            sides = [(function, own, own.workspace(*shape), 1) for function, own in zip(functions, natives)]
             if batch == 1024 and cores > 1:  # this tree's engine again, on all cores
-                sides.append(
-                    (functions[0], native.workspace(len(X), batch, 5, len(CLASSES), X.shape[1], dtype, cores), cores)
-                )
+                sides.append((functions[0], native, native.workspace(*shape, cores), cores))
             times = [[] for _ in sides]
             for _ in range(args.rounds):
-                for side, (function, scratch, threads) in enumerate(sides):
+                for side, (function, own, scratch, threads) in enumerate(sides):
                     net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
                     Z2 = np.empty((len(X), len(CLASSES)), dtype)
                     start = time.perf_counter()
                     order = np.arange(len(X))
-                    args_ = (X, y, order, 0.1, batch, 0, net.w1, net.w2, none, none, Z2, T, scratch, threads)
-                    native.epoch(function, *args_)
+                    args_ = (X, y, order, 0.1, batch, 0, net.w1, net.w2, none, none, Z2, T, scratch)
+                    own.epoch(function, *args_, *([threads] if threads > 1 else []))
                     times[side].append(time.perf_counter() - start)
             speedup = statistics.median(b / a for a, b in zip(times[0], times[1]))
             line = (

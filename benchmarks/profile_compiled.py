@@ -42,7 +42,7 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
     rows_k = compiled.SUMMARY_ROWS * K
     W, stack = native.scratch_rows(max(m * H, rows_k), dtype), np.empty((3, 64), np.int64)
     values = np.empty(64, dtype)
-    z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, m))
+    z, target, out, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, m))
     counts, scratch = np.array([m, m * K], dtype), np.empty(m, dtype)
     bounds, sums, partials = (
         np.array([0, m], np.int64),
@@ -70,7 +70,7 @@ def kernels(m: int, dtype: np.dtype) -> dict[str, Callable[[], object]]:
             from_python(compiled.update)(lr, net.w1, net.w2, none, none, dW1, sums, 1, zero),
         ),
         "summarize (the loss and accuracy of the batch)": lambda: from_python(compiled.summarize)(
-            0, Z2_all, labels, 0, m, per_example, z, target, out, cell, T, W
+            0, Z2_all, labels, 0, m, per_example, z, target, out, T, W
         ),
     }
 

@@ -412,6 +412,29 @@ def split(w, big1, big2):
     return s1, ((w - s1) + big2) - big2
 
 
+@intrinsic
+def _bits(typingctx, x):
+    """The bit pattern of a float64 as an int64, of a float32 as an int32 (what a view of its array
+    reads, without typing a view)."""
+    width = types.int64 if x.bitwidth == 64 else types.int32
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(width))
+
+    return width(x), codegen
+
+
+@intrinsic
+def _from_bits(typingctx, bits):
+    """The float64 whose bit pattern is an int64, the float32 of an int32 (`_bits` undone)."""
+    width = types.float64 if bits.bitwidth == 64 else types.float32
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(width))
+
+    return width(bits), codegen
+
+
 @KERNEL
 def largest_exponent(W, rows, cols):
     """(e, finite) for W[:rows, :cols] float64 or float32: every |w| < 2^e, and whether all are finite."""
@@ -421,22 +444,15 @@ def largest_exponent(W, rows, cols):
 @KERNEL
 def top_bits(W, rows, lo, hi):
     """The largest bit pattern of |w| over W[:rows, lo:hi] (float64 or float32), as an int64. The largest
-    |w| has the largest pattern once the sign bit is cleared (NaN and infinity the largest of all): an
-    integer maximum, which LLVM vectorizes, where a float one must run in order; and threads that each
-    take some columns combine theirs with max, in any order."""
-    if W.itemsize == 8:
-        return _top_bits(W.view(np.int64), rows, lo, hi)
-    return np.int64(_top_bits(W.view(np.int32), rows, lo, hi))
-
-
-@KERNEL
-def _top_bits(B, rows, lo, hi):
-    top = B.dtype.type(0)
-    sign = B.dtype.type((1 << (8 * B.itemsize - 1)) - 1)  # all bits but the sign bit, in B's own width
+    |w| has the largest pattern (NaN and infinity the largest of all): an integer maximum, which LLVM
+    vectorizes, where a float one must run in order; and threads that each take some columns combine
+    theirs with max, in any order."""
+    top = _bits(W.dtype.type(0))
     for r in range(rows):
         for i in range(np.uint64(lo), np.uint64(hi)):
-            top = max(top, B[r, i] & sign)
-    return top
+            v = _bits(abs(W[r, i]))
+            top = v if v > top else top
+    return np.int64(top)
 
 
 @KERNEL
@@ -905,16 +921,15 @@ def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels, thread, threads):
     typed, per_example = wd[o : o + 3 * (H + K) * bs], wd[o + 3 * (H + K) * bs : o + 3 * (H + K) * bs + N]
     o += 3 * (H + K) * bs + N
     sums = wd[o : o + (H * K + H + K) * nodes].reshape(H * K + H + K, nodes)
-    o += (H * K + H + K) * nodes + thread * (2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k + 1)
+    o += (H * K + H + K) * nodes + thread * (2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k)
     counts, o = wd[o : o + 2], o + 2
     W = (wd[o : o + n], wd[o + n : o + 2 * n], wd[o + 2 * n : o + 3 * n], wd[o + 3 * n : o + 4 * n], wj[thread * n :])
     o += 4 * n
     values, work, o = wd[o : o + 64], wd[o + 64 : o + 64 + 2 * H + K + 1], o + 64 + 2 * H + K + 1
     z, target, out = wd[o : o + rows_k], wd[o + rows_k : o + 2 * rows_k], wd[o + 2 * rows_k : o + 3 * rows_k]
-    cell = wd[o + 3 * rows_k : o + 3 * rows_k + 1]
     bytes_ = wu[: pixels * bs]
     shared = (floats, ints, typed, bytes_, labels, visited, per_example, scratch, dW1, sums, partials)
-    own = (S1, S2, stack, bounds, counts, W, values, work, z, target, out, cell)
+    own = (S1, S2, stack, bounds, counts, W, values, work, z, target, out)
     return shared, own, (sync, tops, corrects, largests)
 
 
@@ -1038,8 +1053,8 @@ def forward_share(X, y, rows, start, lo, hi, loss, w1, w2, b1, b2, Z2_out, T, ba
 @KERNEL
 def summary(loss, Z2, labels, start, n, per_example, own, T):
     """`summarize` with a thread's own scratch."""
-    z, target, out, cell, W = own[8], own[9], own[10], own[11], own[5]
-    return summarize(loss, Z2, labels, start, n, per_example, z, target, out, cell, T, W)
+    z, target, out, W = own[8], own[9], own[10], own[5]
+    return summarize(loss, Z2, labels, start, n, per_example, z, target, out, T, W)
 
 
 @KERNEL
@@ -1084,7 +1099,7 @@ def batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m):
 
 
 @KERNEL
-def summarize(loss, Z2, labels, start, n, per_example, z, target, out, cell, T, W):
+def summarize(loss, Z2, labels, start, n, per_example, z, target, out, T, W):
     """per_example[start : start + n] = the losses of the rows start .. start + n of Z2 : (N, K)
     C-contiguous, whose labels are labels[start : start + n] (0 + the K outputs' losses, added in
     order, as `model.loss_value`); returns (how many have their argmax at their label, their largest
@@ -1107,7 +1122,7 @@ def summarize(loss, Z2, labels, start, n, per_example, z, target, out, cell, T, 
                 total += out[i * K + c]
             per_example[first + i] = total
         correct += correct_rows(Z2, labels, first, count)
-        largest = max_nan(largest, largest_abs(flat, first * K, count * K, cell))
+        largest = max_nan(largest, largest_abs(flat, first * K, count * K))
     return correct, largest
 
 
@@ -1129,25 +1144,15 @@ def correct_rows(Z2, labels, start, n):
 
 
 @KERNEL
-def largest_abs(x, start, n, cell):
-    """max |x[start : start + n]| as a float64, NaN if any is NaN (as np.max(np.abs(x))). cell : (1,) of
-    x's dtype is scratch. Found as the largest bit pattern with the sign bit cleared: an integer
-    maximum, which LLVM vectorizes, where a float one must run in order (NaN's pattern is the largest)."""
-    if x.itemsize == 8:
-        cell.view(np.int64)[0] = _largest_bits(x.view(np.int64), start, n)
-    else:
-        cell.view(np.int32)[0] = _largest_bits(x.view(np.int32), start, n)
-    return np.float64(cell[0])
-
-
-@KERNEL
-def _largest_bits(B, start, n):
-    """max(B[start : start + n] & ~sign bit)."""
-    top = B.dtype.type(0)
-    sign = B.dtype.type((1 << (8 * B.itemsize - 1)) - 1)  # all bits but the sign bit, in B's own width
+def largest_abs(x, start, n):
+    """max |x[start : start + n]| as a float64, NaN if any is NaN (as np.max(np.abs(x))): the largest bit
+    pattern of |x|, an integer maximum, which LLVM vectorizes, where a float one must run in order
+    (NaN's pattern is the largest)."""
+    top = _bits(x.dtype.type(0))
     for i in range(start, start + n):
-        top = max(top, B[i] & sign)
-    return top
+        v = _bits(abs(x[i]))
+        top = v if v > top else top
+    return np.float64(_from_bits(top))
 
 
 @KERNEL

@@ -100,7 +100,7 @@ def workspace(
         pixels * bs,  # P
         0,
     )
-    own = (2 * pH, 192 + nodes + 1, 2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k + 1, 0, n)
+    own = (2 * pH, 192 + nodes + 1, 2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k, 0, n)
     kinds = (np.float64, np.int64, dtype, np.uint8, np.int32)
     return tuple(np.zeros(a + threads * b, kind) for a, b, kind in zip(shared, own, kinds))
 
@@ -324,9 +324,11 @@ def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws
     sizes = [len(order), X.shape[1], H, K, int(len(b1) > 0), batch_size, loss]
     sizes += [len(T[0]), len(T[1]), len(T[2]), len(T[3]), *(len(w) for w in ws)]
     pointers, result = [a.ctypes.data for a in arrays], np.zeros(3)
+    helpers = _pool(threads - 1) if threads > 1 else None
+    threads = threads if helpers else 1  # helpers that cannot start: one thread, the same bits
     dims = [np.array([*sizes, thread, threads], np.int64) for thread in range(threads)]
     ws[1][0] = 0  # the barrier's counter
-    others = [_pool(threads - 1).submit(function, *pointers, d.ctypes.data, lr, result.ctypes.data) for d in dims[1:]]
+    others = [helpers.submit(function, *pointers, d.ctypes.data, lr, result.ctypes.data) for d in dims[1:]]
     function(*pointers, dims[0].ctypes.data, lr, result.ctypes.data)
     for other in others:
         other.result()
@@ -336,12 +338,25 @@ def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws
 _pools = threading.local()  # each calling thread's own helpers, so two trainings at once never queue for them
 
 
-def _pool(size: int) -> ThreadPoolExecutor:
+def _pool(size: int) -> ThreadPoolExecutor | None:
     """The calling thread's `size` helper threads, kept for its epochs (starting threads costs more than
-    a small epoch)."""
+    a small epoch). All are started before any is given an epoch's part: one that could not start (the
+    system's limit on threads) would leave the others waiting at a barrier for ever. None when they
+    cannot all start."""
     pool = getattr(_pools, "pool", None)
-    if pool is None or pool._max_workers != size:
-        if pool is not None:
-            pool.shutdown()
-        pool = _pools.pool = ThreadPoolExecutor(size, thread_name_prefix="engine")
+    if pool is not None and pool._max_workers == size:
+        return pool
+    if pool is not None:
+        pool.shutdown()
+    _pools.pool, started = None, threading.Barrier(size + 1)
+    pool = ThreadPoolExecutor(size, thread_name_prefix="engine")
+    try:
+        for _ in range(size):
+            pool.submit(started.wait)
+        started.wait()
+    except (RuntimeError, threading.BrokenBarrierError):  # RuntimeError: can't start new thread
+        started.abort()  # those that started go back
+        pool.shutdown()
+        return None
+    _pools.pool = pool
     return pool

@@ -93,6 +93,28 @@ def test_two_trainings_at_once_in_one_process_each_share_their_batches_and_get_n
     assert runs == [expected, expected]
 
 
+def test_helpers_that_cannot_start_leave_one_thread_training_numpys_bytes(monkeypatch):
+    """The system's limit on threads: the second of two helpers cannot start. The first must not wait at a
+    barrier for it for ever; the run trains in one thread, to the same bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class OneHelperOnly(ThreadPoolExecutor):
+        def _adjust_thread_count(self):
+            if len(self._threads) >= 1:
+                raise RuntimeError("can't start new thread")
+            super()._adjust_thread_count()
+
+    X, y = DATA
+    kwargs = {"hidden": 5, "dtype": "float64", "loss": "bce", "bias": True, "batch": 1024, "epochs": 2}
+    expected = train_bytes("numpy", monkeypatch, X, y, **kwargs)
+    monkeypatch.setenv("PIPELINE_ENGINE", "numba")
+    monkeypatch.setenv("PIPELINE_THREADS", "3")
+    monkeypatch.setattr(native, "ThreadPoolExecutor", OneHelperOnly)
+    with ThreadPoolExecutor(1) as caller:  # a thread of its own: its helpers are made anew
+        got = caller.submit(train_bytes, "numba", monkeypatch, X, y, **kwargs).result(timeout=120)
+    assert got == expected
+
+
 def test_the_fingerprints_are_numpys_with_one_thread_and_with_three():
     """tests/fingerprints.py's 26 configurations (batches of 1,024 and of 9,000, shared by threads), as
     the other CPUs' and aarch64's checks run them, with 1 and 3 threads."""
@@ -309,12 +331,12 @@ def test_the_batch_summaries_are_the_numpy_epochs_loss_accuracy_and_largest_logi
         Z2[-3:, 1] = tail
     N, K = Z2.shape
     T, rows_k = native.tables(dtype), compiled.SUMMARY_ROWS * K
-    z, target, out, cell, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, 1, N))
+    z, target, out, per_example = (np.empty(n, dtype) for n in (rows_k, rows_k, rows_k, N))
     W, stack, values = native.scratch_rows(rows_k, dtype), np.empty((3, 64), np.int64), np.empty(64, dtype)
     correct, largest = 0, 0.0
     for start, n in [(0, 1), (1, 1500), (1501, 999)]:  # one row; more than a block; what is left
         got = from_python(compiled.summarize)(
-            compiled.LOSS_IDS[loss], Z2, labels, start, n, per_example, z, target, out, cell, T, W
+            compiled.LOSS_IDS[loss], Z2, labels, start, n, per_example, z, target, out, T, W
         )
         correct, largest = correct + got[0], from_python(compiled.max_nan)(largest, got[1])
     total = from_python(compiled.pairwise_sum)(per_example, N, dtype(0), stack, values)
