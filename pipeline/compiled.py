@@ -897,37 +897,77 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
             b2[j] -= lr * (zero + (zero + dz2[j]))
 
 
+@intrinsic
+def _shaped(typingctx, flat, lo, shape):
+    """flat[lo : lo + prod(shape)] as a C-contiguous array of that shape: a view, made without a slice's
+    and a reshape's checks, whose code was a third of `train_epoch`'s (the caller's sizes are right:
+    `native.workspace` makes the buffers)."""
+    ndim = len(shape.types)
+    view_type = types.Array(flat.dtype, ndim, "C")
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(signature.args[0])(context, builder, args[0])
+        view = context.make_array(view_type)(context, builder)
+        dims = cgutils.unpack_tuple(builder, args[2], ndim)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(flat.dtype)))
+        strides, step = [], itemsize
+        for dim in reversed(dims):
+            strides.insert(0, step)
+            step = builder.mul(step, dim)
+        context.populate_array(
+            view,
+            data=builder.gep(source.data, [args[1]]),
+            shape=cgutils.pack_array(builder, dims),
+            strides=cgutils.pack_array(builder, strides),
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return view._getvalue()
+
+    return view_type(flat, types.intp, types.UniTuple(types.intp, ndim)), codegen
+
+
 @ENGINE
 def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels, thread, threads):
     """`workspace`'s buffers as the arrays `train_epoch` uses (views: nothing is allocated): each buffer
     is what the threads share, then each thread's own part (`native.workspace` sizes them alike)."""
     rows_k, n, nodes, pH = SUMMARY_ROWS * K, max(bs * H, SUMMARY_ROWS * K), 2 * threads, pixels * H
     # float64: acc1, acc2, G1, G2 (4 H bs) and each thread's largest |logit|; then S1, S2 a thread
-    floats, largests = wf[: 4 * H * bs], wf[4 * H * bs : 4 * H * bs + threads]
+    floats, largests = _shaped(wf, 0, (4 * H * bs,)), _shaped(wf, 4 * H * bs, (threads,))
     o = 4 * H * bs + threads + thread * 2 * pH
-    S1, S2 = wf[o : o + pH].reshape(1, pH), wf[o + pH : o + 2 * pH].reshape(1, pH)
+    S1, S2 = _shaped(wf, o, (1, pH)), _shaped(wf, o + pH, (1, pH))
     # int64: the barrier's counter (padded to a cache line), labels, N1 and N2, visited, each thread's
     # largest gradient pattern, correct count and integer pixel sums; then stack and bounds a thread
-    sync, labels, o = wi[:1], wi[8 : 8 + bs], 8 + bs
-    ints, visited = wi[o : o + 2 * H * bs], wi[o + 2 * H * bs : o + 2 * H * bs + N]
+    sync, labels, o = _shaped(wi, 0, (1,)), _shaped(wi, 8, (bs,)), 8 + bs
+    ints, visited = _shaped(wi, o, (2 * H * bs,)), _shaped(wi, o + 2 * H * bs, (N,))
     o += 2 * H * bs + N
-    tops, corrects, partials = wi[o : o + threads], wi[o + threads : o + 2 * threads], wi[o + 2 * threads :]
-    partials = partials[: threads * 2 * pH].reshape(threads, 2, pixels, H)
+    tops, corrects = _shaped(wi, o, (threads,)), _shaped(wi, o + threads, (threads,))
+    partials = _shaped(wi, o + 2 * threads, (threads, 2, pixels, H))
     o += 2 * threads + threads * 2 * pH + thread * (192 + nodes + 1)
-    stack, bounds = wi[o : o + 192].reshape(3, 64), wi[o + 192 : o + 192 + nodes + 1]
+    stack, bounds = _shaped(wi, o, (3, 64)), _shaped(wi, o + 192, (nodes + 1,))
     # the weights' dtype: dW1, scratch, the batch's activations (typed), per_example, the batch's sums of
     # nodes; then counts, W, values, work and the summary's rows a thread
-    dW1, scratch, o = wd[:pH].reshape(pixels, H), wd[pH : pH + bs], pH + bs
-    typed, per_example = wd[o : o + 3 * (H + K) * bs], wd[o + 3 * (H + K) * bs : o + 3 * (H + K) * bs + N]
+    dW1, scratch, o = _shaped(wd, 0, (pixels, H)), _shaped(wd, pH, (bs,)), pH + bs
+    typed, per_example = _shaped(wd, o, (3 * (H + K) * bs,)), _shaped(wd, o + 3 * (H + K) * bs, (N,))
     o += 3 * (H + K) * bs + N
-    sums = wd[o : o + (H * K + H + K) * nodes].reshape(H * K + H + K, nodes)
+    sums = _shaped(wd, o, (H * K + H + K, nodes))
     o += (H * K + H + K) * nodes + thread * (2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k)
-    counts, o = wd[o : o + 2], o + 2
-    W = (wd[o : o + n], wd[o + n : o + 2 * n], wd[o + 2 * n : o + 3 * n], wd[o + 3 * n : o + 4 * n], wj[thread * n :])
+    counts, o = _shaped(wd, o, (2,)), o + 2
+    W0, W1, W2, W3 = (
+        _shaped(wd, o, (n,)),
+        _shaped(wd, o + n, (n,)),
+        _shaped(wd, o + 2 * n, (n,)),
+        _shaped(wd, o + 3 * n, (n,)),
+    )
+    W = (W0, W1, W2, W3, _shaped(wj, thread * n, (n,)))
     o += 4 * n
-    values, work, o = wd[o : o + 64], wd[o + 64 : o + 64 + 2 * H + K + 1], o + 64 + 2 * H + K + 1
-    z, target, out = wd[o : o + rows_k], wd[o + rows_k : o + 2 * rows_k], wd[o + 2 * rows_k : o + 3 * rows_k]
-    bytes_ = wu[: pixels * bs]
+    values, work, o = _shaped(wd, o, (64,)), _shaped(wd, o + 64, (2 * H + K + 1,)), o + 64 + 2 * H + K + 1
+    z, target, out = (
+        _shaped(wd, o, (rows_k,)),
+        _shaped(wd, o + rows_k, (rows_k,)),
+        _shaped(wd, o + 2 * rows_k, (rows_k,)),
+    )
+    bytes_ = _shaped(wu, 0, (pixels * bs,))
     shared = (floats, ints, typed, bytes_, labels, visited, per_example, scratch, dW1, sums, partials)
     own = (S1, S2, stack, bounds, counts, W, values, work, z, target, out)
     return shared, own, (sync, tops, corrects, largests)
@@ -951,41 +991,43 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
     labels, visited, per_example, scratch, dW1, sums, partials = shared[4:]
     stack, bounds, counts, values, work = own[2], own[3], own[4], own[6], own[7]
     zero, first = T[0][ZERO], np.int64(0)
-    m, bias = bs, b1.shape[0] > 0
-    batch = batch_arrays(shared[3], shared[0], shared[1], shared[2], pixels, H, K, m)
-    used, nodes = plan(m, threads, bounds)
+    bias, full = b1.shape[0] > 0, N // bs * bs  # the examples in whole batches, then the shorter last
     # the epoch's summary: the first thread's over the rows of Z2_out before `summarized`, and each
     # thread's over its own rows of the batches it shared; `passed` counts the barriers
     correct, largest, summarized, passed = np.int64(0), 0.0, np.int64(0), np.int64(0)
-    for start in range(0, N, bs):
-        if N - start < m:  # the last, shorter batch: its arrays, compact
-            m = N - start
-            batch = batch_arrays(shared[3], shared[0], shared[1], shared[2], pixels, H, K, m)
-            used, nodes = plan(m, threads, bounds)
-        counts[0], counts[1], rows = m, m * K, order[start : start + m]
-        if used > 1:  # a shared batch
-            if thread == 0 and summarized < start:  # rows the first thread trained alone
-                right, top = summary(loss, Z2_out, visited, summarized, start - summarized, per_example, own, T)
-                correct, largest, summarized = correct + right, max_nan(largest, top), start
-            share = (thread, threads, used, nodes, passed)
-            right, top = shared_batch(
-                X, y, rows, start, lr, loss, (w1, w2, b1, b2), Z2_out, T, batch, shared, own, sync, share
-            )
-            correct, largest, passed, summarized = correct + right, max_nan(largest, top), passed + 3, start + m
-        elif thread == 0:
-            if m == 1:
-                visited[start] = labels[0] = y[rows[0]]
-                step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T)
-            else:
-                P, _, _, G1, G2, N1, N2, _, A1, dZ1, _, _, dZ2 = batch
-                forward_share(X, y, rows, start, first, m, loss, w1, w2, b1, b2, Z2_out, T, batch, labels, visited, own)
-                pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2, partials)
-                batch_sums(A1, dZ1, dZ2, bounds, first, np.int64(1), bias, scratch, zero, stack, values, sums)
-                update(lr, w1, w2, b1, b2, dW1, sums, np.int64(1), zero)
-            if start + m - summarized >= SUMMARY_ROWS or start + m == N:  # the rows just written, while cached
-                n = start + m - summarized
-                right, top = summary(loss, Z2_out, visited, summarized, n, per_example, own, T)
-                correct, largest, summarized = correct + right, max_nan(largest, top), summarized + n
+    for part in range(2):  # the whole batches, then the last; each part's arrays compact (one call site:
+        m = bs if part == 0 else N - full  # Numba inlines `batch_arrays` at each)
+        if m == 0:
+            continue
+        batch = batch_arrays(shared[3], shared[0], shared[1], shared[2], pixels, H, K, m)
+        used, nodes = plan(m, threads, bounds)
+        for start in range(0 if part == 0 else full, full if part == 0 else N, m):
+            counts[0], counts[1], rows = m, m * K, order[start : start + m]
+            if used > 1:  # a shared batch
+                if thread == 0 and summarized < start:  # rows the first thread trained alone
+                    right, top = summary(loss, Z2_out, visited, summarized, start - summarized, per_example, own, T)
+                    correct, largest, summarized = correct + right, max_nan(largest, top), start
+                share = (thread, threads, used, nodes, passed)
+                right, top = shared_batch(
+                    X, y, rows, start, lr, loss, (w1, w2, b1, b2), Z2_out, T, batch, shared, own, sync, share
+                )
+                correct, largest, passed, summarized = correct + right, max_nan(largest, top), passed + 3, start + m
+            elif thread == 0:
+                if m == 1:
+                    visited[start] = labels[0] = y[rows[0]]
+                    step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T)
+                else:
+                    P, _, _, G1, G2, N1, N2, _, A1, dZ1, _, _, dZ2 = batch
+                    forward_share(
+                        X, y, rows, start, first, m, loss, w1, w2, b1, b2, Z2_out, T, batch, labels, visited, own
+                    )
+                    pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2, partials)
+                    batch_sums(A1, dZ1, dZ2, bounds, first, np.int64(1), bias, scratch, zero, stack, values, sums)
+                    update(lr, w1, w2, b1, b2, dW1, sums, np.int64(1), zero)
+                if start + m - summarized >= SUMMARY_ROWS or start + m == N:  # the rows just written, while cached
+                    n = start + m - summarized
+                    right, top = summary(loss, Z2_out, visited, summarized, n, per_example, own, T)
+                    correct, largest, summarized = correct + right, max_nan(largest, top), summarized + n
     if threads > 1:  # each thread's summary, to the first
         correct, largest = gather(sync[0], sync[2], sync[3], correct, largest, thread, threads, passed + 1)
     return np.float64(pairwise_sum(per_example, N, zero, stack, values)) if thread == 0 else 0.0, correct, largest
@@ -1076,22 +1118,14 @@ def batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m):
     """A batch of m examples' arrays, each C-contiguous, carved out of four flat buffers: uint8 P (30, m);
     float64 acc1, acc2, G1, G2 (H, m); int64 N1, N2 (H, m); in the weights' dtype Z1, A1, dZ1 (H, m) and
     Z2, A2, dZ2 (K, m)."""
-    P = bytes_[: pixels * m].reshape(pixels, m)
     Hm, Km = H * m, K * m
-    f0, f1, f2, f3 = (
-        floats[0:Hm].reshape(H, m),
-        floats[Hm : 2 * Hm].reshape(H, m),
-        floats[2 * Hm : 3 * Hm].reshape(H, m),
-        floats[3 * Hm : 4 * Hm].reshape(H, m),
-    )
-    n0, n1 = ints[0:Hm].reshape(H, m), ints[Hm : 2 * Hm].reshape(H, m)
-    t0, t1, t2 = typed[0:Hm].reshape(H, m), typed[Hm : 2 * Hm].reshape(H, m), typed[2 * Hm : 3 * Hm].reshape(H, m)
+    P = _shaped(bytes_, 0, (pixels, m))
+    f0, f1 = _shaped(floats, 0, (H, m)), _shaped(floats, Hm, (H, m))
+    f2, f3 = _shaped(floats, 2 * Hm, (H, m)), _shaped(floats, 3 * Hm, (H, m))
+    n0, n1 = _shaped(ints, 0, (H, m)), _shaped(ints, Hm, (H, m))
+    t0, t1, t2 = _shaped(typed, 0, (H, m)), _shaped(typed, Hm, (H, m)), _shaped(typed, 2 * Hm, (H, m))
     o = 3 * Hm
-    u0, u1, u2 = (
-        typed[o : o + Km].reshape(K, m),
-        typed[o + Km : o + 2 * Km].reshape(K, m),
-        typed[o + 2 * Km : o + 3 * Km].reshape(K, m),
-    )
+    u0, u1, u2 = _shaped(typed, o, (K, m)), _shaped(typed, o + Km, (K, m)), _shaped(typed, o + 2 * Km, (K, m))
     return P, f0, f1, f2, f3, n0, n1, t0, t1, t2, u0, u1, u2
 
 
