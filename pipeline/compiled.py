@@ -995,8 +995,10 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
     # the epoch's summary: the first thread's over the rows of Z2_out before `summarized`, and each
     # thread's over its own rows of the batches it shared; `passed` counts the barriers
     correct, largest, summarized, passed = np.int64(0), 0.0, np.int64(0), np.int64(0)
-    for part in range(2):  # the whole batches, then the last; each part's arrays compact (one call site:
-        m = bs if part == 0 else N - full  # Numba inlines `batch_arrays` at each)
+    # the whole batches, then the shorter last, each with its arrays compact: one call of `batch_arrays`,
+    # which Numba inlines at each call site
+    for part in range(2):
+        m = bs if part == 0 else N - full
         if m == 0:
             continue
         batch = batch_arrays(shared[3], shared[0], shared[1], shared[2], pixels, H, K, m)

@@ -91,6 +91,13 @@ def workspace(
     kernels allocate nothing, so the entry point runs without Numba's runtime. Five flat buffers:
     float64, int64, the weights' dtype, uint8 and int32; each is what `threads` threads share, then
     each thread's own part."""
+    sizes = workspace_sizes(N, batch_size, H, K, pixels, threads)
+    kinds = (np.float64, np.int64, dtype, np.uint8, np.int32)
+    return tuple(np.zeros(size, kind) for size, kind in zip(sizes, kinds))
+
+
+def workspace_sizes(N: int, batch_size: int, H: int, K: int, pixels: int, threads: int = 1) -> tuple[int, ...]:
+    """The lengths of `workspace`'s five buffers, which `carve` cuts its views from without checks."""
     bs, rows_k, pH, nodes = max(1, min(batch_size, N)), SUMMARY_ROWS * K, pixels * H, 2 * threads
     n = max(bs * H, rows_k)
     shared = (
@@ -101,8 +108,7 @@ def workspace(
         0,
     )
     own = (2 * pH, 192 + nodes + 1, 2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k, 0, n)
-    kinds = (np.float64, np.int64, dtype, np.uint8, np.int32)
-    return tuple(np.zeros(a + threads * b, kind) for a, b, kind in zip(shared, own, kinds))
+    return tuple(a + threads * b for a, b in zip(shared, own))
 
 
 POW2_OFFSET = 1024  # pow2 covers 2^-1024 .. 2^1023; exp's clipped input needs 2^-1020 .. 2^1021 at most
@@ -321,6 +327,8 @@ def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws
     if not all(a.flags.c_contiguous for a in arrays):
         raise ValueError("the compiled engine takes C-contiguous arrays")
     H, K = w2.shape
+    if any(len(w) < size for w, size in zip(ws, workspace_sizes(len(order), batch_size, H, K, X.shape[1], threads))):
+        raise ValueError("the compiled engine's workspace is smaller than `workspace` makes it for this run")
     sizes = [len(order), X.shape[1], H, K, int(len(b1) > 0), batch_size, loss]
     sizes += [len(T[0]), len(T[1]), len(T[2]), len(T[3]), *(len(w) for w in ws)]
     pointers, result = [a.ctypes.data for a in arrays], np.zeros(3)

@@ -93,6 +93,22 @@ def test_two_trainings_at_once_in_one_process_each_share_their_batches_and_get_n
     assert runs == [expected, expected]
 
 
+def test_a_workspace_smaller_than_its_layout_is_refused_before_the_engine_runs():
+    """`carve` cuts its views without checks, so the engine is never handed buffers shorter than
+    `workspace` makes them (for this run, these threads): it would write past their ends."""
+    X, y = DATA
+    X, y, dtype = X[:600], y[:600].astype(np.int64), np.dtype(np.float64)
+    net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
+    none, Z2, order = np.empty(0, dtype), np.empty((len(X), len(CLASSES)), dtype), np.arange(len(X))
+    arrays = (X, y, order, 0.1, 300, 0, net.w1, net.w2, none, none, Z2, native.tables(dtype))
+    for made_for, threads in ((1, 2), (2, 2), (1, 1)):
+        ws = native.workspace(len(X), 300, 5, len(CLASSES), PIXELS, dtype, made_for)
+        if made_for == threads:  # one entry short
+            ws = (*ws[:2], ws[2][:-1], *ws[3:])
+        with pytest.raises(ValueError, match="workspace is smaller"):
+            native.epoch(None, *arrays, ws, threads)
+
+
 def test_helpers_that_cannot_start_leave_one_thread_training_numpys_bytes(monkeypatch):
     """The system's limit on threads: the second of two helpers cannot start. The first must not wait at a
     barrier for it for ever; the run trains in one thread, to the same bytes."""
