@@ -395,14 +395,24 @@ def grids(exponent, k):
     while k >> spare:
         spare += 1
     spare = max(2, spare)
-    big1 = math.ldexp(1.5, exponent + spare - 1)
-    big2 = math.ldexp(1.5, exponent + spare - 54 + spare - 1)
+    big1 = ldexp(1.5, exponent + spare - 1)
+    big2 = ldexp(1.5, exponent + spare - 54 + spare - 1)
     return (
         big1,
         big2,
-        max(math.ldexp(1.0, exponent + spare - 53), TINY),
-        max(math.ldexp(1.0, exponent + 2 * spare - 107), TINY),
+        max(ldexp(1.0, exponent + spare - 53), TINY),
+        max(ldexp(1.0, exponent + 2 * spare - 107), TINY),
     )
+
+
+@KERNEL
+def ldexp(m, n):
+    """math.ldexp(m, n) for m = 1.0 or 1.5: m times 2^n made from its bits where 2^n is a normal number
+    (the product is then exact, as ldexp's), math.ldexp elsewhere (where it rounds). Numba's math.ldexp
+    is a call into its C helpers, which cost a batch of one a tenth of its step (`step_one`)."""
+    if -1022 <= n <= 1023:
+        return m * _from_bits(np.int64(n + 1023) << np.int64(52))
+    return math.ldexp(m, n)
 
 
 @KERNEL
@@ -834,35 +844,39 @@ def barrier(sync, passed, threads):
 
 
 @KERNEL
-def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
+def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T, S1, S2, acc):
     """`forward`, `loss_gradient`, `hidden_delta`, `pixel_gradient` and `update` for a batch of one,
     X[row] : (30,) uint8, fused into one pass: the same operations in the same order, with the numbers
-    in registers rather than in the kernels' (H, m) arrays, whose loads and stores cost more than one
-    example's arithmetic. Z2_out[out_row] : (K,) gets the logits; work : (2 H + K + 1,) scratch, whose
-    last entry rounds a float64 to the weights' dtype (as a store into the kernels' arrays does)."""
+    in registers or a few short rows rather than in the kernels' (H, m) arrays, whose loads and stores
+    cost more than one example's arithmetic. Z2_out[out_row] : (K,) gets the logits; work : (2 H + K,)
+    scratch of the weights' dtype; S1, S2 : (1, 30 H) and acc : (2 H,) or longer, float64 scratch."""
     consts, powers, pow2 = T[0], T[1], T[2]
-    zero, one = consts[ZERO], consts[ONE]
+    zero, one, to = consts[ZERO], consts[ONE], w1.dtype.type  # to(x): x rounded to the weights' dtype
     pixels, (H, K) = X.shape[1], w2.shape
-    a1, dz1, dz2, rounded = work[:H], work[H : 2 * H], work[2 * H : 2 * H + K], work[2 * H + K :]
+    pH, x = pixels * H, X[row]
+    w, s1, s2 = _shaped(w1, 0, (pH,)), _shaped(S1, 0, (pH,)), _shaped(S2, 0, (pH,))
+    a1, dz1, dz2 = work[:H], work[H : 2 * H], work[2 * H : 2 * H + K]
     c = exp_constants(consts, -1)
-    # Z1 = X W1 on the slices' grids
-    exponent, _ = largest_exponent(w1.reshape(1, pixels * H), np.int64(1), pixels * H)
+    # Z1 = X W1 on the slices' grids: each unit's two sums are exact in any order, so they run a pixel
+    # at a time over the H units, whose weights are a contiguous row of w1
+    exponent, _ = largest_exponent(_shaped(w1, 0, (1, pH)), np.int64(1), pH)
     big1, big2, _, _ = grids(exponent, pixels)
+    for i in range(pH):
+        s1[i], s2[i] = split(np.float64(w[i]), big1, big2)
+    for h in range(2 * H):
+        acc[h] = 0.0
+    for p in range(pixels):
+        v, o = np.float64(x[p]), p * H
+        for h in range(H):
+            acc[h] += v * s1[o + h]
+            acc[H + h] += v * s2[o + h]
     for h in range(H):
-        acc1 = acc2 = 0.0
-        for p in range(pixels):
-            s1, s2 = split(np.float64(w1[p, h]), big1, big2)
-            v = np.float64(X[row, p])
-            acc1 += v * s1
-            acc2 += v * s2
-        rounded[0] = acc1 + acc2
-        z = rounded[0]
+        z = to(acc[h] + acc[H + h])
         if b1.shape[0]:
             z += b1[h]
         e, k = exp_reduce(z, -1, c)
         a1[h] = one / (exp_scale(e, k, powers, pow2) + one)  # A1 = sigmoid(Z1)
-    rounded[0] = K
-    count = rounded[0]  # m K, for mse
+    count = to(K)  # m K, for mse
     for j in range(K):
         z = w2[0, j] * a1[0]  # Z2 = A1 W2 + b2, summed over the H units in order
         for h in range(1, H):
@@ -874,7 +888,7 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
         a2 = one / (exp_scale(e, k, powers, pow2) + one)  # A2 = sigmoid(Z2)
         d = a2 - (one if label == j else zero)  # dZ2, as loss_gradient with m = 1
         if loss == BCE:
-            dz2[j] = d / one
+            dz2[j] = d  # d / 1, which IEEE 754 makes d exactly
         else:
             dz2[j] = (one + one) * d * a2 * (one - a2) / count
     for h in range(H):  # dZ1 = (dZ2 W2^T) A1 (1 - A1), as hidden_delta
@@ -883,10 +897,9 @@ def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T):
             d += w2[h, j] * dz2[j]
         dz1[h] = d * a1[h] * (one - a1[h])
     for p in range(pixels):  # W1 -= lr X^T dZ1: one exact product each, as pixel_gradient with m = 1
-        v = np.float64(X[row, p])
+        v, o = np.float64(x[p]), p * H
         for h in range(H):
-            rounded[0] = v * np.float64(dz1[h])
-            w1[p, h] -= lr * rounded[0]
+            w[o + h] -= lr * to(v * np.float64(dz1[h]))
     for h in range(H):  # W2 -= lr A1^T dZ2 and the biases: each batch sum of one term is 0 + (0 + t)
         for j in range(K):
             w2[h, j] -= lr * (zero + (zero + a1[h] * dz2[j]))
@@ -951,7 +964,7 @@ def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels, thread, threads):
     typed, per_example = _shaped(wd, o, (3 * (H + K) * bs,)), _shaped(wd, o + 3 * (H + K) * bs, (N,))
     o += 3 * (H + K) * bs + N
     sums = _shaped(wd, o, (H * K + H + K, nodes))
-    o += (H * K + H + K) * nodes + thread * (2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k)
+    o += (H * K + H + K) * nodes + thread * (2 + 4 * n + 64 + 2 * H + K + 3 * rows_k)
     counts, o = _shaped(wd, o, (2,)), o + 2
     W0, W1, W2, W3 = (
         _shaped(wd, o, (n,)),
@@ -961,7 +974,7 @@ def carve(wf, wi, wd, wu, wj, N, bs, H, K, pixels, thread, threads):
     )
     W = (W0, W1, W2, W3, _shaped(wj, thread * n, (n,)))
     o += 4 * n
-    values, work, o = _shaped(wd, o, (64,)), _shaped(wd, o + 64, (2 * H + K + 1,)), o + 64 + 2 * H + K + 1
+    values, work, o = _shaped(wd, o, (64,)), _shaped(wd, o + 64, (2 * H + K,)), o + 64 + 2 * H + K
     z, target, out = (
         _shaped(wd, o, (rows_k,)),
         _shaped(wd, o + rows_k, (rows_k,)),
@@ -1017,7 +1030,8 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
             elif thread == 0:
                 if m == 1:
                     visited[start] = labels[0] = y[rows[0]]
-                    step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T)
+                    S1, S2, acc = own[0], own[1], shared[0]
+                    step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T, S1, S2, acc)
                 else:
                     P, _, _, G1, G2, N1, N2, _, A1, dZ1, _, _, dZ2 = batch
                     forward_share(

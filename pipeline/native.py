@@ -107,7 +107,7 @@ def workspace_sizes(N: int, batch_size: int, H: int, K: int, pixels: int, thread
         pixels * bs,  # P
         0,
     )
-    own = (2 * pH, 192 + nodes + 1, 2 + 4 * n + 64 + 2 * H + K + 1 + 3 * rows_k, 0, n)
+    own = (2 * pH, 192 + nodes + 1, 2 + 4 * n + 64 + 2 * H + K + 3 * rows_k, 0, n)
     return tuple(a + threads * b for a, b in zip(shared, own))
 
 

@@ -326,6 +326,20 @@ def test_the_slices_are_portables(case):
     assert S1.tobytes() == expected[0].tobytes() and S2.tobytes() == expected[1].tobytes()
 
 
+def test_the_grids_powers_of_two_are_math_ldexps():
+    """compiled.ldexp (2^n from its bits where it is normal) against math.ldexp for every exponent the
+    grids can ask for, across both edges of the normal range: subnormal, rounded and zero results below
+    it, infinity above it."""
+    ldexp = from_python(compiled.ldexp)
+    for m in (1.0, 1.5):
+        for n in range(-1200, 1100):
+            try:
+                expected = math.ldexp(m, n)
+            except OverflowError:
+                expected = math.inf
+            assert np.float64(ldexp(m, n)).tobytes() == np.float64(expected).tobytes(), (m, n)
+
+
 def aimed_logits(dtype) -> np.ndarray:
     """Z2 : (N, 3) with ties, signed zeros, large and tiny logits, and, in the last rows, infinities and
     NaN; N = 2,500 spans blocks of SUMMARY_ROWS rows and ends mid-block."""
