@@ -915,29 +915,45 @@ def _shaped(typingctx, flat, lo, shape):
     """flat[lo : lo + prod(shape)] as a C-contiguous array of that shape: a view, made without a slice's
     and a reshape's checks, whose code was a third of `train_epoch`'s (the caller's sizes are right:
     `native.workspace` makes the buffers)."""
-    ndim = len(shape.types)
-    view_type = types.Array(flat.dtype, ndim, "C")
+    view_type = types.Array(flat.dtype, len(shape.types), "C")
 
     def codegen(context, builder, signature, args):
-        source = context.make_array(signature.args[0])(context, builder, args[0])
-        view = context.make_array(view_type)(context, builder)
-        dims = cgutils.unpack_tuple(builder, args[2], ndim)
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(flat.dtype)))
-        strides, step = [], itemsize
-        for dim in reversed(dims):
-            strides.insert(0, step)
-            step = builder.mul(step, dim)
-        context.populate_array(
-            view,
-            data=builder.gep(source.data, [args[1]]),
-            shape=cgutils.pack_array(builder, dims),
-            strides=cgutils.pack_array(builder, strides),
-            itemsize=itemsize,
-            meminfo=None,
-        )
-        return view._getvalue()
+        data = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        return _c_array(context, builder, view_type, data, args[2])
 
-    return view_type(flat, types.intp, types.UniTuple(types.intp, ndim)), codegen
+    return view_type(flat, types.intp, types.UniTuple(types.intp, view_type.ndim)), codegen
+
+
+@intrinsic
+def _pointed(typingctx, pointer, shape):
+    """The C-contiguous array of `shape` at `pointer` (what numba.carray makes, without its checks and
+    its own compiles: the entry point's arrays, whose shapes `native.epoch` checked)."""
+    view_type = types.Array(pointer.dtype, len(shape.types), "C")
+
+    def codegen(context, builder, signature, args):
+        return _c_array(context, builder, view_type, args[0], args[1])
+
+    return view_type(pointer, types.UniTuple(types.intp, view_type.ndim)), codegen
+
+
+def _c_array(context, builder, view_type, data, shape):
+    """The code of a C-contiguous array of view_type at the pointer data, its shape the tuple shape."""
+    view = context.make_array(view_type)(context, builder)
+    dims = cgutils.unpack_tuple(builder, shape, view_type.ndim)
+    itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(view_type.dtype)))
+    strides, step = [], itemsize
+    for dim in reversed(dims):
+        strides.insert(0, step)
+        step = builder.mul(step, dim)
+    context.populate_array(
+        view,
+        data=data,
+        shape=cgutils.pack_array(builder, dims),
+        strides=cgutils.pack_array(builder, strides),
+        itemsize=itemsize,
+        meminfo=None,
+    )
+    return view._getvalue()
 
 
 @ENGINE
@@ -1228,37 +1244,37 @@ def entry_signature(dtype: np.dtype | type):
 
 def entry_epoch(X, y, order, w1, w2, b1, b2, Z2, c0, c1, c2, c3, c4, wf, wi, wd, wu, wj, dims, lr, result):
     """`train_epoch` on arrays made from the C entry point's pointers (no copies, no allocation)."""
-    d = numba.carray(dims, (18,))
+    d = _pointed(dims, (18,))
     N, pixels, H, K, bias = d[0], d[1], d[2], d[3], d[4]
     T = (
-        numba.carray(c0, (d[7],)),
-        numba.carray(c1, (d[8],)),
-        numba.carray(c2, (d[9],)),
-        numba.carray(c3, (d[10],)),
-        numba.carray(c4, (d[10],)),
+        _pointed(c0, (d[7],)),
+        _pointed(c1, (d[8],)),
+        _pointed(c2, (d[9],)),
+        _pointed(c3, (d[10],)),
+        _pointed(c4, (d[10],)),
     )
     total, correct, largest = train_epoch(
-        numba.carray(X, (N, pixels)),
-        numba.carray(y, (N,)),
-        numba.carray(order, (N,)),
+        _pointed(X, (N, pixels)),
+        _pointed(y, (N,)),
+        _pointed(order, (N,)),
         lr,
         d[5],
         d[6],
-        numba.carray(w1, (pixels, H)),
-        numba.carray(w2, (H, K)),
-        numba.carray(b1, (H * bias,)),
-        numba.carray(b2, (K * bias,)),
-        numba.carray(Z2, (N, K)),
+        _pointed(w1, (pixels, H)),
+        _pointed(w2, (H, K)),
+        _pointed(b1, (H * bias,)),
+        _pointed(b2, (K * bias,)),
+        _pointed(Z2, (N, K)),
         T,
-        numba.carray(wf, (d[11],)),
-        numba.carray(wi, (d[12],)),
-        numba.carray(wd, (d[13],)),
-        numba.carray(wu, (d[14],)),
-        numba.carray(wj, (d[15],)),
+        _pointed(wf, (d[11],)),
+        _pointed(wi, (d[12],)),
+        _pointed(wd, (d[13],)),
+        _pointed(wu, (d[14],)),
+        _pointed(wj, (d[15],)),
         d[16],
         d[17],
     )
-    out = numba.carray(result, (3,))
+    out = _pointed(result, (3,))
     out[0], out[1], out[2] = total, correct, largest
 
 
