@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -147,6 +148,35 @@ def unchanged(
             f"{SIDE_BY_SIDE}",
             status=1,
         )
+
+
+class Watch:
+    """`unchanged` while a stage runs, for one that runs long (train): called after each epoch, it looks at
+    `path` at most every `every` seconds, reads it only when its size or time has moved, and raises
+    `unchanged`'s error as soon as its values differ. A run whose params.yaml changed under it cannot
+    write its outputs, so it stops then rather than train to its end first."""
+
+    def __init__(
+        self, params: Params, stage: str, path: Path = paths.PARAMS, every: float = 0.5, clock=time.monotonic
+    ) -> None:
+        self.params, self.stage, self.path, self.every, self.clock = params, stage, path, every, clock
+        self.seen, self.next = self._stamp(), clock() + every
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return info.st_size, info.st_mtime_ns
+
+    def __call__(self) -> None:
+        if self.clock() < self.next:
+            return
+        self.next = self.clock() + self.every
+        stamp = self._stamp()
+        if stamp != self.seen:
+            self.seen = stamp
+            unchanged(self.params, self.stage, self.path)
 
 
 def first_change(before: Params, after: Params, apart_from: frozenset[str] = frozenset()) -> str | None:

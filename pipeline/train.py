@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from pipeline.checkpoint import distinct_glyphs, save_network
 from pipeline.errors import PipelineError, exit_on_error
 from pipeline.glyphs import CLASSES, PIXELS
 from pipeline.model import Network, init_network
-from pipeline.params import TrainParams, load_params, unchanged
+from pipeline.params import TrainParams, Watch, load_params, unchanged
 from pipeline.progress import Progress
 from pipeline.resume import Checkpoints, LiveHistory, resumed, run_key
 from pipeline.sgd import NOTE_SECONDS, Diverged, History, choose, describe, fit
@@ -31,14 +32,19 @@ from pipeline.writing import save_npz, save_tsv, together
 
 
 def train(
-    p: TrainParams, X: np.ndarray, y: np.ndarray, checkpoints: Checkpoints | None = None
+    p: TrainParams,
+    X: np.ndarray,
+    y: np.ndarray,
+    checkpoints: Checkpoints | None = None,
+    watch: Callable[[], None] | None = None,
 ) -> tuple[Network, History, dict[str, np.ndarray]]:
     """A network trained on X : (N, 30) uint8, y : (N,) labels, its per-epoch history, and its trace:
     {'epoch': (E,), 'w1': (E, 30, H), 'w2': (E, H, K)[, 'b1', 'b2']}, epoch 0 the initial weights.
 
     With `checkpoints`, the stage's own run: it resumes from the run's checkpoint if there is one, saves
     one as it goes, draws its progress, names its engine, and under DVC writes the history as it grows
-    (`resume.py`). Without (a sweep's trial, a notebook), it trains and says nothing."""
+    (`resume.py`). Without (a sweep's trial, a notebook), it trains and says nothing. `watch`, called
+    after each epoch, may stop the run by raising (`params.Watch`: params.yaml changed under it)."""
     rng = np.random.default_rng(p.seed)  # one stream: initial weights first, then the shuffles
     net = init_network(rng, PIXELS, p.hidden, CLASSES, p.loss, p.bias, np.dtype(p.dtype))
     stride = -(-p.epochs // TRACE_POINTS) or 1
@@ -60,6 +66,8 @@ def train(
             live.add(epoch, loss, accuracy)
 
     def after_epoch(epoch: int, loss: float, accuracy: float) -> None:
+        if watch is not None:
+            watch()
         if epoch % stride == 0 or epoch == p.epochs:
             snapshots[epoch] = weights(net)
         if checkpoints is None:
@@ -108,7 +116,7 @@ def main() -> None:
     params = load_params()
     X, y = load_split("train")
     checkpoints = Checkpoints(run_key(params.train, X, y))
-    net, history, trace = train(params.train, X, y, checkpoints)
+    net, history, trace = train(params.train, X, y, checkpoints, Watch(params, "train"))
     with together():  # the model, its trace and its history agree, or the old ones stay
         save_network(paths.MODEL, net, distinct_glyphs(X, y))
         save_npz(paths.TRACE, trace)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.errors import PipelineError
 from tests.conftest import ROOT, copy_of, dvc, env, one_error_line, run
 
 GUARD = "check_params"
@@ -200,9 +201,10 @@ def test_the_environment_check_runs_even_when_the_run_cache_knows_the_params(cle
 
 def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
     """`dvc exp run -S` rewrites params.yaml before DVC takes its lock: a second one in the same workspace
-    changes the params of the first one's running stage. The stage stops, naming the key, and writes nothing."""
-    edit(clean, "  epochs: 300 ", "  epochs: 10000 ")  # train runs long enough to be caught running:
-    edit(clean, "  train_per_class: 0 ", "  train_per_class: 1 ")  # 60,000 steps, about 3 s
+    changes the params of the first one's running stage. The stage stops at the next epoch after it looks
+    (`params.Watch`: twice a second), naming the key, and writes nothing; it does not train to its end."""
+    edit(clean, "  epochs: 300 ", "  epochs: 10000 ")  # 30 million steps: half an hour with NumPy, so a
+    edit(clean, "  train_per_class: 0 ", "  train_per_class: 1000 ")  # stage that trained on would time out
     run([sys.executable, "-m", "pipeline.make_dataset"], cwd=clean)
     before = outputs(clean)
     proc = subprocess.Popen(
@@ -213,9 +215,12 @@ def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stderr.readline().startswith("train: NumPy trains (about")  # it read params.yaml, and trains
-    edit(clean, "  lr: 0.1 ", "  lr: 0.9 ")
-    out, err = proc.communicate(timeout=120)
+    try:
+        assert proc.stderr.readline().startswith("train: NumPy trains (about")  # it read params.yaml, and trains
+        edit(clean, "  lr: 0.1 ", "  lr: 0.9 ")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 1, err
     line = one_error_line(subprocess.CompletedProcess(proc.args, 1, out, err))
     assert line.startswith("error: params.yaml: changed while train ran (train.lr 0.1, now 0.9); nothing written. "), (
@@ -223,6 +228,26 @@ def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
     )
     assert "`dvc exp run --queue` or `--temp`" in line
     assert outputs(clean) == before
+
+
+def test_the_watch_looks_twice_a_second_and_stops_only_for_other_values(tmp_path):
+    """params.Watch, on a clock of its own: nothing read before `every` has passed, a rewrite with the same
+    values (an editor's save) passes, another value raises unchanged's error, naming the key."""
+    from pipeline.params import Watch, load_params
+
+    path, now = tmp_path / "params.yaml", [0.0]
+    path.write_text((ROOT / "params.yaml").read_text())
+    watch = Watch(load_params(path), "train", path, every=0.5, clock=lambda: now[0])
+    path.write_text(path.read_text().replace("  lr: 0.1 ", "  lr: 0.9 ", 1))
+    now[0] = 0.4
+    watch()  # too soon to look
+    path.write_text((ROOT / "params.yaml").read_text() + "\n")  # the same values, another size
+    now[0] = 0.6
+    watch()
+    path.write_text(path.read_text().replace("  lr: 0.1 ", "  lr: 0.95 ", 1))  # another size: a stamp that moves
+    now[0] = 1.2
+    with pytest.raises(PipelineError, match=r"changed while train ran \(train.lr 0.1, now 0.95\); nothing written"):
+        watch()
 
 
 def test_a_page_is_not_made_for_a_model_trained_with_other_params(clean):
