@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     args = parser.parse_args()
+    if args.compiles < 1 or args.rounds < 1:  # each side's entry is the one its first compile writes
+        parser.error("--compiles and --rounds: expected 1 or more")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp / "base")], check=True)
