@@ -1318,14 +1318,62 @@ def _set_env(target, name: str, env) -> None:
         type(target).set_env(target, name, env)
 
 
+# Kernels over a whole batch, which LLVM keeps as functions of their own rather than inline them into
+# their callers: called once a batch, a call costs nothing beside their loops, and a copy of each inlined
+# per call site was more code for LLVM's module passes and its machine code.
+KEPT_APART = frozenset(
+    [
+        "forward_share",
+        "forward",
+        "pixel_rows",
+        "pixel_product",
+        "sigmoids",
+        "loss_gradient",
+        "hidden_delta",
+        "pixel_gradient",
+        "gradient_slices",
+        "gradient_exact",
+        "gradient_sums",
+        "gradient_from_sums",
+        "grid_integers",
+        "batch_sums",
+        "update",
+        "summary",
+        "summarize",
+        "loss_outputs",
+        "exp_row",
+        "log1p_row",
+        "sigmoid_row",
+        "softplus_row",
+        "correct_rows",
+        "largest_abs",
+        "pairwise_sum",
+        "pairwise_inner",
+        "shared_batch",
+        "slices",
+        "top_bits",
+    ]
+)
+
+
+def _kernel_name(symbol: str) -> str:
+    """The Python name of a kernel of this module from its mangled symbol (_ZN8pipeline8compiled7forward...)."""
+    prefix = "_ZN8pipeline8compiled"
+    if not symbol.startswith(prefix):
+        return ""
+    rest = symbol[len(prefix) :]
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    return rest[digits : digits + int(rest[:digits])] if digits else ""
+
+
 class _LinkedLibrary(codegen.JITCodeLibrary):
     """A library whose code is only linked into its callers' until something asks for a function's
     address: its finalize links its callees' modules in and stops there. Numba's own finalize also runs
     LLVM's module passes and makes the machine code, for each kernel alone and again in every caller
     that links it: about a third of the compile (benchmarks/README.md). The C entry point's address, asked
     for by `numba.cfunc`, makes the whole engine's machine code, once, with the callees' copies internal
-    to it (so LLVM inlines a kernel called once, and specializes it for its one caller); a library asked
-    for a function it does not define (a kernel's absent CPython wrapper) makes none."""
+    to it (so LLVM inlines the small steps into their callers, and calls the batch kernels, `KEPT_APART`);
+    a library asked for a function it does not define (a kernel's absent CPython wrapper) makes none."""
 
     _has_code = False
 
@@ -1349,6 +1397,8 @@ class _LinkedLibrary(codegen.JITCodeLibrary):
             for f in self._final_module.functions:  # the callees' copies: this module's alone
                 if not f.is_declaration and f.name not in self._own:
                     f.linkage = "internal"
+                    if _kernel_name(f.name) in KEPT_APART:
+                        f.add_function_attribute("noinline")
             self._optimize_final_module()  # what Numba's finalize does, once, for everything linked in
             self._final_module.verify()
             self._finalize_final_module()

@@ -340,6 +340,18 @@ def test_the_grids_powers_of_two_are_math_ldexps():
             assert np.float64(ldexp(m, n)).tobytes() == np.float64(expected).tobytes(), (m, n)
 
 
+def test_the_kernels_kept_apart_are_kernels_and_found_by_their_symbols():
+    """compiled.KEPT_APART names kernels (a misspelt name would leave its kernel inlined, silently), and
+    _kernel_name reads a kernel's name out of the symbol Numba gives it, and nothing out of another's."""
+    for name in compiled.KEPT_APART:
+        assert isinstance(getattr(compiled, name), numba.core.registry.CPUDispatcher), name
+    copy = from_python(compiled.max_nan)
+    copy(1.0, 2.0)
+    symbol = next(iter(copy.overloads.values())).fndesc.mangled_name
+    assert compiled._kernel_name(symbol) == "max_nan", symbol
+    assert compiled._kernel_name("_ZN5numba7cpython8builtins6ol_max12_3clocals_3e4implB2v5") == ""
+
+
 def aimed_logits(dtype) -> np.ndarray:
     """Z2 : (N, 3) with ties, signed zeros, large and tiny logits, and, in the last rows, infinities and
     NaN; N = 2,500 spans blocks of SUMMARY_ROWS rows and ends mid-block."""

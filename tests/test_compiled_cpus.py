@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import compiled
 from tests.conftest import ROOT, run
 
 pytestmark = pytest.mark.slow  # four compiles for other CPUs: cross-machine (python -m pytest -m slow)
@@ -78,7 +79,13 @@ def test_code_for_other_cpus_has_no_fused_multiply_add_and_gives_the_same_digest
 )
 def test_code_for_this_cpu_has_no_fused_multiply_add(tmp_path):
     """The code Numba compiles for the machine the suite runs on (every feature it has, FMA included,
-    on any recent x86-64 or aarch64) has no fused multiply-add either."""
+    on any recent x86-64 or aarch64) has no fused multiply-add either; and in the entry point, each kernel
+    of compiled.KEPT_APART is a function of its own, not inlined."""
     asm = json.loads(run([sys.executable, "-c", ASSEMBLY_PROBE], cwd=ROOT, NUMBA_CACHE_DIR=str(tmp_path)).stdout)
     assert len(asm) > 20
     assert not {name: FMA.findall(text) for name, text in asm.items() if FMA.search(text)}
+    for dtype in ("float64", "float32"):
+        own = {
+            compiled._kernel_name(s) for s in re.findall(r"^(_ZN8pipeline8compiled\w+):", asm[f"entry{dtype}"], re.M)
+        }
+        assert own >= compiled.KEPT_APART, sorted(compiled.KEPT_APART - own)
