@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.core import caching, cgutils, codegen
+from numba.core import caching, cgutils, codegen, compiler, compiler_machinery, typed_passes, untyped_passes
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
@@ -66,8 +66,35 @@ from pipeline.portable import TABLE_SIZE as _N
 # profile a callable copy. An integer constant passed to a kernel is written np.int64(...): a bare
 # literal would compile the kernel again, for it. The views the epoch cuts from its scratch (ENGINE) are
 # inlined by Numba into `train_epoch`: as kernels of their own they cost 1.7 s more to compile.
-ENGINE = numba.njit(nogil=True, error_model="numpy", inline="always", no_cfunc_wrapper=True)
-KERNEL = numba.njit(nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True, no_cpython_wrapper=True)
+
+
+class _Lean(compiler.CompilerBase):
+    """Numba's nopython pipeline without the passes this module has nothing for: closures to inline, with
+    blocks to lift, literal_unroll, literally, and the rewrites after typing (array expressions, arrays of
+    constants, string-literal indices)."""
+
+    def define_pipelines(self):
+        default = compiler.DefaultPassBuilder.define_nopython_pipeline(self.state)
+        lean = compiler_machinery.PassManager("lean")
+        for pass_class, description in default.passes:
+            if pass_class not in _UNUSED:
+                lean.add_pass(pass_class, description)
+        lean.finalize()
+        return [lean]
+
+
+_UNUSED = (
+    typed_passes.NopythonRewrites,
+    untyped_passes.InlineClosureLikes,
+    untyped_passes.WithLifting,
+    untyped_passes.LiteralUnroll,
+    untyped_passes.FindLiterallyCalls,
+    untyped_passes.MakeFunctionToJitFunction,
+)
+ENGINE = numba.njit(nogil=True, error_model="numpy", inline="always", no_cfunc_wrapper=True, pipeline_class=_Lean)
+KERNEL = numba.njit(
+    nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True, no_cpython_wrapper=True, pipeline_class=_Lean
+)
 llvm.add_symbol("sched_yield", native._libc_address("sched_yield"))  # for Numba's own JIT (`from_python`)
 
 
@@ -76,7 +103,7 @@ def from_python(kernel):
     """`kernel` as a function Python can call: the same code, with the CPython wrapper the engine's own
     kernels go without (the kernels it calls are the engine's). Numba caches the copy's machine code in
     the machine's cache (`_CopyLocator`), so a test process compiles it once per machine and source."""
-    copy = numba.njit(nogil=True, error_model="numpy", _nrt=False)(kernel.py_func)
+    copy = numba.njit(nogil=True, error_model="numpy", _nrt=False, pipeline_class=_Lean)(kernel.py_func)
     with contextlib.suppress(RuntimeError, OSError):  # no writable cache: compiled in each process instead
         copy._cache = _CopyCache(copy.py_func)  # what `cache=True` sets, with our locator
     compile_copy = copy.compile
@@ -1289,7 +1316,8 @@ def build(dtype: np.dtype | type) -> tuple[str, bytes]:
 def entry_point(dtype: np.dtype | type):
     """The entry point for `dtype` as Numba's C callback, its kernels linked in (`linked_libraries`)."""
     with linked_libraries():
-        return numba.cfunc(entry_signature(dtype), error_model="numpy")(entry_epoch)  # no fastmath, ever
+        entry = numba.cfunc(entry_signature(dtype), error_model="numpy", pipeline_class=_Lean)  # no fastmath, ever
+        return entry(entry_epoch)
 
 
 @contextlib.contextmanager
