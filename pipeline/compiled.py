@@ -57,16 +57,6 @@ from pipeline.native import (
 from pipeline.portable import TABLE_BITS as _TABLE_BITS
 from pipeline.portable import TABLE_SIZE as _N
 
-# No fastmath, ever: it fuses multiply-adds and reorders sums. The functions below are kernels, which the
-# C entry point (`entry_point`) links into one module: LLVM optimizes it and makes its machine code once
-# (`_LinkedLibrary`), inlining what it finds worth it. The kernels allocate nothing, so they run without
-# Numba's reference counting (atomic increments on every array passed, which cost more than a
-# one-example step's arithmetic). Only compiled code calls them, so they go without the CPython and C
-# wrappers Numba would build for each (a quarter of the compile); `from_python` gives the tests and the
-# profile a callable copy. An integer constant passed to a kernel is written np.int64(...): a bare
-# literal would compile the kernel again, for it. The views the epoch cuts from its scratch (ENGINE) are
-# inlined by Numba into `train_epoch`: as kernels of their own they cost 1.7 s more to compile.
-
 
 class _Lean(compiler.CompilerBase):
     """Numba's nopython pipeline without the passes this module has nothing for: closures to inline, with
@@ -91,10 +81,32 @@ _UNUSED = (
     untyped_passes.FindLiterallyCalls,
     untyped_passes.MakeFunctionToJitFunction,
 )
+
+
+# No fastmath, ever: it fuses multiply-adds and reorders sums. The functions below are kernels, which the
+# C entry point (`entry_point`) links into one module: LLVM optimizes it and makes its machine code once
+# (`_LinkedLibrary`), inlining what it finds worth it. The kernels allocate nothing, so they run without
+# Numba's reference counting (atomic increments on every array passed, which cost more than a
+# one-example step's arithmetic). Only compiled code calls them, so they go without the CPython and C
+# wrappers Numba would build for each (a quarter of the compile); `from_python` gives the tests and the
+# profile a callable copy. An integer constant passed to a kernel is written np.int64(...): a bare
+# literal would compile the kernel again, for it. The views the epoch cuts from its scratch (ENGINE) are
+# inlined by Numba into `train_epoch`: as kernels of their own they cost 1.7 s more to compile.
 ENGINE = numba.njit(nogil=True, error_model="numpy", inline="always", no_cfunc_wrapper=True, pipeline_class=_Lean)
 KERNEL = numba.njit(
     nogil=True, error_model="numpy", _nrt=False, no_cfunc_wrapper=True, no_cpython_wrapper=True, pipeline_class=_Lean
 )
+KEPT_APART: set[str] = set()  # the BATCH_KERNELs' names
+
+
+def BATCH_KERNEL(function):
+    """A KERNEL over a whole batch, which LLVM keeps as a function of its own rather than inline it into its
+    callers (`_LinkedLibrary`): called once a batch, a call costs nothing beside its loops, and a copy
+    inlined at each call site was more code for LLVM's module passes and its machine code."""
+    KEPT_APART.add(function.__name__)
+    return KERNEL(function)
+
+
 llvm.add_symbol("sched_yield", native._libc_address("sched_yield"))  # for Numba's own JIT (`from_python`)
 
 
@@ -162,7 +174,7 @@ TINY, NORMAL = 2.0**-1074, 2.0**-1022  # the smallest subnormal float64, and the
 # operations on its own number). W = (F1, F2, F3, F4, I1) is scratch of the row's length or more.
 
 
-@KERNEL
+@BATCH_KERNEL
 def exp_row(x, n, sign, out, T, W):
     """out[:n] = e^(sign x[:n]), sign = 1 or -1: `portable._exp`, in two passes (`exp_reduce` and
     `exp_scale`): the first has no table look-ups, so LLVM vectorizes it."""
@@ -219,7 +231,7 @@ def exp_scale(p, k, powers, pow2):
     return p + t
 
 
-@KERNEL
+@BATCH_KERNEL
 def log1p_row(u, n, out, T, W):
     """out[:n] = ln(1 + u[:n]) for 0 <= u <= 1: `portable.log1p` (w = 1 + u, what its rounding lost,
     the nearest centre c_j = 1 + j/256, ln(c_j) from the table, ln(1 + r) by its polynomial)."""
@@ -265,7 +277,7 @@ def log1p_row(u, n, out, T, W):
         out[i] = p + out[i]
 
 
-@KERNEL
+@BATCH_KERNEL
 def sigmoid_row(z, n, out, T, W):
     """out[:n] = 1 / (1 + e^-z[:n])."""
     exp_row(z, n, -1, out, T, W)
@@ -274,7 +286,7 @@ def sigmoid_row(z, n, out, T, W):
         out[i] = one / (out[i] + one)
 
 
-@KERNEL
+@BATCH_KERNEL
 def softplus_row(z, n, out, T, W):
     """out[:n] = ln(1 + e^z) = ln(1 + e^-|z|) + max(z, 0). z is overwritten with e^-|z|."""
     zero = T[0][ZERO]
@@ -321,14 +333,14 @@ def pairwise_leaf(a, lo, n, zero):
     return res
 
 
-@KERNEL
+@BATCH_KERNEL
 def pairwise_sum(a, n, zero, stack, values):
     """0 + NumPy's pairwise sum of a[:n], as `np.add.reduce` computes it over a contiguous axis (a batch of
     one: 0 + (0 + a[0]), which turns -0.0 into +0.0)."""
     return zero + pairwise_inner(a, np.int64(0), n, zero, stack, values)
 
 
-@KERNEL
+@BATCH_KERNEL
 def pairwise_inner(a, lo, n, zero, stack, values):
     """NumPy's pairwise sum of a[lo : lo + n], without pairwise_sum's leading 0 +: the value of one node
     of its tree, which a thread computes for its share of a batch (`tree_bounds`).
@@ -400,7 +412,7 @@ def plan(m, threads, bounds):
     return np.int64(1), np.int64(1)
 
 
-@KERNEL
+@BATCH_KERNEL
 def slices(W, rows, cols, k, S1, S2):
     """`portable._slices` of W[:rows, :cols]: S1 + S2 = W up to a remainder, each on a grid where any
     sum of k entries is exact. W float64 or float32; S1, S2 float64, written in place. Returns the two
@@ -478,7 +490,7 @@ def largest_exponent(W, rows, cols):
     return exponent_of(top_bits(W, rows, np.int64(0), cols), W.itemsize)
 
 
-@KERNEL
+@BATCH_KERNEL
 def top_bits(W, rows, lo, hi):
     """The largest bit pattern of |w| over W[:rows, lo:hi] (float64 or float32), as an int64. The largest
     |w| has the largest pattern (NaN and infinity the largest of all): an integer maximum, which LLVM
@@ -516,7 +528,7 @@ def exponent_of(top, itemsize):
 BCE, MSE = LOSS_IDS["bce"], LOSS_IDS["mse"]
 
 
-@KERNEL
+@BATCH_KERNEL
 def loss_outputs(loss, z, target, n, out, T, W):
     """out[:n] = the loss of n outputs with logits z and 0/1 targets, as `model.LOSSES[loss].outputs`:
     bce -log s(z) = softplus(-z) for a target 1, softplus(z) for a 0; mse (s(z) - y)^2. z is overwritten."""
@@ -532,7 +544,7 @@ def loss_outputs(loss, z, target, n, out, T, W):
             out[i] = d * d
 
 
-@KERNEL
+@BATCH_KERNEL
 def loss_gradient(loss, labels, lo, hi, A2, dZ2, counts):
     """dLoss/dZ2[:, lo:hi] of a (K, m) batch, as `model.LOSSES[loss].delta`: bce (A2 - Y) / m; mse
     2 (A2 - Y) A2 (1 - A2) / (m K). counts = [m, m K] in the weights' dtype (NumPy divides by them
@@ -556,7 +568,7 @@ def loss_gradient(loss, labels, lo, hi, A2, dZ2, counts):
 # gradient's grid, the sums over the batch) is computed apart, in pieces threads combine exactly.
 
 
-@KERNEL
+@BATCH_KERNEL
 def pixel_rows(X, rows, lo, hi, P):
     """The batch's 0/1 pixels X[rows[lo:hi]], one pixel a row: P[:, lo:hi] of (30, m) uint8, 30 bytes an
     example (the kernels widen them as they read them: that costs less than moving wider numbers).
@@ -577,7 +589,7 @@ def pixel_rows(X, rows, lo, hi, P):
                 row[i] = X[rows[i], p]
 
 
-@KERNEL
+@BATCH_KERNEL
 def pixel_product(P, lo, hi, S1, S2, acc1, acc2, Z1):
     """Z1 = (X W1)^T : (H, m) for P : (30, m) uint8 pixels and w1's slices S1, S2 : (30, H), as
     `portable.pixels_matmul`: each slice's sum is exact in any order, then the two are added once.
@@ -605,7 +617,7 @@ def pixel_product(P, lo, hi, S1, S2, acc1, acc2, Z1):
             Z1[h, i] = a1[i] + a2[i]  # rounded once to float64 (and to float32 on the store)
 
 
-@KERNEL
+@BATCH_KERNEL
 def forward(P, lo, hi, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W):
     """Z1 = X W1 + b1, A1 = sigmoid(Z1) : (H, m); Z2 = A1 W2 + b2, A2 = sigmoid(Z2) : (K, m).
 
@@ -632,7 +644,7 @@ def forward(P, lo, hi, w1, w2, b1, b2, S1, S2, acc1, acc2, Z1, A1, Z2, A2, T, W)
     sigmoids(Z2, A2, lo, hi, m, T, W)
 
 
-@KERNEL
+@BATCH_KERNEL
 def sigmoids(Z, A, lo, hi, m, T, W):
     """A[:, lo:hi] = sigmoid(Z[:, lo:hi]) for (rows, m) arrays: one pass over all when lo .. hi is 0 .. m."""
     rows = Z.shape[0]
@@ -643,7 +655,7 @@ def sigmoids(Z, A, lo, hi, m, T, W):
             sigmoid_row(Z[r, lo:hi], hi - lo, A[r, lo:hi], T, W)
 
 
-@KERNEL
+@BATCH_KERNEL
 def hidden_delta(w2, dZ2, A1, dZ1, lo, hi, one):
     """dZ1 = (dZ2 W2^T) * A1 * (1 - A1) : (H, m), the sum over the K classes in order."""
     for h in range(A1.shape[0]):
@@ -656,7 +668,7 @@ def hidden_delta(w2, dZ2, A1, dZ1, lo, hi, one):
             dZ1[h, i] = dZ1[h, i] * A1[h, i] * (one - A1[h, i])
 
 
-@KERNEL
+@BATCH_KERNEL
 def pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2, sums):
     """dW1 = X^T dZ1 : (30, m) @ (m, H) -> (30, H), as `portable.pixels_matmul`, for a whole batch.
 
@@ -681,7 +693,7 @@ def pixel_gradient(P, dZ1, m, dW1, G1, G2, N1, N2, sums):
         gradient_from_sums(sums, np.int64(1), q1, q2, dW1)
 
 
-@KERNEL
+@BATCH_KERNEL
 def gradient_slices(dZ1, lo, hi, top, m, G1, G2):
     """`slices` of dZ1[:, lo:hi], on the grids of a batch of m whose largest pattern is top (`top_bits`
     over the whole batch): G1, G2[:, lo:hi]. Returns the grids' steps, or (0, 0) when not finite."""
@@ -693,7 +705,7 @@ def gradient_slices(dZ1, lo, hi, top, m, G1, G2):
     return (q1, q2) if finite else (0.0, 0.0)
 
 
-@KERNEL
+@BATCH_KERNEL
 def gradient_exact(P, G1, G2, m, dW1):
     """dW1 when the gradient is not finite: training has diverged, and the float sums make that show (as NaN)."""
     for p in range(P.shape[0]):
@@ -701,7 +713,7 @@ def gradient_exact(P, G1, G2, m, dW1):
             dW1[p, h] = exact_dot(P[p], G1[h], m) + exact_dot(P[p], G2[h], m)
 
 
-@KERNEL
+@BATCH_KERNEL
 def gradient_sums(P, lo, hi, G1, G2, q1, q2, N1, N2, sums):
     """sums[0], sums[1] : (30, H) int64 = for each pixel and unit, the sums over the inked examples among
     columns lo .. hi of G1 / q1 and G2 / q2 (integers: exact, and exact again when threads add theirs)."""
@@ -732,7 +744,7 @@ def gradient_sums(P, lo, hi, G1, G2, q1, q2, N1, N2, sums):
             sums[0, p, h], sums[1, p, h] = t1, t2
 
 
-@KERNEL
+@BATCH_KERNEL
 def gradient_from_sums(sums, count, q1, q2, dW1):
     """dW1 from the integer sums of `count` shares, sums : (threads, 2, 30, H): each product exact, one rounding."""
     for p in range(dW1.shape[0]):
@@ -744,7 +756,7 @@ def gradient_from_sums(sums, count, q1, q2, dW1):
             dW1[p, h] = np.float64(t1) * q1 + np.float64(t2) * q2
 
 
-@KERNEL
+@BATCH_KERNEL
 def grid_integers(G, q, N, lo, hi):
     """N[:, lo:hi] = G / q, exactly (G is on the grid of q, a power of two: the quotients are integers
     below 2^53). As G (1/q), a multiplication, unless 1/q would overflow (q below 2^-1022)."""
@@ -768,7 +780,7 @@ def exact_dot(x, g, m):
     return total
 
 
-@KERNEL
+@BATCH_KERNEL
 def batch_sums(A1, dZ1, dZ2, bounds, first, last, bias, scratch, zero, stack, values, sums):
     """The sums over a batch that the update needs, for the nodes first .. last of their pairwise tree
     (`plan`): sums[h K + c, j] of A1[h] dZ2[c] (dW2 = A1^T dZ2), then of dZ1[h] and dZ2[c] (the biases'),
@@ -790,7 +802,7 @@ def batch_sums(A1, dZ1, dZ2, bounds, first, last, bias, scratch, zero, stack, va
                 sums[H * K + H + c, j] = pairwise_inner(dZ2[c], node_lo, n, zero, stack, values)
 
 
-@KERNEL
+@BATCH_KERNEL
 def update(lr, w1, w2, b1, b2, dW1, sums, nodes, zero):
     """W -= lr dW for every weight: dW1 given, dW2 and the bias gradients the sums of `batch_sums`' nodes,
     added up their tree level by level (left + right, as `pairwise_inner` does), then 0 + that."""
@@ -1092,7 +1104,7 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
     return np.float64(pairwise_sum(per_example, N, zero, stack, values)) if thread == 0 else 0.0, correct, largest
 
 
-@KERNEL
+@BATCH_KERNEL
 def shared_batch(X, y, rows, start, lr, loss, weights, Z2_out, T, batch, shared, own, sync, share):
     """Thread `thread`'s part of a batch that `used` of the `threads` share (share = (thread, threads,
     used, nodes, passed), passed the barriers before it; weights = (w1, w2, b1, b2)): its columns'
@@ -1132,7 +1144,7 @@ def shared_batch(X, y, rows, start, lr, loss, weights, Z2_out, T, batch, shared,
     return right, top
 
 
-@KERNEL
+@BATCH_KERNEL
 def forward_share(X, y, rows, start, lo, hi, loss, w1, w2, b1, b2, Z2_out, T, batch, labels, visited, own):
     """The columns lo .. hi of a batch of the examples X[rows], the epoch's rows start .. start + m: each
     example's label (to labels and visited), pixels, forward pass, logits (to Z2_out), loss gradient
@@ -1151,7 +1163,7 @@ def forward_share(X, y, rows, start, lo, hi, loss, w1, w2, b1, b2, Z2_out, T, ba
     hidden_delta(w2, dZ2, A1, dZ1, lo, hi, T[0][ONE])
 
 
-@KERNEL
+@BATCH_KERNEL
 def summary(loss, Z2, labels, start, n, per_example, own, T):
     """`summarize` with a thread's own scratch."""
     z, target, out, W = own[8], own[9], own[10], own[5]
@@ -1191,7 +1203,7 @@ def batch_arrays(bytes_, floats, ints, typed, pixels, H, K, m):
 # ---- an epoch's loss and accuracy, batch by batch ----
 
 
-@KERNEL
+@BATCH_KERNEL
 def summarize(loss, Z2, labels, start, n, per_example, z, target, out, T, W):
     """per_example[start : start + n] = the losses of the rows start .. start + n of Z2 : (N, K)
     C-contiguous, whose labels are labels[start : start + n] (0 + the K outputs' losses, added in
@@ -1219,7 +1231,7 @@ def summarize(loss, Z2, labels, start, n, per_example, z, target, out, T, W):
     return correct, largest
 
 
-@KERNEL
+@BATCH_KERNEL
 def correct_rows(Z2, labels, start, n):
     """How many of the rows start .. start + n of Z2 : (N, K) have their argmax at their label, as
     `np.argmax` picks it: the first largest entry, or the first NaN. (Selects, not branches: which
@@ -1236,7 +1248,7 @@ def correct_rows(Z2, labels, start, n):
     return correct
 
 
-@KERNEL
+@BATCH_KERNEL
 def largest_abs(x, start, n):
     """max |x[start : start + n]| as a float64, NaN if any is NaN (as np.max(np.abs(x))): the largest bit
     pattern of |x|, an integer maximum, which LLVM vectorizes, where a float one must run in order
@@ -1344,44 +1356,6 @@ def _set_env(target, name: str, env) -> None:
     code, and no wrapper to use it."""
     if target._engine.get_global_value_address(name):
         type(target).set_env(target, name, env)
-
-
-# Kernels over a whole batch, which LLVM keeps as functions of their own rather than inline them into
-# their callers: called once a batch, a call costs nothing beside their loops, and a copy of each inlined
-# per call site was more code for LLVM's module passes and its machine code.
-KEPT_APART = frozenset(
-    [
-        "forward_share",
-        "forward",
-        "pixel_rows",
-        "pixel_product",
-        "sigmoids",
-        "loss_gradient",
-        "hidden_delta",
-        "pixel_gradient",
-        "gradient_slices",
-        "gradient_exact",
-        "gradient_sums",
-        "gradient_from_sums",
-        "grid_integers",
-        "batch_sums",
-        "update",
-        "summary",
-        "summarize",
-        "loss_outputs",
-        "exp_row",
-        "log1p_row",
-        "sigmoid_row",
-        "softplus_row",
-        "correct_rows",
-        "largest_abs",
-        "pairwise_sum",
-        "pairwise_inner",
-        "shared_batch",
-        "slices",
-        "top_bits",
-    ]
-)
 
 
 def _kernel_name(symbol: str) -> str:

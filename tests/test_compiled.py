@@ -341,8 +341,9 @@ def test_the_grids_powers_of_two_are_math_ldexps():
 
 
 def test_the_kernels_kept_apart_are_kernels_and_found_by_their_symbols():
-    """compiled.KEPT_APART names kernels (a misspelt name would leave its kernel inlined, silently), and
-    _kernel_name reads a kernel's name out of the symbol Numba gives it, and nothing out of another's."""
+    """compiled.KEPT_APART holds the batch kernels' names, and _kernel_name reads a kernel's name out of the
+    symbol Numba gives it (so `_LinkedLibrary` finds them), and nothing out of another's."""
+    assert {"forward", "shared_batch", "summarize"} <= compiled.KEPT_APART
     for name in compiled.KEPT_APART:
         assert isinstance(getattr(compiled, name), numba.core.registry.CPUDispatcher), name
     copy = from_python(compiled.max_nan)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.params import Watch, load_params
 from tests.conftest import ROOT, copy_of, dvc, env, one_error_line, run
 
 GUARD = "check_params"
@@ -233,8 +234,6 @@ def test_a_stage_whose_params_yaml_changes_under_it_writes_nothing(clean):
 def test_the_watch_looks_twice_a_second_and_stops_only_for_other_values(tmp_path):
     """params.Watch, on a clock of its own: nothing read before `every` has passed, a rewrite with the same
     values (an editor's save) passes, another value raises unchanged's error, naming the key."""
-    from pipeline.params import Watch, load_params
-
     path, now = tmp_path / "params.yaml", [0.0]
     path.write_text((ROOT / "params.yaml").read_text())
     watch = Watch(load_params(path), "train", path, every=0.5, clock=lambda: now[0])
