@@ -1282,7 +1282,8 @@ def entry_signature(dtype: np.dtype | type):
 
 
 def entry_epoch(X, y, order, w1, w2, b1, b2, Z2, c0, c1, c2, c3, c4, wf, wi, wd, wu, wj, dims, lr, result):
-    """`train_epoch` on arrays made from the C entry point's pointers (no copies, no allocation)."""
+    """`train_epoch` on arrays made from the C entry point's pointers (no copies, no allocation); the first
+    thread (dims[16] = 0) writes the epoch's figures into result."""
     d = _pointed(dims, (18,))
     N, pixels, H, K, bias = d[0], d[1], d[2], d[3], d[4]
     T = (
@@ -1313,8 +1314,9 @@ def entry_epoch(X, y, order, w1, w2, b1, b2, Z2, c0, c1, c2, c3, c4, wf, wi, wd,
         d[16],
         d[17],
     )
-    out = _pointed(result, (3,))
-    out[0], out[1], out[2] = total, correct, largest
+    if d[16] == 0:  # the first thread's figures; the others' zeros would race it to the shared result
+        out = _pointed(result, (3,))
+        out[0], out[1], out[2] = total, correct, largest
 
 
 def build(dtype: np.dtype | type) -> tuple[str, bytes]:

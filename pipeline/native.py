@@ -323,15 +323,8 @@ def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws
     C-contiguous and of the entry's types (X uint8, y and order int64, the rest as `workspace` and
     `tables` make them, ws for `threads`), which its pointers are taken from. With threads > 1 the
     function runs in that many threads at once, this one the first (each call releases the GIL)."""
-    arrays = (X, y, order, w1, w2, b1, b2, Z2, *T, *ws)
-    if not all(a.flags.c_contiguous for a in arrays):
-        raise ValueError("the compiled engine takes C-contiguous arrays")
-    H, K = w2.shape
-    if any(len(w) < size for w, size in zip(ws, workspace_sizes(len(order), batch_size, H, K, X.shape[1], threads))):
-        raise ValueError("the compiled engine's workspace is smaller than `workspace` makes it for this run")
-    sizes = [len(order), X.shape[1], H, K, int(len(b1) > 0), batch_size, loss]
-    sizes += [len(T[0]), len(T[1]), len(T[2]), len(T[3]), *(len(w) for w in ws)]
-    pointers, result = [a.ctypes.data for a in arrays], np.zeros(3)
+    pointers, sizes = arguments(X, y, order, batch_size, loss, w1, w2, b1, b2, Z2, T, ws, threads)
+    result = np.zeros(3)
     helpers = _pool(threads - 1) if threads > 1 else None
     threads = threads if helpers else 1  # helpers that cannot start: one thread, the same bits
     dims = [np.array([*sizes, thread, threads], np.int64) for thread in range(threads)]
@@ -341,6 +334,20 @@ def epoch(function, X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2, T, ws
     for other in others:
         other.result()
     return float(result[0]), int(result[1]), float(result[2])
+
+
+def arguments(X, y, order, batch_size, loss, w1, w2, b1, b2, Z2, T, ws, threads: int) -> tuple[list[int], list[int]]:
+    """The entry point's array pointers and its dims but the last two (thread, threads), for `epoch`'s
+    arguments, checked first: C-contiguous arrays, a workspace as long as its layout."""
+    arrays = (X, y, order, w1, w2, b1, b2, Z2, *T, *ws)
+    if not all(a.flags.c_contiguous for a in arrays):
+        raise ValueError("the compiled engine takes C-contiguous arrays")
+    H, K = w2.shape
+    if any(len(w) < size for w, size in zip(ws, workspace_sizes(len(order), batch_size, H, K, X.shape[1], threads))):
+        raise ValueError("the compiled engine's workspace is smaller than `workspace` makes it for this run")
+    sizes = [len(order), X.shape[1], H, K, int(len(b1) > 0), batch_size, loss]
+    sizes += [len(T[0]), len(T[1]), len(T[2]), len(T[3]), *(len(w) for w in ws)]
+    return [a.ctypes.data for a in arrays], sizes
 
 
 _pools = threading.local()  # each calling thread's own helpers, so two trainings at once never queue for them

@@ -109,6 +109,28 @@ def test_a_workspace_smaller_than_its_layout_is_refused_before_the_engine_runs()
             native.epoch(None, *arrays, ws, threads)
 
 
+def test_only_the_first_thread_writes_the_epochs_figures():
+    """Every thread of an epoch is handed the same result array. A helper that wrote its zeros there
+    after the first thread wrote the epoch's figures (a helper descheduled on a busy machine) made the
+    epoch's loss and accuracy 0 once in a while. A helper run alone (its barriers passed at once) must
+    leave the array as it found it."""
+    X, y = DATA
+    X, y, dtype = X[:2000], y[:2000].astype(np.int64), np.dtype(np.float64)
+    net = init_network(np.random.default_rng(0), PIXELS, 5, CLASSES, "bce", False, dtype)
+    none, Z2, order = np.empty(0, dtype), np.empty((len(X), len(CLASSES)), dtype), np.arange(len(X))
+    ws = native.workspace(len(X), 1024, 5, len(CLASSES), PIXELS, dtype, 2)
+    T = native.tables(dtype)
+    pointers, sizes = native.arguments(X, y, order, 1024, 0, net.w1, net.w2, none, none, Z2, T, ws, 2)
+    function = native.load(dtype)
+    if function is None:
+        compiled.compile_ahead((dtype,))
+        function = native.load(dtype)
+    ws[1][0] = 1 << 40  # every barrier already passed
+    dims, result = np.array([*sizes, 1, 2], np.int64), np.full(3, 7.0)
+    function(*pointers, dims.ctypes.data, 0.1, result.ctypes.data)
+    assert result.tolist() == [7.0, 7.0, 7.0]
+
+
 def test_helpers_that_cannot_start_leave_one_thread_training_numpys_bytes(monkeypatch):
     """The system's limit on threads: the second of two helpers cannot start. The first must not wait at a
     barrier for it for ever; the run trains in one thread, to the same bytes."""
