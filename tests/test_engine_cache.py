@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import compiled
 from tests.conftest import ROOT, run
 
 pytestmark = pytest.mark.slow  # a compile into an empty cache (half a minute): python -m pytest -m slow
@@ -39,6 +40,11 @@ def test_a_second_clone_loads_the_first_ones_compile_and_no_other_source_or_dama
     assert probe(first, cache) == ("False", "False")  # an empty cache: nothing to load, nothing compiled
     run([sys.executable, "-m", "pipeline.compiled", "float64"], cwd=first, PIPELINE_CACHE_DIR=str(cache))
     (entry,) = cache.glob("epoch-float64-*.o")  # one entry: float32 was not asked for
+    code = entry.read_bytes()  # the code an import compiles: each batch kernel a function of its own
+    assert b"\ncfunc._ZN8pipeline8compiled" in code, code[:200]
+    assert not {
+        name for name in compiled.KEPT_APART if b"_ZN8pipeline8compiled%d%s" % (len(name), name.encode()) not in code
+    }
     assert probe(second, cache) == ("True", "False")  # another clone: a load, and Numba never imported
     edited = second / "pipeline" / "compiled.py"
     edited.write_text(edited.read_text() + "\n# an edit\n")
