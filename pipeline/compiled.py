@@ -165,6 +165,7 @@ class _CopyCache(caching.FunctionCache):
 
 
 TINY, NORMAL = 2.0**-1074, 2.0**-1022  # the smallest subnormal float64, and the smallest normal one
+SKIP_BELOW = 1000  # max|w| < 2^SKIP_BELOW: big1 (`grids`) and w + big1 are finite, for sums of up to 2^23 entries
 
 
 # ---- exp, log1p, sigmoid, softplus: portable.py's kernels over a row of numbers ----
@@ -883,32 +884,36 @@ def barrier(sync, passed, threads):
 
 
 @KERNEL
-def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T, S1, S2, acc):
+def step_one(X, row, label, lr, loss, w1, w2, b1, b2, Z2_out, out_row, work, T, acc):
     """`forward`, `loss_gradient`, `hidden_delta`, `pixel_gradient` and `update` for a batch of one,
     X[row] : (30,) uint8, fused into one pass: the same operations in the same order, with the numbers
     in registers or a few short rows rather than in the kernels' (H, m) arrays, whose loads and stores
     cost more than one example's arithmetic. Z2_out[out_row] : (K,) gets the logits; work : (2 H + K,)
-    scratch of the weights' dtype; S1, S2 : (1, 30 H) and acc : (2 H,) or longer, float64 scratch."""
+    scratch of the weights' dtype; acc : (2 H,) or longer, float64 scratch."""
     consts, powers, pow2 = T[0], T[1], T[2]
     zero, one, to = consts[ZERO], consts[ONE], w1.dtype.type  # to(x): x rounded to the weights' dtype
     pixels, (H, K) = X.shape[1], w2.shape
     pH, x = pixels * H, X[row]
-    w, s1, s2 = _shaped(w1, 0, (pH,)), _shaped(S1, 0, (pH,)), _shaped(S2, 0, (pH,))
+    w = _shaped(w1, 0, (pH,))
     a1, dz1, dz2 = work[:H], work[H : 2 * H], work[2 * H : 2 * H + K]
     c = exp_constants(consts, -1)
     # Z1 = X W1 on the slices' grids: each unit's two sums are exact in any order, so they run a pixel
     # at a time over the H units, whose weights are a contiguous row of w1
-    exponent, _ = largest_exponent(_shaped(w1, 0, (1, pH)), np.int64(1), pH)
+    exponent, finite = largest_exponent(_shaped(w1, 0, (1, pH)), np.int64(1), pH)
     big1, big2, _, _ = grids(exponent, pixels)
-    for i in range(pH):
-        s1[i], s2[i] = split(np.float64(w[i]), big1, big2)
     for h in range(2 * H):
         acc[h] = 0.0
+    # a blank pixel adds v s = +-0 to each sum, which leaves it as it is (a sum from +0 is never -0), where
+    # every slice s is finite: all of w1 finite, and far enough from the largest float that big1 and w + big1
+    # are (SKIP_BELOW); elsewhere (training has diverged) every pixel, so 0 inf and 0 NaN are NaN, as NumPy's
+    every = not finite or exponent > SKIP_BELOW
     for p in range(pixels):
-        v, o = np.float64(x[p]), p * H
-        for h in range(H):
-            acc[h] += v * s1[o + h]
-            acc[H + h] += v * s2[o + h]
+        if every or x[p] != 0:
+            v, o = np.float64(x[p]), p * H
+            for h in range(H):
+                s1, s2 = split(np.float64(w[o + h]), big1, big2)
+                acc[h] += v * s1
+                acc[H + h] += v * s2
     for h in range(H):
         z = to(acc[h] + acc[H + h])
         if b1.shape[0]:
@@ -1085,8 +1090,7 @@ def train_epoch(X, y, order, lr, batch_size, loss, w1, w2, b1, b2, Z2_out, T, wf
             elif thread == 0:
                 if m == 1:
                     visited[start] = labels[0] = y[rows[0]]
-                    S1, S2, acc = own[0], own[1], shared[0]
-                    step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T, S1, S2, acc)
+                    step_one(X, rows[0], labels[0], lr, loss, w1, w2, b1, b2, Z2_out, start, work, T, shared[0])
                 else:
                     P, _, _, G1, G2, N1, N2, _, A1, dZ1, _, _, dZ2 = batch
                     forward_share(
