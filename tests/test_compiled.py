@@ -335,28 +335,31 @@ def test_the_pixel_product_is_pixels_matmul_to_the_bit(case, pixels):
 
 def edge_weights() -> list[np.ndarray]:
     """(30, 5) w1 at the edges: the gradients' cases, and the largest weight on either side of
-    compiled.SKIP_BELOW (where step_one stops skipping blank pixels) and so large that its grids overflow."""
+    compiled.SKIP_BELOW (where step_one stops skipping blank pixels) and so large that its grids overflow,
+    and weights of -0 (which a blank pixel's update of -0 makes +0)."""
     W = [np.resize(case, (PIXELS, 5)) for case in extreme_gradients()]
     unit = np.resize(extreme_gradients()[0], (PIXELS, 5)) / 4
-    return W + [unit * 2.0**e for e in (compiled.SKIP_BELOW - 1, compiled.SKIP_BELOW, 1020)] + [unit * 1e308]
+    huge = [unit * 2.0**e for e in (compiled.SKIP_BELOW - 1, compiled.SKIP_BELOW, 1020)] + [unit * 1e308]
+    return W + huge + [np.where(unit > 0, unit, -0.0), np.where(unit > 0, unit, -0.0).astype(np.float32)]
 
 
 @pytest.mark.parametrize("case", range(len(edge_weights())))
 def test_a_batch_of_one_trains_numpys_bits_from_weights_at_the_edges(case):
     """step_one adds the slices of inked pixels only where every slice is finite: 0 inf and 0 NaN must still
-    make NaN (on a blank glyph too, where grids that overflow make every slice NaN), and huge weights NumPy's
-    sums. One epoch of each engine, compared
-    to the bit, diverged or not."""
-    X, y = np.vstack([np.zeros((1, PIXELS), np.uint8), DATA[0][::70]]), np.append(0, DATA[1][::70])  # a blank glyph
+    make NaN (on a blank glyph too, where grids that overflow make every slice NaN), and huge weights and -0
+    weights NumPy's bits. One epoch of each engine, compared to the bit, diverged or not: of a blank glyph and
+    one other (so that most of w1 stays as the blank pixels left it), and of 31 glyphs."""
+    X, y = np.vstack([np.zeros((1, PIXELS), np.uint8), DATA[0][::70]]), np.append(0, DATA[1][::70])
     weights, outcomes = edge_weights()[case], []
-    for make in (lambda net: sgd.numpy_epoch, lambda net: sgd.compiled_epoch(X, y, net, 1)):
-        net = init_network(np.random.default_rng(3), PIXELS, 5, CLASSES, "bce", False, weights.dtype)
-        net.w1[...] = weights
-        Z2 = np.empty((len(X), len(CLASSES)), weights.dtype)
-        with np.errstate(all="ignore"):
-            figures = make(net)(net, X, y, np.arange(len(X)), 0.5, 1, Z2)
-        outcomes.append((np.array(figures).tobytes(), *(a.tobytes() for a in (net.w1, net.w2, Z2))))
-    assert outcomes[0] == outcomes[1]
+    for n in (2, len(X)):
+        for make in (lambda net: sgd.numpy_epoch, lambda net: sgd.compiled_epoch(X[:n], y[:n], net, 1)):
+            net = init_network(np.random.default_rng(3), PIXELS, 5, CLASSES, "bce", False, weights.dtype)
+            net.w1[...] = weights
+            Z2 = np.empty((n, len(CLASSES)), weights.dtype)
+            with np.errstate(all="ignore"):
+                figures = make(net)(net, X[:n], y[:n], np.arange(n), 0.5, 1, Z2)
+            outcomes.append((np.array(figures).tobytes(), *(a.tobytes() for a in (net.w1, net.w2, Z2))))
+    assert outcomes[0] == outcomes[1] and outcomes[2] == outcomes[3]
 
 
 @pytest.mark.parametrize("case", range(len(extreme_gradients()) + 2))
