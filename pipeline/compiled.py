@@ -1448,8 +1448,9 @@ def main() -> None:
     print(f"compiled engine ready for {' and '.join(names)} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
 
-if __name__ == "__main__":  # the kernels as an import makes them: symbols of pipeline.compiled, not of
-    # __main__, which `_kernel_name` would not read, so `KEPT_APART` would be inlined, and the entry's code differ
+if __name__ == "__main__":
+    # main of the imported module, not of __main__: kernels compiled here would be __main__'s, whose symbols
+    # `_kernel_name` does not read (KEPT_APART inlined), so the cached entry would not be a train process's code
     import importlib
 
     raise SystemExit(exit_on_error(importlib.import_module("pipeline.compiled").main))
